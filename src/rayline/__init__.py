@@ -1,0 +1,62 @@
+"""rayline: a Ray-native workflow engine for machine learning.
+
+Define flows with ``@flow``/``@task`` (or YAML), run them with ``rayline.run`` or the
+``rayline`` CLI. Importing rayline does not import Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayline.errors import (
+    DefinitionError,
+    RaylineError,
+    RunCancelledError,
+    RunFailedError,
+    TracingError,
+    ValidationError,
+)
+from rayline.sdk.flow import Flow, flow
+from rayline.sdk.graph import Graph, Node, Param, ParamRef, Ref
+from rayline.sdk.resources import Backoff, Resources, RetryPolicy
+from rayline.sdk.task import Task, task
+
+__version__ = "0.1.0"
+
+_API = {"run", "resume", "load_run", "load_flow", "Run"}
+
+
+def __getattr__(name: str) -> Any:
+    # The engine (and Ray) load only when a flow is actually run.
+    if name in _API:
+        from rayline import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'rayline' has no attribute {name!r}")
+
+
+__all__ = [
+    "Backoff",
+    "DefinitionError",
+    "Flow",
+    "Graph",
+    "Node",
+    "Param",
+    "ParamRef",
+    "RaylineError",
+    "Ref",
+    "Resources",
+    "RetryPolicy",
+    "Run",
+    "RunCancelledError",
+    "RunFailedError",
+    "Task",
+    "TracingError",
+    "ValidationError",
+    "flow",
+    "load_flow",
+    "load_run",
+    "resume",
+    "run",
+    "task",
+]

@@ -1,0 +1,124 @@
+"""rayline's errors, one hierarchy.
+
+Every message says what is wrong, where (flow, node, ``file:line``, parameter, file, column) and
+what to do. Validation collects every problem and raises them together.
+
+::
+
+    RaylineError
+    ├── DefinitionError          the flow cannot be built or compiled (exit code 2)
+    │   ├── TracingError         a flow body did something tracing cannot record
+    │   ├── SpecError            a YAML flow file is malformed or unsafe
+    │   └── ValidationError      compile-time checks failed; holds every Problem
+    ├── UsageError               bad CLI input: unknown run, bad -p syntax (exit code 2)
+    ├── RunFailedError           a run ended FAILED (exit code 1)
+    ├── RunCancelledError        a run was cancelled (exit code 130)
+    ├── TaskTimeoutError         one attempt of a task ran past its timeout
+    ├── StoreError               the run store or artifact store refused an operation
+    │   ├── ArtifactIntegrityError   a stored artifact failed its checksum or signature
+    │   ├── UnsafeNameError          a name that could escape the store's root
+    │   └── LeaseLostError           another process owns the run now
+    └── InfrastructureError      Ray lost a worker, a node or the owner of an object
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RaylineError(Exception):
+    """Base of every error rayline raises on purpose."""
+
+    exit_code = 1
+
+
+class DefinitionError(RaylineError):
+    """The flow definition cannot be built or compiled."""
+
+    exit_code = 2
+
+
+class TracingError(DefinitionError):
+    """A flow body did something that tracing cannot record (e.g. branching on a result)."""
+
+
+class SpecError(DefinitionError):
+    """A declarative (YAML) flow file is malformed or unsafe."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One compile-time problem: what, where and how to fix it."""
+
+    message: str
+    flow: str | None = None
+    node: str | None = None
+    location: str | None = None  # "file:line"
+    hint: str | None = None
+
+    def render(self) -> str:
+        where = []
+        if self.location:
+            where.append(self.location)
+        if self.flow:
+            where.append(f"flow '{self.flow}'")
+        if self.node:
+            where.append(f"node '{self.node}'")
+        head = ", ".join(where)
+        text = f"{head}: {self.message}" if head else self.message
+        if self.hint:
+            text += f"\n    fix: {self.hint}"
+        return text
+
+
+class ValidationError(DefinitionError):
+    """Compile-time checks failed. ``problems`` holds every one of them."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]):
+        self.problems = tuple(problems)
+        n = len(self.problems)
+        lines = [f"{n} problem{'s' if n != 1 else ''} found before running:"]
+        lines += [f"  - {p.render()}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class UsageError(RaylineError):
+    """Bad command-line input."""
+
+    exit_code = 2
+
+
+class RunFailedError(RaylineError):
+    """A run ended FAILED."""
+
+    exit_code = 1
+
+
+class RunCancelledError(RaylineError):
+    """A run was cancelled."""
+
+    exit_code = 130
+
+
+class TaskTimeoutError(RaylineError):
+    """One attempt of a task ran past its ``timeout``."""
+
+
+class StoreError(RaylineError):
+    """The run store or artifact store refused an operation."""
+
+
+class ArtifactIntegrityError(StoreError):
+    """A stored artifact failed its checksum or signature check: it is never used."""
+
+
+class UnsafeNameError(StoreError, ValueError):
+    """A name that could escape a store's root (``..``, ``/``, NUL, encoded traversal)."""
+
+
+class LeaseLostError(StoreError):
+    """Another process took over the run; this one must stop writing."""
+
+
+class InfrastructureError(RaylineError):
+    """Ray lost a worker, a node or an object's owner: not the user's code."""

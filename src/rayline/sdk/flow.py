@@ -1,0 +1,109 @@
+"""``@flow``: a function whose body, traced once with placeholders, is the graph."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import traceback
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from rayline.errors import DefinitionError, TracingError
+from rayline.sdk.graph import REQUIRED, Graph, Param, ParamRef, Ref, iter_refs
+from rayline.sdk.spec import definition_site
+from rayline.sdk.tracing import end_trace, start_trace
+
+
+class Flow:
+    """A traced pipeline. Call ``graph()`` for its IR; ``rayline.run(flow, **params)`` runs it.
+    Calling the flow directly runs its body as plain Python (tasks run as plain functions)."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, schedule: Any = None):
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.schedule = schedule
+        self.location = definition_site(fn)
+        self.source: str | None = None  # set by the loader: "path.py:attr"
+        self._graph: Graph | None = None
+        functools.update_wrapper(self, fn)
+        self.params = self._params()
+
+    def _params(self) -> tuple[Param, ...]:
+        try:
+            hints = typing.get_type_hints(self.fn)
+        except Exception:
+            hints = {}
+        out = []
+        for p in inspect.signature(self.fn).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise DefinitionError(
+                    f"{self.location}: flow '{self.name}': *{p.name} parameters are not supported; "
+                    "declare each flow parameter by name"
+                )
+            default = REQUIRED if p.default is p.empty else p.default
+            out.append(Param(p.name, default, hints.get(p.name)))
+        return tuple(out)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def graph(self) -> Graph:
+        """Trace the body once (memoised) with a ``ParamRef`` for each parameter."""
+        if self._graph is None:
+            self._graph = self._trace()
+        return self._graph
+
+    def _trace(self) -> Graph:
+        trace, token = start_trace(self.name)
+        try:
+            outputs = self.fn(**{p.name: ParamRef(p.name) for p in self.params})
+        except TracingError as exc:
+            raise TracingError(f"{_user_frame(exc)}flow '{self.name}': {exc}") from None
+        finally:
+            end_trace(token)
+        known = {n.id for n in trace.nodes}
+        for r in iter_refs(outputs):
+            if isinstance(r, Ref) and r.node not in known:
+                raise TracingError(f"{self.location}: flow '{self.name}' returns {r!r}, which it did not create")
+        return Graph(
+            name=self.name,
+            nodes=tuple(trace.nodes),
+            params=self.params,
+            outputs=outputs,
+            location=self.location,
+            source=self.source,
+        )
+
+    def _repr_html_(self) -> str:
+        return self.graph()._repr_html_()
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name} at {self.location}>"
+
+
+def _user_frame(exc: BaseException) -> str:
+    sdk_dir = os.path.dirname(os.path.abspath(__file__))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.dirname(os.path.abspath(f.filename)) != sdk_dir]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno}: "
+
+
+def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, schedule: Any = None) -> Any:
+    """Declare a flow. Its parameters (with defaults and type hints) are the flow's parameters.
+
+    Example::
+
+        @flow
+        def hello(n: int = 3):
+            parts = [square(i) for i in range(3)]
+            return total(parts)
+    """
+
+    def wrap(f: Callable[..., Any]) -> Flow:
+        return Flow(f, name=name, schedule=schedule)
+
+    return wrap(fn) if fn is not None else wrap

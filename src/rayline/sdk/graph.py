@@ -1,0 +1,204 @@
+"""The flow IR: ``Ref``, ``ParamRef``, ``Node``, ``Graph``.
+
+A ``Graph`` is what tracing a Python flow (or loading a YAML flow) produces, and what the engine
+compiles. It is plain data: nodes in the order they were recorded (a topological order for a
+traced flow), each argument bound by parameter name to a constant, a ``Ref`` to an upstream node,
+a ``ParamRef`` to a flow parameter, or a list/tuple/dict nesting those (fan-in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rayline.errors import TracingError
+
+if TYPE_CHECKING:
+    from rayline.sdk.spec import TaskSpec
+
+REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+
+
+class _Placeholder:
+    """Behaviour shared by ``Ref`` and ``ParamRef``: any attempt to use the value at tracing
+    time raises a ``TracingError`` that says to do it inside a task."""
+
+    __slots__ = ()
+
+    def _refuse(self, what: str) -> TracingError:
+        return TracingError(
+            f"{self!r} is a placeholder while the flow is traced, so it cannot be used for {what}. "
+            "Branch, loop or compute on it inside a @task instead, and pass the result on."
+        )
+
+    def __bool__(self) -> bool:
+        raise self._refuse("branching (if/while/and/or)")
+
+    def __iter__(self) -> Iterator[Any]:
+        raise self._refuse("iteration or unpacking")
+
+    def __len__(self) -> int:
+        raise self._refuse("len()")
+
+    def __index__(self) -> int:
+        raise self._refuse("range() or indexing")
+
+    def __float__(self) -> float:
+        raise self._refuse("arithmetic")
+
+    def __int__(self) -> int:
+        raise self._refuse("arithmetic")
+
+    def __lt__(self, other: Any) -> bool:
+        raise self._refuse("comparison")
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class Ref(_Placeholder):
+    """The (future) output of node ``node``."""
+
+    node: str
+
+    def __repr__(self) -> str:
+        return f"Ref({self.node!r})"
+
+    def __hash__(self) -> int:
+        return hash(("ref", self.node))
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class ParamRef(_Placeholder):
+    """The value of flow parameter ``name``, bound at run time."""
+
+    name: str
+
+    def __repr__(self) -> str:
+        return f"ParamRef({self.name!r})"
+
+    def __hash__(self) -> int:
+        return hash(("param", self.name))
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A flow parameter: name, default (``REQUIRED`` if none) and annotation (or None)."""
+
+    name: str
+    default: Any = REQUIRED
+    annotation: Any = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Node:
+    """One call of a task inside a flow."""
+
+    id: str
+    spec: TaskSpec
+    args: tuple[tuple[str, Any], ...]
+    location: str
+    upstream: tuple[str, ...] = ()
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.args)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Graph:
+    """A traced flow: nodes (topologically ordered when traced), outputs, parameters."""
+
+    name: str
+    nodes: tuple[Node, ...]
+    params: tuple[Param, ...] = ()
+    outputs: Any = None
+    location: str = "<unknown>"
+    source: str | None = None  # how to load it again: "path.py:flow" or "path.yaml"
+    _index: dict[str, Node] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self._index:
+            self._index.update((n.id, n) for n in self.nodes)
+
+    def node(self, node_id: str) -> Node:
+        return self._index[node_id]
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self._index
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def downstream(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {n.id: [] for n in self.nodes}
+        for n in self.nodes:
+            for u in n.upstream:
+                if u in out:
+                    out[u].append(n.id)
+        return out
+
+    def output_nodes(self) -> list[str]:
+        return sorted({r.node for r in iter_refs(self.outputs) if isinstance(r, Ref)})
+
+    def fingerprint(self) -> str:
+        """A hash of the structure and code of the graph (not of parameter values)."""
+        h = hashlib.sha256(self.name.encode())
+        for n in self.nodes:
+            h.update(json.dumps([n.id, n.spec.name, n.spec.code_hash, list(n.upstream)]).encode())
+            h.update(describe_args(n.args).encode())
+        return h.hexdigest()
+
+    # Rendering lives in rayline.sdk.render; these keep notebooks one call away.
+    def _repr_html_(self) -> str:
+        from rayline.notebook import graph_html
+
+        return graph_html(self)
+
+    def _repr_markdown_(self) -> str:
+        from rayline.sdk.render import to_mermaid
+
+        return "```mermaid\n" + to_mermaid(self) + "\n```"
+
+
+def iter_refs(value: Any) -> Iterator[Ref | ParamRef]:
+    """Every ``Ref``/``ParamRef`` nested in lists, tuples and dicts of ``value``."""
+    if isinstance(value, Ref | ParamRef):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from iter_refs(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from iter_refs(v)
+
+
+def upstream_of(args: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for _, v in args:
+        for r in iter_refs(v):
+            if isinstance(r, Ref):
+                seen.setdefault(r.node, None)
+    return tuple(seen)
+
+
+def describe_args(args: tuple[tuple[str, Any], ...]) -> str:
+    """A stable text for arguments, for hashing: refs by name, constants by repr."""
+    return repr([(k, _describe(v)) for k, v in args])
+
+
+def _describe(v: Any) -> Any:
+    if isinstance(v, Ref | ParamRef):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return [type(v).__name__, [_describe(x) for x in v]]
+    if isinstance(v, dict):
+        return ["dict", [(repr(k), _describe(x)) for k, x in v.items()]]
+    return repr(v)

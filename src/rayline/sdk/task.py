@@ -1,0 +1,167 @@
+"""``@task``: wrap a function so that calls inside a flow are recorded as nodes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any, overload
+
+from rayline.errors import DefinitionError, TracingError
+from rayline.sdk.resources import CachePolicy, Resources, RetryPolicy, as_backoff
+from rayline.sdk.spec import TaskSpec, definition_site
+from rayline.sdk.tracing import active_trace, caller_location
+
+
+class Task:
+    """A function that becomes a node when called inside a flow, and stays a plain function
+    everywhere else (notebooks, unit tests)."""
+
+    def __init__(self, spec: TaskSpec):
+        self.spec = spec
+        functools.update_wrapper(self, spec.fn)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        trace = active_trace()
+        if trace is None:
+            return self.spec.fn(*args, **kwargs)
+        location = caller_location()
+        try:
+            bound = self.spec.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TracingError(
+                f"{location}: flow '{trace.flow_name}', task '{self.name}': {exc}; "
+                f"call it as {self.name}{self.spec.signature}"
+            ) from None
+        return trace.record(self.spec, tuple(bound.arguments.items()), location)
+
+    def map(self, iterable: Iterable[Any], **common: Any) -> list[Any]:
+        """Call the task once per item (passed as its first parameter), with ``common``
+        keyword arguments shared by every call. Returns one result (or ``Ref``) per item."""
+        params = list(self.spec.signature.parameters)
+        if not params:
+            raise TracingError(f"task '{self.name}' takes no parameters, so it cannot be mapped")
+        first = params[0]
+        if first in common:
+            raise TracingError(
+                f"task '{self.name}'.map(): '{first}' receives the mapped items; "
+                "do not pass it as a common argument too"
+            )
+        return [self(**{first: item}, **common) for item in iterable]
+
+    def with_options(self, **options: Any) -> Task:
+        """A copy of this task with some ``@task`` options changed."""
+        return Task(_build_spec(self.spec.fn, base=self.spec, **options))
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} at {self.spec.location}>"
+
+
+_UNSET: Any = object()
+
+
+def _build_spec(
+    fn: Callable[..., Any],
+    *,
+    base: TaskSpec | None = None,
+    cpus: float = _UNSET,
+    gpus: float = _UNSET,
+    memory: int | None = _UNSET,
+    resources: dict[str, float] | None = _UNSET,
+    accelerator_type: str | None = _UNSET,
+    retries: int = _UNSET,
+    retry_on: Iterable[type[BaseException]] = _UNSET,
+    backoff: Any = _UNSET,
+    timeout: float | None = _UNSET,
+    cache: bool = _UNSET,
+    persist: bool = _UNSET,
+    name: str | None = _UNSET,
+) -> TaskSpec:
+    location = definition_site(fn)
+    b = base or TaskSpec(name=getattr(fn, "__name__", "task"), fn=fn, location=location)
+
+    def pick(value: Any, current: Any) -> Any:
+        return current if value is _UNSET else value
+
+    try:
+        r = b.resources
+        res = Resources.of(
+            cpus=pick(cpus, r.cpus),
+            gpus=pick(gpus, r.gpus),
+            memory=pick(memory, r.memory),
+            resources=pick(resources, dict(r.custom)),
+            accelerator_type=pick(accelerator_type, r.accelerator_type),
+        )
+        retry_on_t = tuple(pick(retry_on, b.retry.retry_on))
+        for exc in retry_on_t:
+            if not (isinstance(exc, type) and issubclass(exc, BaseException)):
+                raise ValueError(f"retry_on must list exception classes, got {exc!r}")
+        retry = RetryPolicy(
+            retries=pick(retries, b.retry.retries),
+            retry_on=retry_on_t,
+            backoff=as_backoff(pick(backoff, b.retry.backoff)),
+        )
+        t = pick(timeout, b.timeout)
+        if t is not None and (not isinstance(t, int | float) or t <= 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
+        task_name = pick(name, None) or b.name
+        if not isinstance(task_name, str) or not task_name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum():
+            raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {task_name!r}")
+    except (ValueError, TypeError) as exc:
+        raise DefinitionError(f"{location}: task '{b.name}': {exc}") from None
+    return replace(
+        b,
+        name=task_name,
+        resources=res,
+        retry=retry,
+        cache=CachePolicy(enabled=bool(pick(cache, b.cache.enabled))),
+        timeout=t,
+        persist=bool(pick(persist, b.persist)),
+        _memo=dict(b._memo) if base is not None and base.fn is fn else {},
+    )
+
+
+@overload
+def task(fn: Callable[..., Any], /) -> Task: ...
+@overload
+def task(**options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Declare a task.
+
+    Options: ``cpus=1, gpus=0`` (fractional allowed), ``memory=None`` (bytes),
+    ``resources={}`` (custom Ray resources), ``retries=0``, ``retry_on=(Exception,)``,
+    ``backoff=`` (seconds, a mapping or a ``Backoff``), ``timeout=None`` (seconds per attempt),
+    ``cache=False``, ``persist=False``, ``name=None``.
+
+    Example::
+
+        @task(retries=2, retry_on=(ConnectionError,))
+        def fetch(url: str) -> bytes: ...
+    """
+
+    def wrap(f: Callable[..., Any]) -> Task:
+        if isinstance(f, Task):
+            return f.with_options(**options)
+        if not callable(f):
+            raise DefinitionError(f"@task expects a function, got {f!r}")
+        return Task(_build_spec(f, **options))
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def unwrap_task(obj: Any, *, location: str = "<unknown>") -> Task:
+    """A ``Task`` for ``obj``: itself, or a plain function wrapped with default options."""
+    if isinstance(obj, Task):
+        return obj
+    if callable(obj):
+        return Task(_build_spec(obj))
+    raise DefinitionError(f"{location}: {obj!r} is not a task or a function")
+
+
+__all__ = ["Task", "task", "unwrap_task", "caller_location"]
