@@ -6,8 +6,9 @@ import ast
 import hashlib
 import inspect
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from rayline.sdk.resources import CachePolicy, Resources, RetryPolicy
 

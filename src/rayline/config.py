@@ -1,0 +1,47 @@
+"""Settings (pydantic-settings): where runs and artifacts live, how to reach Ray.
+
+Sources, highest first: keyword arguments, ``RAYLINE_*`` environment variables (``RAY_ADDRESS``
+for the cluster), defaults. Built on demand and passed in; never a module-level singleton.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Embedded defaults need no server: local Ray, SQLite, a local artifact folder."""
+
+    model_config = SettingsConfigDict(env_prefix="RAYLINE_", extra="ignore")
+
+    home: Path = Field(default=Path(".rayline"), description="Run store and artifacts root.")
+    db_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
+    ray_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("RAYLINE_RAY_ADDRESS", "RAY_ADDRESS")
+    )
+    lease_ttl: float = Field(default=30.0, description="Seconds without heartbeat = dead driver.")
+    heartbeat_interval: float = 5.0
+    persist: str = Field(default="all", description="'all' task outputs, or only 'marked' ones.")
+    inline_limit: int = Field(
+        default=64 * 1024 * 1024,
+        description="Outputs larger than this (bytes) travel through the artifact store, not Ray.",
+    )
+    num_cpus: int | None = Field(default=None, description="CPUs for a local Ray started on demand.")
+    object_store_memory: int | None = None
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def run_store_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{self.resolved_home / 'runs.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.resolved_home / "artifacts"

@@ -1,0 +1,184 @@
+"""Graph -> Plan: validate, merge options (task defaults < config < CLI), resolve parameters,
+decide persistence and Ray options per node, hash the result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayline.engine.validate import ClusterNodes, validate
+from rayline.errors import DefinitionError
+from rayline.sdk.graph import Graph, Node, ParamRef, Ref
+from rayline.sdk.spec import TaskSpec
+from rayline.sdk.task import Task
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Position ``index`` in a node's list of upstream inputs."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PlannedNode:
+    """One node, ready to submit: its spec, an argument template in which every ``Ref`` is a
+    ``Slot`` into ``inputs`` and every ``ParamRef`` is its value, Ray options, persistence."""
+
+    id: str
+    spec: TaskSpec
+    template: tuple[tuple[str, Any], ...]
+    inputs: tuple[str, ...]
+    ray_options: dict[str, Any]
+    persist: bool
+    location: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Plan:
+    graph: Graph
+    params: dict[str, Any]
+    nodes: tuple[PlannedNode, ...]
+    plan_hash: str
+    downstream: dict[str, list[str]] = field(default_factory=dict)
+    _index: dict[str, PlannedNode] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self._index:
+            self._index.update((n.id, n) for n in self.nodes)
+
+    def node(self, node_id: str) -> PlannedNode:
+        return self._index[node_id]
+
+    def descendants(self, node_id: str) -> set[str]:
+        out: set[str] = set()
+        stack = [node_id]
+        while stack:
+            for d in self.downstream.get(stack.pop(), ()):
+                if d not in out:
+                    out.add(d)
+                    stack.append(d)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "flow": self.graph.name,
+                "source": self.graph.source,
+                "outputs": encode_outputs(self.graph.outputs),
+                "nodes": [
+                    {
+                        "id": n.id,
+                        "task": n.spec.qualified_name,
+                        "code_hash": n.spec.code_hash,
+                        "inputs": list(n.inputs),
+                        "ray_options": n.ray_options,
+                        "retries": n.spec.retry.retries,
+                        "timeout": n.spec.timeout,
+                        "cache": n.spec.cache.enabled,
+                        "persist": n.persist,
+                        "location": n.location,
+                    }
+                    for n in self.nodes
+                ],
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+
+def compile_plan(
+    graph: Graph,
+    params: Mapping[str, Any] | None = None,
+    *,
+    cluster: ClusterNodes | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    persist_all: bool = True,
+) -> Plan:
+    """Check everything that can be checked before running and produce the ``Plan``.
+
+    ``overrides`` maps a node id or a task name to ``@task`` options (from a config file or the
+    CLI), applied over the task's own defaults. Raises ``ValidationError`` with every problem.
+    """
+    given = dict(params or {})
+    if overrides:
+        graph = _apply_overrides(graph, overrides)
+    validate(graph, given, cluster)
+    values = {p.name: given.get(p.name, p.default) for p in graph.params}
+    outputs = set(graph.output_nodes())
+    nodes = []
+    for node in graph.nodes:
+        spec = node.spec
+        slots: dict[str, int] = {u: i for i, u in enumerate(node.upstream)}
+        template = tuple((k, _template(v, slots, values)) for k, v in node.args)
+        nodes.append(
+            PlannedNode(
+                id=node.id,
+                spec=spec,
+                template=template,
+                inputs=node.upstream,
+                ray_options=_ray_options(spec),
+                persist=persist_all or spec.persist or spec.cache.enabled or node.id in outputs,
+                location=node.location,
+            )
+        )
+    h = hashlib.sha256(graph.fingerprint().encode())
+    h.update(json.dumps(values, sort_keys=True, default=repr).encode())
+    return Plan(graph, values, tuple(nodes), h.hexdigest()[:16], graph.downstream())
+
+
+def encode_outputs(value: Any) -> Any:
+    """The flow's outputs as JSON: each ``Ref`` becomes ``{"$ref": node_id}``."""
+    if isinstance(value, Ref):
+        return {"$ref": value.node}
+    if isinstance(value, list | tuple):
+        return [encode_outputs(v) for v in value]
+    if isinstance(value, dict):
+        return {"$dict": [[str(k), encode_outputs(v)] for k, v in value.items()]}
+    if isinstance(value, ParamRef):
+        return {"$param": value.name}
+    return {"$const": repr(value)} if value is not None else None
+
+
+def _template(value: Any, slots: dict[str, int], params: dict[str, Any]) -> Any:
+    if isinstance(value, Ref):
+        return Slot(slots[value.node])
+    if isinstance(value, ParamRef):
+        return params[value.name]
+    if isinstance(value, list):
+        return [_template(v, slots, params) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_template(v, slots, params) for v in value)
+    if isinstance(value, dict):
+        return {k: _template(v, slots, params) for k, v in value.items()}
+    return value
+
+
+def _ray_options(spec: TaskSpec) -> dict[str, Any]:
+    opts = spec.resources.ray_options()
+    opts["max_retries"] = spec.retry.max_worker_retries
+    opts["retry_exceptions"] = False  # the user's exceptions are retried by rayline, with backoff
+    return opts
+
+
+def _apply_overrides(graph: Graph, overrides: Mapping[str, Mapping[str, Any]]) -> Graph:
+    known_keys = {n.id for n in graph.nodes} | {n.spec.name for n in graph.nodes}
+    unknown = [k for k in overrides if k not in known_keys and k != "*"]
+    if unknown:
+        raise DefinitionError(
+            f"flow '{graph.name}': options given for unknown node(s) {', '.join(map(repr, unknown))}; "
+            f"nodes are: {', '.join(sorted(known_keys))}"
+        )
+    new_nodes = []
+    for n in graph.nodes:
+        opts: dict[str, Any] = {}
+        for key in ("*", n.spec.name, n.id):
+            opts.update(overrides.get(key, {}))
+        if opts:
+            spec = Task(n.spec).with_options(**opts).spec
+            n = Node(n.id, spec, n.args, n.location, n.upstream)
+        new_nodes.append(n)
+    return Graph(graph.name, tuple(new_nodes), graph.params, graph.outputs, graph.location, graph.source)

@@ -1,0 +1,173 @@
+"""Ray executor: each node is one ``ray.remote`` task (options from its ``Resources``) whose
+upstream ``ObjectRef``s are top-level arguments, so Ray orders the work and values stay in the
+object store. The driver only ever fetches the small meta object of each task."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from rayline.engine.compiler import PlannedNode
+from rayline.engine.worker import NodeCall, Stored, execute_node
+
+log = logging.getLogger("rayline.executor")
+
+
+class RayHandle:
+    __slots__ = ("node_id", "value", "meta_ref")
+
+    def __init__(self, node_id: str, value: Any, meta_ref: Any):
+        self.node_id = node_id
+        self.value = value
+        self.meta_ref = meta_ref
+
+
+class RayExecutor:
+    """Runs nodes as Ray tasks on the cluster at ``address`` (or a local Ray started on demand,
+    dashboard off, token authentication left as Ray sets it)."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: int | None = None,
+        object_store_memory: int | None = None,
+    ):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.object_store_memory = object_store_memory
+        self._remotes: dict[Any, Any] = {}
+        self._by_value: set[str] = set()
+        self.started_ray = False
+
+    def start(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        if self.address:
+            ray.init(address=self.address, **kwargs)
+        else:
+            if self.num_cpus is not None:
+                kwargs["num_cpus"] = self.num_cpus
+            if self.object_store_memory is not None:
+                kwargs["object_store_memory"] = self.object_store_memory
+            ray.init(**kwargs)
+        self.started_ray = True
+
+    def cluster_nodes(self) -> list[dict[str, float]] | None:
+        import ray
+
+        return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+    def _remote_for(self, node: PlannedNode) -> Any:
+        fn = node.spec.fn
+        key = (id(fn), tuple(sorted((k, repr(v)) for k, v in node.ray_options.items())))
+        remote = self._remotes.get(key)
+        if remote is None:
+            import ray
+
+            self._pickle_by_value(fn)
+            base = self._remotes.get(id(fn))
+            if base is None:
+                base = self._remotes[id(fn)] = ray.remote(_entry_for(fn, node.spec.name))
+            remote = self._remotes[key] = base.options(num_returns=2, **node.ray_options)
+        return remote
+
+    def _pickle_by_value(self, fn: Any) -> None:
+        """Ship the user's module by value when a fresh worker could not import it by name
+        (a flow file loaded from a path, a notebook, ``__main__``)."""
+        mod_name = getattr(fn, "__module__", None)
+        if not mod_name or mod_name in self._by_value or mod_name.startswith("rayline."):
+            return
+        module = sys.modules.get(mod_name)
+        path = getattr(module, "__file__", None) or ""
+        if "site-packages" in path or path.startswith(sys.prefix):
+            return
+        import cloudpickle
+
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except (ValueError, TypeError):  # builtins / already registered / not a module
+            pass
+        self._by_value.add(mod_name)
+
+    def submit(self, node: PlannedNode, call: NodeCall, inputs: list[Any]) -> RayHandle:
+        values = [i if isinstance(i, Stored) else i.value for i in inputs]
+        metas = [{"status": "SUCCEEDED", "digest": i.digest} if isinstance(i, Stored) else i.meta_ref for i in inputs]
+        value_ref, meta_ref = self._remote_for(node).remote(call, *values, *metas)
+        return RayHandle(node.id, value_ref, meta_ref)
+
+    def wait(self, handles: list[RayHandle], timeout: float) -> list[RayHandle]:
+        import ray
+
+        if not handles:
+            return []
+        by_ref = {h.meta_ref: h for h in handles}
+        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout)
+        return [by_ref[r] for r in ready]
+
+    def meta(self, handle: RayHandle) -> dict[str, Any]:
+        import ray
+        from ray import exceptions as rex
+
+        try:
+            return ray.get(handle.meta_ref, timeout=60)
+        except rex.TaskCancelledError:
+            return {"node_id": handle.node_id, "status": "CANCELLED"}
+        except (rex.RayError, ray.exceptions.GetTimeoutError) as exc:
+            cause = getattr(exc, "cause", None) or exc
+            kind = type(cause).__name__
+            return {
+                "node_id": handle.node_id,
+                "status": "FAILED",
+                "infrastructure": True,
+                "attempts": [
+                    {
+                        "attempt": 1,
+                        "status": "FAILED",
+                        "error_type": f"ray.{kind}",
+                        "error_message": _infra_message(kind, str(exc)),
+                    }
+                ],
+            }
+
+    def cancel(self, handles: list[RayHandle], *, force: bool = False) -> None:
+        import ray
+
+        for h in handles:
+            try:
+                ray.cancel(h.meta_ref, force=force, recursive=True)
+            except Exception as exc:  # already finished, or its owner is gone
+                log.debug("cancel %s: %s", h.node_id, exc)
+
+    def release(self, handles: list[RayHandle]) -> None:
+        for h in handles:
+            h.value = None
+
+
+def _entry_for(fn: Any, name: str) -> Any:
+    def entry(call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
+        return execute_node(fn, call, *resolved)
+
+    entry.__name__ = entry.__qualname__ = name.replace("-", "_").replace(".", "_")
+    entry.__module__ = "rayline.engine.executors.ray"
+    return entry
+
+
+def _infra_message(kind: str, text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else kind
+    hints = {
+        "WorkerCrashedError": "the worker process died (killed, or crashed in native code) and Ray's retries ran out",
+        "OutOfMemoryError": "the task was killed by Ray's memory monitor; give it more `memory=` or process less at once",
+        "ObjectStoreFullError": "the object store is full; lower the output size or raise object_store_memory",
+        "OwnerDiedError": "the driver that owned an input died; `rayline resume` the run",
+        "NodeDiedError": "the node running the task died",
+        "GetTimeoutError": "the task's result could not be fetched in time",
+    }
+    return f"{hints.get(kind, 'Ray failed to run the task')} ({first[:500]}) [pid {os.getpid()}]"

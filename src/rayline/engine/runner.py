@@ -1,0 +1,348 @@
+"""The ``Runner``: executes a ``Plan`` through an executor and records every state change.
+
+All nodes are submitted up front in topological order, upstream handles as arguments, so Ray
+orders the work; the driver loop only waits for small meta objects, records them in batches
+(one transaction per loop turn), marks the descendants of a failed node UPSTREAM_FAILED while
+independent branches finish, enforces timeouts as a backstop, and turns Ctrl-C into CANCELLED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rayline.engine.compiler import Plan, PlannedNode
+from rayline.engine.states import RunStatus, TaskStatus
+from rayline.engine.store.runs import AttemptRecord, TaskUpdate
+from rayline.engine.worker import NodeCall, Stored
+from rayline.errors import LeaseLostError, StoreError
+
+log = logging.getLogger("rayline.runner")
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run_id: str
+    status: RunStatus
+    created: bool = True
+
+
+class _Lease:
+    """Heartbeats the run's lease from a thread; records if another process took it over."""
+
+    def __init__(self, store: Any, run_id: str, generation: int, interval: float):
+        self.store, self.run_id, self.generation, self.interval = store, run_id, generation, interval
+        self.lost: LeaseLostError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"rayline-lease-{run_id}", daemon=True)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.heartbeat(self.run_id, self.generation)
+            except LeaseLostError as exc:
+                self.lost = exc
+                return
+            except Exception as exc:  # a transient store error must not kill the run
+                log.warning("heartbeat for run %s failed: %s", self.run_id, exc)
+
+
+class Runner:
+    def __init__(
+        self,
+        run_store: Any,
+        artifacts: Any,
+        executor: Any,
+        *,
+        lease_ttl: float = 30.0,
+        heartbeat_interval: float = 5.0,
+        inline_limit: int = 64 * 1024 * 1024,
+        on_event: EventSink | None = None,
+    ):
+        self.store = run_store
+        self.artifacts = artifacts
+        self.executor = executor
+        self.lease_ttl = lease_ttl
+        self.heartbeat_interval = heartbeat_interval
+        self.inline_limit = inline_limit
+        self.on_event = on_event or (lambda kind, data: None)
+
+    # ------------------------------------------------------------------ entry points
+    def run(self, plan: Plan, *, run_key: str | None = None, trigger: dict[str, Any] | None = None) -> RunOutcome:
+        run_id, created = self.store.create_run(
+            flow_name=plan.graph.name,
+            source=plan.graph.source,
+            params=_jsonable(plan.params),
+            plan_hash=plan.plan_hash,
+            plan_json=plan.to_json(),
+            node_ids=[n.id for n in plan.nodes],
+            run_key=run_key,
+            trigger=trigger,
+            owner_pid=os.getpid(),
+            owner_host=socket.gethostname(),
+        )
+        if not created:
+            existing = self.store.get_run(run_id)
+            return RunOutcome(run_id, existing.status, created=False)
+        status = self._execute(plan, run_id, generation=1, adopted={})
+        return RunOutcome(run_id, status)
+
+    def resume(self, plan: Plan, run_id: str) -> RunOutcome:
+        run = self.store.get_run(run_id)
+        if run.status == RunStatus.SUCCEEDED:
+            return RunOutcome(run_id, run.status, created=False)
+        generation = self.store.take_over(
+            run_id, owner_pid=os.getpid(), owner_host=socket.gethostname(), lease_ttl=self.lease_ttl
+        )
+        adopted: dict[str, str] = {}
+        code = {n.id: n.spec.code_hash for n in plan.nodes}
+        old_plan = _old_code_hashes(self.store.get_plan(run.plan_hash))
+        for t in self.store.get_tasks(run_id):
+            if (
+                t.status.ok
+                and t.digest
+                and t.node_id in code
+                and old_plan.get(t.node_id, code[t.node_id]) == code[t.node_id]
+                and self.artifacts.verify(t.digest)
+            ):
+                adopted[t.node_id] = t.digest
+        self.on_event("resume", {"run_id": run_id, "adopted": sorted(adopted)})
+        status = self._execute(plan, run_id, generation=generation, adopted=adopted)
+        return RunOutcome(run_id, status)
+
+    # ------------------------------------------------------------------ the loop
+    def _execute(self, plan: Plan, run_id: str, *, generation: int, adopted: dict[str, str]) -> RunStatus:
+        ex = self.executor
+        states: dict[str, TaskStatus] = {}
+        pending_updates: list[TaskUpdate] = []
+        handles: dict[str, Any] = {}
+        waiting_on: dict[str, int] = {}
+        deadlines: dict[str, float] = {}
+        timed_out: set[str] = set()
+        first_error: str | None = None
+
+        for nid in adopted:
+            states[nid] = TaskStatus.SUCCEEDED
+        self.on_event("run_started", {"run_id": run_id, "plan": plan, "adopted": dict(adopted)})
+
+        with _Lease(self.store, run_id, generation, self.heartbeat_interval) as lease:
+            try:
+                reset = [TaskUpdate(node_id=n.id, status=TaskStatus.PENDING) for n in plan.nodes if n.id not in adopted]
+                if reset and adopted:
+                    self.store.record_tasks(run_id, reset, generation=generation)
+                for node in plan.nodes:
+                    if node.id in adopted:
+                        continue
+                    inputs = [handles[u] if u in handles else Stored(adopted[u]) for u in node.inputs]
+                    handles[node.id] = ex.submit(node, self._call(plan, node, run_id), inputs)
+                    left = sum(1 for u in node.inputs if u not in adopted)
+                    waiting_on[node.id] = left
+                    if left == 0:
+                        self._ready(node, pending_updates, deadlines)
+                pending = dict(handles)
+                while pending:
+                    if lease.lost:
+                        ex.cancel(list(pending.values()), force=True)
+                        raise lease.lost
+                    for h in ex.wait(list(pending.values()), timeout=0.1):
+                        nid = h.node_id
+                        pending.pop(nid, None)
+                        meta = ex.meta(h)
+                        status = TaskStatus(meta.get("status", "FAILED"))
+                        if nid in timed_out:
+                            status = TaskStatus.FAILED
+                            meta = _timeout_meta(plan.node(nid), meta)
+                        if states.get(nid) == TaskStatus.UPSTREAM_FAILED:
+                            continue
+                        states[nid] = status
+                        pending_updates.append(_update_from_meta(nid, status, meta))
+                        self.on_event("task_finished", {"node_id": nid, "status": status, "meta": meta})
+                        if status.ok:
+                            for d in plan.downstream.get(nid, ()):
+                                if d in waiting_on:
+                                    waiting_on[d] -= 1
+                                    if waiting_on[d] == 0 and d in pending:
+                                        self._ready(plan.node(d), pending_updates, deadlines)
+                        else:
+                            first_error = first_error or _error_line(nid, meta)
+                            doomed = [d for d in plan.descendants(nid) if d in pending]
+                            for d in doomed:
+                                states[d] = TaskStatus.UPSTREAM_FAILED
+                                pending_updates.append(
+                                    TaskUpdate(node_id=d, status=TaskStatus.UPSTREAM_FAILED, error_message=f"upstream '{nid}' did not succeed")
+                                )
+                                self.on_event("task_finished", {"node_id": d, "status": TaskStatus.UPSTREAM_FAILED, "meta": {}})
+                            ex.cancel([pending.pop(d) for d in doomed])
+                    now = time.monotonic()
+                    for nid in [n for n, t in deadlines.items() if t < now and n in pending and n not in timed_out]:
+                        timed_out.add(nid)
+                        ex.cancel([pending[nid]], force=True)
+                    if pending_updates:
+                        self.store.record_tasks(run_id, pending_updates, generation=generation)
+                        pending_updates = []
+            except KeyboardInterrupt:
+                return self._cancel(plan, run_id, generation, handles, states, pending_updates)
+            except LeaseLostError:
+                raise
+            except BaseException as exc:
+                self._crash(run_id, generation, exc, handles, states)
+                raise
+            finally:
+                ex.release(list(handles.values()))
+
+        final = RunStatus.SUCCEEDED if all(states.get(n.id, TaskStatus.PENDING).ok for n in plan.nodes) else RunStatus.FAILED
+        self.store.set_run_status(run_id, final, error=first_error, generation=generation)
+        self.on_event("run_finished", {"run_id": run_id, "status": final, "error": first_error})
+        return final
+
+    def _ready(self, node: PlannedNode, updates: list[TaskUpdate], deadlines: dict[str, float]) -> None:
+        updates.append(TaskUpdate(node_id=node.id, status=TaskStatus.RUNNING, started_at=datetime.now(UTC)))
+        self.on_event("task_started", {"node_id": node.id})
+        spec = node.spec
+        if spec.timeout:
+            tries = spec.retry.retries + 1
+            backoff = sum(spec.retry.backoff.delay(i) for i in range(1, tries))
+            deadlines[node.id] = time.monotonic() + tries * spec.timeout + backoff + 10.0
+
+    def _call(self, plan: Plan, node: PlannedNode, run_id: str) -> NodeCall:
+        cache_base = None
+        if node.spec.cache.enabled:
+            h = hashlib.sha256(node.spec.code_hash.encode())
+            h.update(repr(node.template).encode())
+            h.update(str(node.spec.cache.version).encode())
+            cache_base = h.hexdigest()
+        return NodeCall(
+            run_id=run_id,
+            node_id=node.id,
+            template=node.template,
+            n_inputs=len(node.inputs),
+            retry=node.spec.retry,
+            timeout=node.spec.timeout,
+            persist=node.persist,
+            cache_base=cache_base,
+            store=self.artifacts,
+            inline_limit=self.inline_limit,
+        )
+
+    def _cancel(self, plan, run_id, generation, handles, states, updates) -> RunStatus:
+        self.executor.cancel(list(handles.values()))
+        for n in plan.nodes:
+            if not states.get(n.id, TaskStatus.PENDING).terminal:
+                states[n.id] = TaskStatus.CANCELLED
+                updates.append(TaskUpdate(node_id=n.id, status=TaskStatus.CANCELLED, ended_at=datetime.now(UTC)))
+        self.store.record_tasks(run_id, updates, generation=generation)
+        self.store.set_run_status(run_id, RunStatus.CANCELLED, error="cancelled (SIGINT)", generation=generation)
+        self.on_event("run_finished", {"run_id": run_id, "status": RunStatus.CANCELLED, "error": "cancelled"})
+        return RunStatus.CANCELLED
+
+    def _crash(self, run_id, generation, exc, handles, states) -> None:
+        """The driver itself failed (not a task): stop the work and leave the run resumable."""
+        try:
+            self.executor.cancel(list(handles.values()), force=True)
+            self.store.set_run_status(
+                run_id, RunStatus.INTERRUPTED, error=f"driver error: {type(exc).__name__}: {exc}", generation=generation
+            )
+        except (StoreError, Exception) as inner:
+            log.error("could not record the interruption of run %s: %s", run_id, inner)
+
+
+def _update_from_meta(node_id: str, status: TaskStatus, meta: dict[str, Any]) -> TaskUpdate:
+    base = max(int(meta.get("ray_attempt", 1)) - 1, 0)
+    attempts: list[AttemptRecord] = []
+    for k in range(1, base + 1):
+        attempts.append(
+            _attempt_record(node_id, {"attempt": k, "status": "FAILED", "error_type": "WorkerDied",
+                                      "error_message": "the worker running this attempt died; Ray retried the task"}, meta)
+        )
+    for a in meta.get("attempts", ()):
+        attempts.append(_attempt_record(node_id, {**a, "attempt": base + a["attempt"]}, meta))
+    last = attempts[-1] if attempts else None
+    failed = next((a for a in reversed(attempts) if a.status == TaskStatus.FAILED), None) if not status.ok else None
+    return TaskUpdate(
+        node_id=node_id,
+        status=status,
+        attempts=tuple(attempts),
+        digest=meta.get("digest"),
+        size=meta.get("size"),
+        fmt=meta.get("fmt"),
+        started_at=attempts[0].started_at if attempts else None,
+        ended_at=(last.ended_at if last and last.ended_at else datetime.now(UTC)),
+        error_type=failed.error_type if failed else None,
+        error_message=failed.error_message if failed else None,
+        traceback=failed.traceback if failed else None,
+        cache_key=meta.get("cache_key"),
+    )
+
+
+def _attempt_record(node_id: str, a: dict[str, Any], meta: dict[str, Any]) -> AttemptRecord:
+    def ts(x: float | None) -> datetime | None:
+        return datetime.fromtimestamp(x, UTC) if x else None
+
+    return AttemptRecord(
+        run_id="",
+        node_id=node_id,
+        attempt=int(a["attempt"]),
+        status=TaskStatus(a.get("status", "FAILED")),
+        started_at=ts(a.get("started")),
+        ended_at=ts(a.get("ended")),
+        error_type=a.get("error_type"),
+        error_message=a.get("error_message"),
+        traceback=a.get("traceback"),
+        worker_pid=meta.get("pid"),
+        node_ip=meta.get("node_ip"),
+    )
+
+
+def _timeout_meta(node: PlannedNode, meta: dict[str, Any]) -> dict[str, Any]:
+    msg = f"task '{node.id}' ran past its timeout of {node.spec.timeout:g} s and was cancelled"
+    return {**meta, "status": "FAILED", "attempts": [*meta.get("attempts", []),
+            {"attempt": len(meta.get("attempts", [])) + 1, "status": "FAILED",
+             "error_type": "rayline.errors.TaskTimeoutError", "error_message": msg}]}
+
+
+def _error_line(node_id: str, meta: dict[str, Any]) -> str:
+    attempts = meta.get("attempts") or []
+    last = attempts[-1] if attempts else {}
+    return f"task '{node_id}' failed: {last.get('error_type', 'error')}: {last.get('error_message', '')}".strip()
+
+
+def _old_code_hashes(plan_json: str | None) -> dict[str, str]:
+    import json
+
+    if not plan_json:
+        return {}
+    try:
+        return {n["id"]: n["code_hash"] for n in json.loads(plan_json)["nodes"]}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    out = {}
+    for k, v in params.items():
+        try:
+            json.dumps(v)
+            out[k] = v
+        except TypeError:
+            out[k] = repr(v)
+    return out

@@ -1,0 +1,175 @@
+"""What runs on the worker for one node: resolve inputs, check the cache, run the user's
+function with retries/backoff/timeout, persist the output, report a small ``meta`` dict.
+
+The value goes to Ray's object store for downstream nodes; only the meta (status, attempts,
+digest) travels to the driver. A failed node returns a ``Failed`` marker as its value, so that
+downstream nodes see it and report UPSTREAM_FAILED without running.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import os
+import signal
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rayline.errors import TaskTimeoutError
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An input or output that lives in the artifact store (adopted on resume, cached, or too
+    large to travel through Ray's object store)."""
+
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The value of a node that did not succeed."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCall:
+    """The per-call payload: small, pickled with every submission."""
+
+    run_id: str
+    node_id: str
+    template: tuple[tuple[str, Any], ...]
+    n_inputs: int
+    retry: Any  # RetryPolicy
+    timeout: float | None
+    persist: bool
+    cache_base: str | None  # hash of code + constant arguments, when the cache is on
+    store: Any  # ArtifactStore (picklable)
+    inline_limit: int
+
+
+def execute_node(fn: Callable[..., Any], call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
+    n = call.n_inputs
+    values, metas = list(resolved[:n]), resolved[n:]
+    for m in metas:
+        if m.get("status") not in ("SUCCEEDED", "CACHED"):
+            return Failed(call.node_id), {"node_id": call.node_id, "status": "UPSTREAM_FAILED"}
+    store = call.store
+    ray_attempt = store.mark_start(call.run_id, call.node_id) if store is not None else 1
+    meta: dict[str, Any] = {"node_id": call.node_id, "pid": os.getpid(), "ray_attempt": ray_attempt}
+
+    cache_key = None
+    if call.cache_base is not None:
+        cache_key = _cache_key(call.cache_base, metas)
+        meta["cache_key"] = cache_key
+        hit = store.cache_get(cache_key)
+        if hit is not None:
+            meta.update(status="CACHED", digest=hit, attempts=[])
+            return Stored(hit), meta
+
+    for i, v in enumerate(values):
+        if isinstance(v, Stored):
+            values[i] = store.get(v.digest)
+    args, kwargs = _bind(fn, call.template, values)
+
+    attempts: list[dict[str, Any]] = []
+    meta["attempts"] = attempts
+    attempt = 0
+    while True:
+        attempt += 1
+        started = time.time()
+        try:
+            with _deadline(call.timeout, call.node_id):
+                value = fn(*args, **kwargs)
+        except Exception as exc:  # the user's code failed: record, maybe retry
+            rec = _attempt(attempt, started, "FAILED", exc)
+            attempts.append(rec)
+            if call.retry.should_retry(exc, attempt):
+                rec["retry_in"] = call.retry.backoff.delay(attempt)
+                time.sleep(rec["retry_in"])
+                continue
+            meta["status"] = "FAILED"
+            return Failed(call.node_id), meta
+        attempts.append(_attempt(attempt, started, "SUCCEEDED", None))
+        break
+
+    meta["status"] = "SUCCEEDED"
+    if call.persist and store is not None:
+        info = store.put(value)
+        meta.update(digest=info.digest, size=info.size, fmt=info.fmt)
+        if cache_key is not None:
+            store.cache_put(cache_key, info.digest)
+        if info.size > call.inline_limit:
+            return Stored(info.digest), meta
+    return value, meta
+
+
+def _bind(fn: Callable[..., Any], template: tuple[tuple[str, Any], ...], values: list[Any]) -> tuple[tuple, dict]:
+    from rayline.engine.compiler import Slot
+
+    def fill(v: Any) -> Any:
+        if isinstance(v, Slot):
+            return values[v.index]
+        if type(v) is list:
+            return [fill(x) for x in v]
+        if type(v) is tuple:
+            return tuple(fill(x) for x in v)
+        if type(v) is dict:
+            return {k: fill(x) for k, x in v.items()}
+        return v
+
+    arguments = OrderedDict((k, fill(v)) for k, v in template)
+    bound = inspect.BoundArguments(_signature(fn), arguments)
+    return bound.args, bound.kwargs
+
+
+def _cache_key(base: str, metas: tuple[dict[str, Any], ...]) -> str:
+    h = hashlib.sha256(base.encode())
+    for m in metas:
+        h.update(str(m.get("digest")).encode())
+    return h.hexdigest()
+
+
+def _attempt(n: int, started: float, status: str, exc: BaseException | None) -> dict[str, Any]:
+    rec: dict[str, Any] = {"attempt": n, "status": status, "started": started, "ended": time.time()}
+    if exc is not None:
+        rec["error_type"] = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+        rec["error_message"] = str(exc)[:4000]
+        rec["traceback"] = "".join(traceback.format_exception(exc))[-20000:]
+    return rec
+
+
+class _deadline:
+    """Raise ``TaskTimeoutError`` inside the user's code after ``seconds`` (main thread only;
+    elsewhere the driver's backstop cancels the Ray task)."""
+
+    def __init__(self, seconds: float | None, node_id: str):
+        self.seconds = seconds
+        self.node_id = node_id
+        self.armed = False
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        raise TaskTimeoutError(f"task '{self.node_id}' ran past its timeout of {self.seconds:g} s")
+
+    def __enter__(self) -> None:
+        if self.seconds and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            self.armed = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)

@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated RAYLINE_HOME per test; one local Ray for the whole session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    h = tmp_path / "home"
+    monkeypatch.setenv("RAYLINE_HOME", str(h))
+    monkeypatch.delenv("RAYLINE_DB_URL", raising=False)
+    return h
+
+
+@pytest.fixture
+def settings(home: Path):
+    from rayline.config import Settings
+
+    return Settings(home=home, heartbeat_interval=0.5, lease_ttl=5.0)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every integration test: 2 CPUs, small object store, no dashboard."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            object_store_memory=150 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}},
+        )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_session) -> str:
+    """The session cluster's address, for subprocess drivers (CLI, kill -9 tests)."""
+    return ray_session.get_runtime_context().gcs_address
