@@ -1,0 +1,322 @@
+"""The run store's SQL layer: tables, numbered migrations and the engine set-up.
+
+``runs.py`` holds the records and the ``RunStore`` API; this module holds what the database looks
+like and how a connection is opened. Timestamps are float epoch seconds (UTC); params, trigger and
+counters are JSON text. No pickled blobs, and every statement is parameterised.
+
+SQLite gets WAL, ``busy_timeout=30000``, ``synchronous=NORMAL`` (``FULL`` with
+``RAYLINE_DB_SYNC=full``), ``foreign_keys=ON`` and ``BEGIN IMMEDIATE`` for every write transaction
+(the pysqlite recipe from SQLAlchemy's SQLite documentation), so writers queue on the busy timeout
+instead of failing with "database is locked". Reads begin a deferred transaction and never block.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Double,
+    Engine,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    exc,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import URL
+
+from rayline.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+#: The schema version this code writes and understands.
+SCHEMA_VERSION = 1
+
+#: Execution option that makes a connection begin a deferred (read) transaction.
+READ_OPTION = "rayline_read"
+
+_MOUNTS_FILE = "/proc/mounts"
+_OCTAL = re.compile(r"\\([0-7]{3})")
+_NETWORK_FS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "fuse.sshfs", "sshfs", "afs", "ncpfs"}
+)
+
+
+def _define_v1(md: MetaData) -> None:
+    """The tables as of schema version 1. Never edit: a later version adds a migration."""
+    Table(
+        "plans",
+        md,
+        Column("plan_hash", String(128), primary_key=True),
+        Column("plan_json", Text, nullable=False),
+        Column("created_at", Double, nullable=False),
+    )
+    Table(
+        "runs",
+        md,
+        Column("run_id", String(64), primary_key=True),
+        Column("flow_name", String(256), nullable=False),
+        Column("source", Text),
+        Column("status", String(32), nullable=False),
+        Column("params_json", Text, nullable=False),
+        Column("plan_hash", String(128), ForeignKey("plans.plan_hash"), nullable=False),
+        Column("run_key", String(512), unique=True),
+        Column("trigger_json", Text),
+        Column("created_at", Double, nullable=False),
+        Column("started_at", Double),
+        Column("ended_at", Double),
+        Column("owner_pid", Integer),
+        Column("owner_host", String(256)),
+        Column("heartbeat_at", Double),
+        Column("generation", Integer, nullable=False),
+        Column("error", Text),
+        Column("counters_json", Text, nullable=False),
+        Index("ix_runs_created", "created_at"),
+        Index("ix_runs_flow_created", "flow_name", "created_at"),
+        Index("ix_runs_status", "status"),
+    )
+    Table(
+        "tasks",
+        md,
+        Column(
+            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+        ),
+        Column("node_id", String(256), primary_key=True),
+        Column("seq", Integer, nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("digest", String(128)),
+        Column("size", BigInteger),
+        Column("fmt", String(32)),
+        Column("started_at", Double),
+        Column("ended_at", Double),
+        Column("error_type", Text),
+        Column("error_message", Text),
+        Column("traceback", Text),
+        Column("cache_key", String(256)),
+    )
+    Table(
+        "task_attempts",
+        md,
+        Column("run_id", String(64), primary_key=True),
+        Column("node_id", String(256), primary_key=True),
+        Column("attempt", Integer, primary_key=True),
+        Column("status", String(32), nullable=False),
+        Column("started_at", Double),
+        Column("ended_at", Double),
+        Column("error_type", Text),
+        Column("error_message", Text),
+        Column("traceback", Text),
+        Column("worker_pid", Integer),
+        Column("node_ip", String(64)),
+        ForeignKeyConstraint(
+            ["run_id", "node_id"], ["tasks.run_id", "tasks.node_id"], ondelete="CASCADE"
+        ),
+    )
+
+
+metadata = MetaData()
+_define_v1(metadata)  # the current schema; queries use these tables
+plans = metadata.tables["plans"]
+runs = metadata.tables["runs"]
+tasks = metadata.tables["tasks"]
+task_attempts = metadata.tables["task_attempts"]
+
+schema_version = Table(
+    "schema_version",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+
+def _migration_1(conn: Connection) -> None:
+    md = MetaData()
+    _define_v1(md)
+    md.create_all(conn)
+
+
+#: Migration N takes a database from version N-1 to N. All pending ones run in one transaction.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1}
+
+
+def _too_new(found: int, where: str) -> StoreError:
+    return StoreError(
+        f"run store at {where} has schema version {found}, this rayline understands up to "
+        f"{SCHEMA_VERSION}; upgrade rayline"
+    )
+
+
+def _read_version(conn: Connection) -> int:
+    if not inspect(conn).has_table("schema_version"):
+        return 0
+    found = conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
+    return int(found or 0)
+
+
+def migrate(engine: Engine, where: str) -> int:
+    """Bring the database to ``SCHEMA_VERSION`` in one transaction; return the version found.
+
+    The version check and every pending migration share one write transaction, so a crash leaves
+    the database at the old version or the new one, never in between, and two processes opening
+    a fresh database at once migrate it once.
+
+    Raises:
+        StoreError: the database was written by a newer rayline.
+    """
+    with engine.execution_options(**{READ_OPTION: True}).connect() as conn:
+        found = _read_version(conn)
+    if found > SCHEMA_VERSION:
+        raise _too_new(found, where)
+    if found == SCHEMA_VERSION:
+        return found
+    with engine.begin() as conn:
+        schema_version.create(conn, checkfirst=True)
+        found = _read_version(conn)
+        if found > SCHEMA_VERSION:
+            raise _too_new(found, where)
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](conn)
+        if found == 0:
+            conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION))
+        else:
+            conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
+    return found
+
+
+def network_fs_type(path: Path) -> str | None:
+    """The network filesystem type ``path`` lives on (``nfs``, ``cifs`` …), or None if local."""
+    try:
+        with open(_MOUNTS_FILE, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    target = str(path)
+    best, best_type = "", ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        # /proc/mounts escapes spaces, tabs, newlines and backslashes as octal.
+        mount = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), parts[1])
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, best_type = mount, parts[2]
+    kind = best_type.lower()
+    if kind in _NETWORK_FS or kind.startswith("nfs"):
+        return kind
+    return None
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the directory (0700) and the file (0600); refuse a network filesystem."""
+    parent = path.parent
+    fs = network_fs_type(parent.resolve())
+    if fs:
+        log.warning(
+            "run store %s is on a network filesystem (%s): SQLite's WAL mode needs a local disk "
+            "and can corrupt the database there; use a local RAYLINE_HOME or a PostgreSQL URL",
+            path,
+            fs,
+        )
+        if not os.environ.get("RAYLINE_ALLOW_NETWORK_FS"):
+            raise StoreError(
+                f"refusing to open the SQLite run store {path} on a network filesystem ({fs}); "
+                "point RAYLINE_HOME at a local disk, use a PostgreSQL URL, or set "
+                "RAYLINE_ALLOW_NETWORK_FS=1 to accept the risk"
+            )
+    if not parent.exists():
+        parent.mkdir(parents=True, mode=0o700)
+        os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
+    if path.is_symlink():
+        raise StoreError(f"run store {path} is a symbolic link; refusing to follow it")
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            log.warning("run store %s is readable by other users; chmod 600 it", path)
+        return
+    except OSError as e:
+        raise StoreError(f"cannot create the run store {path}: {e.strerror}") from e
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def _sync_mode() -> str:
+    return "FULL" if os.environ.get("RAYLINE_DB_SYNC", "").lower() == "full" else "NORMAL"
+
+
+def _on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get(READ_OPTION):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _guard_fork(engine: Engine) -> None:
+    """Never hand a child process a connection opened before ``os.fork()``: SQLite corrupts
+    databases that way. The SQLAlchemy pooling-with-multiprocessing recipe."""
+
+    def on_connect(_dbapi_conn: Any, record: Any) -> None:
+        record.info["pid"] = os.getpid()
+
+    def on_checkout(_dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if record.info["pid"] != os.getpid():
+            record.dbapi_connection = proxy.dbapi_connection = None  # never close it here
+            raise exc.DisconnectionError(f"connection opened in pid {record.info['pid']}")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "checkout", on_checkout)
+
+
+def make_engine(url: URL) -> Engine:
+    """A SQLAlchemy engine for ``url``, with the SQLite set-up described in the module docstring.
+
+    Raises:
+        StoreError: the SQLite file would live on a network filesystem (unless allowed), or
+            cannot be created.
+    """
+    if url.get_backend_name() != "sqlite":
+        engine = create_engine(url)
+        _guard_fork(engine)
+        return engine
+    db = url.database or ""
+    if db and db != ":memory:" and not db.startswith("file:"):
+        _prepare_sqlite_file(Path(db).expanduser().absolute())
+    sync = _sync_mode()
+    engine = create_engine(url, connect_args={"timeout": 30.0})
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 driver; _on_begin emits it (IMMEDIATE for writes).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("PRAGMA busy_timeout=30000")
+            mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()
+            if db and db != ":memory:" and (not mode or str(mode[0]).lower() != "wal"):
+                log.warning("run store %s could not switch to WAL mode (got %s)", db, mode)
+            cur.execute(f"PRAGMA synchronous={sync}")  # one of two constants
+            cur.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cur.close()
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", _on_begin)
+    _guard_fork(engine)
+    return engine
