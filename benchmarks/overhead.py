@@ -96,7 +96,7 @@ def main() -> int:
 
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     home = tempfile.mkdtemp(prefix="rayline-bench-")
     from rayline.config import Settings
 

@@ -99,6 +99,7 @@ class Engine:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.runs = RunStore(self.settings.run_store_url)
         self.artifacts = ArtifactStore.open(home)
+        self.keep_store_open = False
         self._executor_arg = executor
         self._address = address or self.settings.ray_address
 
@@ -142,7 +143,8 @@ class Engine:
         )
 
     def close(self) -> None:
-        self.runs.close()
+        if not self.keep_store_open:  # a Run handed out still reads from it
+            self.runs.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -212,20 +214,39 @@ def load_run(run_id: str, *, settings: Settings | None = None) -> Run:
 class Run:
     """A recorded run: status, per-task states and attempts, outputs. Renders in Jupyter."""
 
-    def __init__(self, record: Any, tasks: list[Any], attempts: list[Any], plan_json: str | None,
-                 artifacts: Any, graph: Graph | None = None):
+    def __init__(self, record: Any, runs: Any, artifacts: Any, graph: Graph | None = None):
         self.record = record
-        self.tasks = tasks
-        self.attempts = attempts
-        self._plan = json.loads(plan_json) if plan_json else {}
-        self._artifacts = artifacts
         self.graph = graph
+        self._runs = runs
+        self._artifacts = artifacts
+        self._tasks: list[Any] | None = None
+        self._attempts: list[Any] | None = None
+        self._plan: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, eng: Engine, run_id: str, graph: Graph | None = None) -> Run:
-        rec = eng.runs.get_run(run_id)
-        return cls(rec, eng.runs.get_tasks(run_id), eng.runs.get_attempts(run_id),
-                   eng.runs.get_plan(rec.plan_hash), eng.artifacts, graph)
+        # Details (tasks, attempts, plan) are read on first use; the Run keeps the store.
+        eng.keep_store_open = True
+        return cls(eng.runs.get_run(run_id), eng.runs, eng.artifacts, graph)
+
+    @property
+    def tasks(self) -> list[Any]:
+        if self._tasks is None:
+            self._tasks = self._runs.get_tasks(self.run_id)
+        return self._tasks
+
+    @property
+    def attempts(self) -> list[Any]:
+        if self._attempts is None:
+            self._attempts = self._runs.get_attempts(self.run_id)
+        return self._attempts
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        if self._plan is None:
+            text = self._runs.get_plan(self.record.plan_hash)
+            self._plan = json.loads(text) if text else {}
+        return self._plan
 
     @property
     def run_id(self) -> str:
@@ -261,7 +282,7 @@ class Run:
         """The flow's return value, loaded from the artifact store."""
         if self.status != RunStatus.SUCCEEDED:
             raise UsageError(f"run {self.run_id} is {self.status}, so it has no result: {self.error or ''}")
-        return self._decode(self._plan.get("outputs"))
+        return self._decode(self.plan.get("outputs"))
 
     def _decode(self, v: Any) -> Any:
         if isinstance(v, list):

@@ -22,7 +22,7 @@ from typing import Any
 from rayline.engine.compiler import Plan, PlannedNode
 from rayline.engine.states import RunStatus, TaskStatus
 from rayline.engine.store.runs import AttemptRecord, TaskUpdate
-from rayline.engine.worker import NodeCall, Stored
+from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
 
 log = logging.getLogger("rayline.runner")
@@ -148,11 +148,16 @@ class Runner:
                 reset = [TaskUpdate(node_id=n.id, status=TaskStatus.PENDING) for n in plan.nodes if n.id not in adopted]
                 if reset and adopted:
                     self.store.record_tasks(run_id, reset, generation=generation)
+                ex.prepare([n for n in plan.nodes if n.id not in adopted])
+                statics: dict[int, TaskStatic] = {}
                 for node in plan.nodes:
                     if node.id in adopted:
                         continue
                     inputs = [handles[u] if u in handles else Stored(adopted[u]) for u in node.inputs]
-                    handles[node.id] = ex.submit(node, self._call(plan, node, run_id), inputs)
+                    static = statics.get(id(node.spec))
+                    if static is None:
+                        static = statics[id(node.spec)] = self._static(node)
+                    handles[node.id] = ex.submit(node, static, self._call(node, run_id), inputs)
                     left = sum(1 for u in node.inputs if u not in adopted)
                     waiting_on[node.id] = left
                     if left == 0:
@@ -162,10 +167,11 @@ class Runner:
                     if lease.lost:
                         ex.cancel(list(pending.values()), force=True)
                         raise lease.lost
-                    for h in ex.wait(list(pending.values()), timeout=0.1):
+                    done = [h for h in ex.wait(list(pending.values()), timeout=0.1) if h.node_id in pending]
+                    for h in done:
+                        pending.pop(h.node_id)
+                    for h, meta in zip(done, ex.metas(done), strict=True):
                         nid = h.node_id
-                        pending.pop(nid, None)
-                        meta = ex.meta(h)
                         status = TaskStatus(meta.get("status", "FAILED"))
                         if nid in timed_out:
                             status = TaskStatus.FAILED
@@ -207,6 +213,7 @@ class Runner:
                 raise
             finally:
                 ex.release(list(handles.values()))
+                ex.finish()
 
         final = RunStatus.SUCCEEDED if all(states.get(n.id, TaskStatus.PENDING).ok for n in plan.nodes) else RunStatus.FAILED
         self.store.set_run_status(run_id, final, error=first_error, generation=generation)
@@ -214,7 +221,8 @@ class Runner:
         return final
 
     def _ready(self, node: PlannedNode, updates: list[TaskUpdate], deadlines: dict[str, float]) -> None:
-        updates.append(TaskUpdate(node_id=node.id, status=TaskStatus.RUNNING, started_at=datetime.now(UTC)))
+        # RUNNING is shown live (events) but not written per task: the run store gets each
+        # task's final state with its attempts' real start times, one batch per loop turn.
         self.on_event("task_started", {"node_id": node.id})
         spec = node.spec
         if spec.timeout:
@@ -222,7 +230,11 @@ class Runner:
             backoff = sum(spec.retry.backoff.delay(i) for i in range(1, tries))
             deadlines[node.id] = time.monotonic() + tries * spec.timeout + backoff + 10.0
 
-    def _call(self, plan: Plan, node: PlannedNode, run_id: str) -> NodeCall:
+    def _static(self, node: PlannedNode) -> TaskStatic:
+        spec = node.spec
+        return TaskStatic(spec.fn, spec.retry, spec.timeout, self.artifacts, self.inline_limit)
+
+    def _call(self, node: PlannedNode, run_id: str) -> NodeCall:
         cache_base = None
         if node.spec.cache.enabled:
             h = hashlib.sha256(node.spec.code_hash.encode())
@@ -234,12 +246,8 @@ class Runner:
             node_id=node.id,
             template=node.template,
             n_inputs=len(node.inputs),
-            retry=node.spec.retry,
-            timeout=node.spec.timeout,
             persist=node.persist,
             cache_base=cache_base,
-            store=self.artifacts,
-            inline_limit=self.inline_limit,
         )
 
     def _cancel(self, plan, run_id, generation, handles, states, updates) -> RunStatus:

@@ -12,7 +12,9 @@ import functools
 import hashlib
 import inspect
 import os
+import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -40,30 +42,55 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskStatic:
+    """What every call of one task shares; shipped to each worker once (with the function)."""
+
+    fn: Callable[..., Any]
+    retry: Any  # RetryPolicy
+    timeout: float | None
+    store: Any  # ArtifactStore (picklable: a path and a key)
+    inline_limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class NodeCall:
-    """The per-call payload: small, pickled with every submission."""
+    """The per-call payload, small: pickled with every submission."""
 
     run_id: str
     node_id: str
     template: tuple[tuple[str, Any], ...]
     n_inputs: int
-    retry: Any  # RetryPolicy
-    timeout: float | None
     persist: bool
     cache_base: str | None  # hash of code + constant arguments, when the cache is on
-    store: Any  # ArtifactStore (picklable)
-    inline_limit: int
+
+    def pack(self) -> bytes:
+        """Bytes for the wire: C pickle when it can (fast), cloudpickle for closures/lambdas."""
+        fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist, self.cache_base)
+        try:
+            return pickle.dumps(fields, protocol=5)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            import cloudpickle
+
+            return cloudpickle.dumps(fields, protocol=5)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> NodeCall:
+        # Produced by this run's own driver (NodeCall.pack) and carried by Ray, which itself
+        # unpickles every task argument: no new trust boundary.
+        return cls(*pickle.loads(data))  # noqa: S301
 
 
-def execute_node(fn: Callable[..., Any], call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
+def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
+    """Run one node. ``resolved`` holds the upstream values, then — only when the cache is on —
+    the upstream metas (their digests make the cache key)."""
     n = call.n_inputs
     values, metas = list(resolved[:n]), resolved[n:]
-    for m in metas:
-        if m.get("status") not in ("SUCCEEDED", "CACHED"):
-            return Failed(call.node_id), {"node_id": call.node_id, "status": "UPSTREAM_FAILED"}
-    store = call.store
-    ray_attempt = store.mark_start(call.run_id, call.node_id) if store is not None else 1
-    meta: dict[str, Any] = {"node_id": call.node_id, "pid": os.getpid(), "ray_attempt": ray_attempt}
+    for v in values:
+        if type(v) is Failed:
+            return v, {"node_id": call.node_id, "status": "UPSTREAM_FAILED"}
+    store = static.store
+    fn = static.fn
+    meta: dict[str, Any] = {"node_id": call.node_id, "pid": os.getpid(), "ray_attempt": _ray_attempt()}
 
     cache_key = None
     if call.cache_base is not None:
@@ -86,13 +113,13 @@ def execute_node(fn: Callable[..., Any], call: NodeCall, *resolved: Any) -> tupl
         attempt += 1
         started = time.time()
         try:
-            with _deadline(call.timeout, call.node_id):
+            with _deadline(static.timeout, call.node_id):
                 value = fn(*args, **kwargs)
         except Exception as exc:  # the user's code failed: record, maybe retry
             rec = _attempt(attempt, started, "FAILED", exc)
             attempts.append(rec)
-            if call.retry.should_retry(exc, attempt):
-                rec["retry_in"] = call.retry.backoff.delay(attempt)
+            if static.retry.should_retry(exc, attempt):
+                rec["retry_in"] = static.retry.backoff.delay(attempt)
                 time.sleep(rec["retry_in"])
                 continue
             meta["status"] = "FAILED"
@@ -106,9 +133,18 @@ def execute_node(fn: Callable[..., Any], call: NodeCall, *resolved: Any) -> tupl
         meta.update(digest=info.digest, size=info.size, fmt=info.fmt)
         if cache_key is not None:
             store.cache_put(cache_key, info.digest)
-        if info.size > call.inline_limit:
+        if info.size > static.inline_limit:
             return Stored(info.digest), meta
     return value, meta
+
+
+def _ray_attempt() -> int:
+    """1 + how many times Ray already ran this task (worker deaths it retried by itself)."""
+    worker = sys.modules.get("ray._private.worker")
+    try:
+        return int(worker.global_worker.core_worker.get_current_task_attempt_number()) + 1
+    except Exception:  # not inside a Ray task (local executor), or an older Ray
+        return 1
 
 
 def _bind(fn: Callable[..., Any], template: tuple[tuple[str, Any], ...], values: list[Any]) -> tuple[tuple, dict]:

@@ -21,6 +21,12 @@ class Executor(Protocol):
     def cluster_nodes(self) -> list[dict[str, float]] | None:
         """Total resources per alive node, for compile-time feasibility checks (None: unknown)."""
 
+    def prepare(self, nodes: list[PlannedNode]) -> None:
+        """Called once before the nodes of a run are submitted."""
+
+    def finish(self) -> None:
+        """Called once when the run's loop ends, whatever the outcome."""
+
     def submit(self, node: PlannedNode, call: NodeCall, inputs: list[Any]) -> Any:
         """Start one node. ``inputs`` are upstream handles or ``Stored`` markers, in order."""
 

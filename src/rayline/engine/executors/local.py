@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rayline.engine.compiler import PlannedNode
-from rayline.engine.worker import NodeCall, Stored, execute_node
+from rayline.engine.worker import NodeCall, Stored, TaskStatic, execute_node
 
 
 class _Done:
@@ -23,20 +23,28 @@ class LocalExecutor:
     def start(self) -> None:
         pass
 
+    def prepare(self, nodes: list[PlannedNode]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
     def cluster_nodes(self) -> list[dict[str, float]] | None:
         return None
 
-    def submit(self, node: PlannedNode, call: NodeCall, inputs: list[Any]) -> _Done:
+    def submit(self, node: PlannedNode, static: TaskStatic, call: NodeCall, inputs: list[Any]) -> _Done:
         values = [i if isinstance(i, Stored) else i.value for i in inputs]
-        metas = [{"status": "SUCCEEDED", "digest": i.digest} if isinstance(i, Stored) else i.meta for i in inputs]
-        value, meta = execute_node(node.spec.fn, call, *values, *metas)
+        metas = []
+        if call.cache_base is not None:
+            metas = [{"status": "SUCCEEDED", "digest": i.digest} if isinstance(i, Stored) else i.meta for i in inputs]
+        value, meta = execute_node(static, call, *values, *metas)
         return _Done(value, meta)
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         return list(handles)
 
-    def meta(self, handle: _Done) -> dict[str, Any]:
-        return handle.meta
+    def metas(self, handles: list[_Done]) -> list[dict[str, Any]]:
+        return [h.meta for h in handles]
 
     def cancel(self, handles: list[Any], *, force: bool = False) -> None:
         pass

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from rayline.engine.compiler import PlannedNode
-from rayline.engine.worker import NodeCall, Stored, execute_node
+from rayline.engine.worker import NodeCall, Stored, TaskStatic, execute_node
 
 log = logging.getLogger("rayline.executor")
 
@@ -57,7 +57,7 @@ class RayExecutor:
                 kwargs["num_cpus"] = self.num_cpus
             if self.object_store_memory is not None:
                 kwargs["object_store_memory"] = self.object_store_memory
-            ray.init(**kwargs)
+            ray.init(address="local", **kwargs)  # never attach to a stray cluster by accident
         self.started_ray = True
 
     def cluster_nodes(self) -> list[dict[str, float]] | None:
@@ -65,17 +65,22 @@ class RayExecutor:
 
         return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
-    def _remote_for(self, node: PlannedNode) -> Any:
-        fn = node.spec.fn
-        key = (id(fn), tuple(sorted((k, repr(v)) for k, v in node.ray_options.items())))
+    def prepare(self, nodes: list[PlannedNode]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def _remote_for(self, node: PlannedNode, static: TaskStatic) -> Any:
+        key = (id(static), tuple(sorted((k, repr(v)) for k, v in node.ray_options.items())))
         remote = self._remotes.get(key)
         if remote is None:
             import ray
 
-            self._pickle_by_value(fn)
-            base = self._remotes.get(id(fn))
+            self._pickle_by_value(static.fn)
+            base = self._remotes.get(id(static))
             if base is None:
-                base = self._remotes[id(fn)] = ray.remote(_entry_for(fn, node.spec.name))
+                base = self._remotes[id(static)] = ray.remote(_entry_for(static, node.spec.name))
             remote = self._remotes[key] = base.options(num_returns=2, **node.ray_options)
         return remote
 
@@ -97,10 +102,12 @@ class RayExecutor:
             pass
         self._by_value.add(mod_name)
 
-    def submit(self, node: PlannedNode, call: NodeCall, inputs: list[Any]) -> RayHandle:
+    def submit(self, node: PlannedNode, static: TaskStatic, call: NodeCall, inputs: list[Any]) -> RayHandle:
         values = [i if isinstance(i, Stored) else i.value for i in inputs]
-        metas = [{"status": "SUCCEEDED", "digest": i.digest} if isinstance(i, Stored) else i.meta_ref for i in inputs]
-        value_ref, meta_ref = self._remote_for(node).remote(call, *values, *metas)
+        metas = []
+        if call.cache_base is not None:  # upstream digests make the cache key
+            metas = [{"status": "SUCCEEDED", "digest": i.digest} if isinstance(i, Stored) else i.meta_ref for i in inputs]
+        value_ref, meta_ref = self._remote_for(node, static).remote(call.pack(), *values, *metas)
         return RayHandle(node.id, value_ref, meta_ref)
 
     def wait(self, handles: list[RayHandle], timeout: float) -> list[RayHandle]:
@@ -112,7 +119,16 @@ class RayExecutor:
         ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout)
         return [by_ref[r] for r in ready]
 
-    def meta(self, handle: RayHandle) -> dict[str, Any]:
+    def metas(self, handles: list[RayHandle]) -> list[dict[str, Any]]:
+        import ray
+        from ray import exceptions as rex
+
+        try:
+            return ray.get([h.meta_ref for h in handles], timeout=60)
+        except (rex.RayError, rex.GetTimeoutError):
+            return [self._meta(h) for h in handles]
+
+    def _meta(self, handle: RayHandle) -> dict[str, Any]:
         import ray
         from ray import exceptions as rex
 
@@ -151,9 +167,9 @@ class RayExecutor:
             h.value = None
 
 
-def _entry_for(fn: Any, name: str) -> Any:
-    def entry(call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
-        return execute_node(fn, call, *resolved)
+def _entry_for(static: TaskStatic, name: str) -> Any:
+    def entry(call: bytes, *resolved: Any) -> tuple[Any, dict[str, Any]]:
+        return execute_node(static, NodeCall.unpack(call), *resolved)
 
     entry.__name__ = entry.__qualname__ = name.replace("-", "_").replace(".", "_")
     entry.__module__ = "rayline.engine.executors.ray"

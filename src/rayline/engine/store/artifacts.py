@@ -116,7 +116,7 @@ class ArtifactStore:
         key: the HMAC key (at least 16 bytes), kept outside ``root``.
     """
 
-    __slots__ = ("_base", "_key", "_root")
+    __slots__ = ("_base", "_checked", "_key", "_root")
 
     def __init__(self, root: str | Path, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) < 16:
@@ -124,6 +124,7 @@ class ArtifactStore:
         self._root = Path(root).expanduser().absolute()
         self._base = self._root.resolve()
         self._key = bytes(key)
+        self._checked: set[Path] = set()  # directories already proven to resolve inside root
 
     @classmethod
     def open(cls, home: str | Path) -> ArtifactStore:
@@ -150,8 +151,16 @@ class ArtifactStore:
         for part in parts:
             validate_name(part)
         path = self._root.joinpath(*parts)
+        # Names are validated (no separators, no ".."), so only a symlinked directory could lead
+        # outside; check each directory once per process (hot path: every task output).
+        if path.parent in self._checked:
+            if path.is_symlink():
+                raise UnsafeNameError(f"{path} is a symbolic link; the store never follows one")
+            return path
         if not path.resolve().is_relative_to(self._base):
             raise UnsafeNameError(f"{path} resolves outside the artifact store {self._root}")
+        if path.parent.is_dir():
+            self._checked.add(path.parent)
         return path
 
     def _object(self, digest: str) -> Path:
