@@ -24,6 +24,7 @@ from rayline.sdk.task import Task, task
 __version__ = "0.1.0"
 
 _API = {"run", "resume", "load_run", "load_flow", "Run"}
+_LAZY_MODULES = {"context"}
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from rayline import api
 
         return getattr(api, name)
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"rayline.{name}")
     raise AttributeError(f"module 'rayline' has no attribute {name!r}")
 
 

@@ -266,7 +266,15 @@ class Run:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == RunStatus.SUCCEEDED
+        return self.status.ok
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.record.counters.get("warnings", []))
+
+    @property
+    def counters(self) -> dict[str, float]:
+        return dict(self.record.counters.get("counters", {}))
 
     def task(self, node_id: str) -> Any:
         return next(t for t in self.tasks if t.node_id == node_id)
@@ -280,7 +288,7 @@ class Run:
 
     def result(self) -> Any:
         """The flow's return value, loaded from the artifact store."""
-        if self.status != RunStatus.SUCCEEDED:
+        if not self.status.ok:
             raise UsageError(f"run {self.run_id} is {self.status}, so it has no result: {self.error or ''}")
         return self._decode(self.plan.get("outputs"))
 
@@ -317,6 +325,8 @@ class Run:
             "created_at": _iso(r.created_at),
             "ended_at": _iso(r.ended_at),
             "counts": self.counts(),
+            "warnings": self.warnings,
+            "counters": self.counters,
             "tasks": [
                 {
                     "node_id": t.node_id,

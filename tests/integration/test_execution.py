@@ -131,3 +131,27 @@ def test_unsatisfiable_gpu_request_is_rejected_before_anything_runs(settings):
     with pytest.raises(rayline.ValidationError, match="node 'train'.*GPU=2"):
         rayline.run(f, settings=settings)
     assert time.monotonic() - t0 < 5  # rejected, not left pending
+
+
+@task
+def noisy(folder: str) -> int:
+    from rayline import context
+
+    ctx = context.current()
+    seen = context.previous_watermark("files", default=[])
+    context.warn(f"set aside 2 files (run {ctx.run_id})")
+    context.count("quarantined", 2)
+    context.set_watermark("files", [*seen, len(seen)])
+    return len(seen)
+
+
+def test_tasks_report_warnings_counters_and_watermarks_to_the_run(settings, tmp_path):
+    @flow
+    def f(folder: str):
+        return noisy(folder)
+
+    first = rayline.run(f, settings=settings, folder=str(tmp_path))
+    assert first.status == RunStatus.SUCCEEDED_WITH_WARNINGS and first.result() == 0
+    assert first.counters == {"quarantined": 2} and "set aside 2 files" in first.warnings[0]
+    second = rayline.run(f, settings=settings, folder=str(tmp_path))
+    assert second.result() == 1  # saw the first run's watermark

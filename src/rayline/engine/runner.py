@@ -107,7 +107,7 @@ class Runner:
 
     def resume(self, plan: Plan, run_id: str) -> RunOutcome:
         run = self.store.get_run(run_id)
-        if run.status == RunStatus.SUCCEEDED:
+        if run.status.ok:
             return RunOutcome(run_id, run.status, created=False)
         generation = self.store.take_over(
             run_id, owner_pid=os.getpid(), owner_host=socket.gethostname(), lease_ttl=self.lease_ttl
@@ -138,6 +138,8 @@ class Runner:
         deadlines: dict[str, float] = {}
         timed_out: set[str] = set()
         first_error: str | None = None
+        previous = self._previous_watermarks(plan.graph.name, run_id)
+        report = _Report(self.store.get_run(run_id).counters)
 
         for nid in adopted:
             states[nid] = TaskStatus.SUCCEEDED
@@ -157,7 +159,7 @@ class Runner:
                     static = statics.get(id(node.spec))
                     if static is None:
                         static = statics[id(node.spec)] = self._static(node)
-                    handles[node.id] = ex.submit(node, static, self._call(node, run_id), inputs)
+                    handles[node.id] = ex.submit(node, static, self._call(node, run_id, plan.graph.name, previous), inputs)
                     left = sum(1 for u in node.inputs if u not in adopted)
                     waiting_on[node.id] = left
                     if left == 0:
@@ -179,6 +181,7 @@ class Runner:
                         if states.get(nid) == TaskStatus.UPSTREAM_FAILED:
                             continue
                         states[nid] = status
+                        report.add(nid, meta)
                         pending_updates.append(_update_from_meta(nid, status, meta))
                         self.on_event("task_finished", {"node_id": nid, "status": status, "meta": meta})
                         if status.ok:
@@ -215,8 +218,11 @@ class Runner:
                 ex.release(list(handles.values()))
                 ex.finish()
 
-        final = RunStatus.SUCCEEDED if all(states.get(n.id, TaskStatus.PENDING).ok for n in plan.nodes) else RunStatus.FAILED
-        self.store.set_run_status(run_id, final, error=first_error, generation=generation)
+        ok = all(states.get(n.id, TaskStatus.PENDING).ok for n in plan.nodes)
+        final = RunStatus.FAILED
+        if ok:
+            final = RunStatus.SUCCEEDED_WITH_WARNINGS if report.warnings else RunStatus.SUCCEEDED
+        self.store.set_run_status(run_id, final, error=first_error, generation=generation, counters=report.as_dict(ok))
         self.on_event("run_finished", {"run_id": run_id, "status": final, "error": first_error})
         return final
 
@@ -234,7 +240,13 @@ class Runner:
         spec = node.spec
         return TaskStatic(spec.fn, spec.retry, spec.timeout, self.artifacts, self.inline_limit)
 
-    def _call(self, node: PlannedNode, run_id: str) -> NodeCall:
+    def _previous_watermarks(self, flow_name: str, run_id: str) -> dict[str, Any]:
+        for r in self.store.list_runs(limit=50, flow_name=flow_name):
+            if r.run_id != run_id and r.status.ok:
+                return dict(r.counters.get("watermarks", {}))
+        return {}
+
+    def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None) -> NodeCall:
         cache_base = None
         if node.spec.cache.enabled:
             h = hashlib.sha256(node.spec.code_hash.encode())
@@ -248,6 +260,8 @@ class Runner:
             n_inputs=len(node.inputs),
             persist=node.persist,
             cache_base=cache_base,
+            flow_name=flow_name,
+            previous=previous or None,
         )
 
     def _cancel(self, plan, run_id, generation, handles, states, updates) -> RunStatus:
@@ -270,6 +284,32 @@ class Runner:
             )
         except (StoreError, Exception) as inner:
             log.error("could not record the interruption of run %s: %s", run_id, inner)
+
+
+class _Report:
+    """Warnings, counters and watermarks reported by tasks, summed into the run's counters."""
+
+    def __init__(self, existing: dict[str, Any] | None):
+        existing = existing or {}
+        self.warnings: list[str] = list(existing.get("warnings", []))
+        self.counters: dict[str, float] = dict(existing.get("counters", {}))
+        self.watermarks: dict[str, Any] = dict(existing.get("watermarks", {}))
+
+    def add(self, node_id: str, meta: dict[str, Any]) -> None:
+        self.warnings += [f"{node_id}: {w}" for w in meta.get("warnings", ())]
+        for k, v in meta.get("counters", {}).items():
+            self.counters[k] = self.counters.get(k, 0) + v
+        self.watermarks.update(meta.get("watermarks", {}))
+
+    def as_dict(self, ok: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.warnings:
+            out["warnings"] = self.warnings[-200:]
+        if self.counters:
+            out["counters"] = self.counters
+        if self.watermarks and ok:
+            out["watermarks"] = self.watermarks
+        return out
 
 
 def _update_from_meta(node_id: str, status: TaskStatus, meta: dict[str, Any]) -> TaskUpdate:

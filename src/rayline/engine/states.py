@@ -9,6 +9,7 @@ class RunStatus(StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
+    SUCCEEDED_WITH_WARNINGS = "SUCCEEDED_WITH_WARNINGS"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     INTERRUPTED = "INTERRUPTED"
@@ -17,6 +18,10 @@ class RunStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+    @property
+    def ok(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.SUCCEEDED_WITH_WARNINGS)
 
 
 class TaskStatus(StrEnum):

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rayline import context
 from rayline.errors import TaskTimeoutError
 
 
@@ -62,10 +63,13 @@ class NodeCall:
     n_inputs: int
     persist: bool
     cache_base: str | None  # hash of code + constant arguments, when the cache is on
+    flow_name: str = ""
+    previous: dict[str, Any] | None = None  # watermarks of the flow's last successful run
 
     def pack(self) -> bytes:
         """Bytes for the wire: C pickle when it can (fast), cloudpickle for closures/lambdas."""
-        fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist, self.cache_base)
+        fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist,
+                  self.cache_base, self.flow_name, self.previous)
         try:
             return pickle.dumps(fields, protocol=5)
         except (pickle.PicklingError, TypeError, AttributeError):
@@ -108,10 +112,14 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
 
     attempts: list[dict[str, Any]] = []
     meta["attempts"] = attempts
+    ctx = context.TaskContext(call.run_id, call.node_id, call.flow_name, meta["ray_attempt"], store,
+                              call.previous or {})
     attempt = 0
     while True:
         attempt += 1
         started = time.time()
+        ctx.attempt = meta["ray_attempt"] - 1 + attempt
+        token = context._activate(ctx)
         try:
             with _deadline(static.timeout, call.node_id):
                 value = fn(*args, **kwargs)
@@ -124,9 +132,14 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
                 continue
             meta["status"] = "FAILED"
             return Failed(call.node_id), meta
+        finally:
+            context._deactivate(token)
         attempts.append(_attempt(attempt, started, "SUCCEEDED", None))
         break
 
+    for k in ("warnings", "counters", "watermarks"):
+        if getattr(ctx, k):
+            meta[k] = getattr(ctx, k)
     meta["status"] = "SUCCEEDED"
     if call.persist and store is not None:
         info = store.put(value)

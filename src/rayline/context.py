@@ -1,0 +1,75 @@
+"""What a running task can ask of rayline: where it runs, warnings, counters, watermarks.
+
+Inside a task (on a Ray worker or in-process)::
+
+    from rayline import context
+
+    ctx = context.current()           # None when the function is called outside a run
+    context.warn("3 files set aside")  # the run ends SUCCEEDED_WITH_WARNINGS
+    context.count("quarantined", 3)    # summed into the run's counters
+    seen = context.previous_watermark("files", default=[])   # from the last successful run
+    context.set_watermark("files", sorted(new_files))         # kept if this run succeeds
+
+The context is one ``ContextVar``; the engine sets it around each attempt.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+_CURRENT: ContextVar[TaskContext | None] = ContextVar("rayline_task_context", default=None)
+
+
+@dataclass
+class TaskContext:
+    run_id: str
+    node_id: str
+    flow_name: str
+    attempt: int
+    store: Any  # the ArtifactStore
+    previous: dict[str, Any] = field(default_factory=dict)  # watermarks of the last good run
+    warnings: list[str] = field(default_factory=list)
+    counters: dict[str, float] = field(default_factory=dict)
+    watermarks: dict[str, Any] = field(default_factory=dict)
+
+
+def current() -> TaskContext | None:
+    """The running task's context, or None outside a run."""
+    return _CURRENT.get()
+
+
+def warn(message: str) -> None:
+    ctx = _CURRENT.get()
+    if ctx is not None:
+        ctx.warnings.append(str(message)[:2000])
+
+
+def count(name: str, n: float = 1) -> None:
+    ctx = _CURRENT.get()
+    if ctx is not None:
+        ctx.counters[name] = ctx.counters.get(name, 0) + n
+
+
+def previous_watermark(key: str, default: Any = None) -> Any:
+    """The value this flow's last SUCCEEDED run stored under ``key`` (per node id)."""
+    ctx = _CURRENT.get()
+    if ctx is None:
+        return default
+    return ctx.previous.get(f"{ctx.node_id}:{key}", default)
+
+
+def set_watermark(key: str, value: Any) -> None:
+    """Store a JSON-able ``value`` under ``key``; visible to the next run once this one succeeds."""
+    ctx = _CURRENT.get()
+    if ctx is not None:
+        ctx.watermarks[f"{ctx.node_id}:{key}"] = value
+
+
+def _activate(ctx: TaskContext) -> Any:
+    return _CURRENT.set(ctx)
+
+
+def _deactivate(token: Any) -> None:
+    _CURRENT.reset(token)
