@@ -1,0 +1,310 @@
+"""``rayline run`` and ``rayline resume``: drive a run through ``rayline.api`` with a live
+progress display on stderr, then print a summary (or one JSON object) on stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from rayline.cli.progress import make_progress
+
+_EXIT_BY_STATUS = {"SUCCEEDED": 0, "SUCCEEDED_WITH_WARNINGS": 0, "CANCELLED": 130}
+
+
+# ---------------------------------------------------------------------------- commands
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("target", metavar="PATH[:FLOW]")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A flow parameter. VALUE is read as YAML (5 is an int, 0.1 a float, true a "
+                   "bool, [1, 2] a list) and then converted to the parameter's annotation.")
+@click.option("--set", "sets", multiple=True, metavar="NODE.OPTION=VALUE",
+              help="Override a task option for one node id or task name, e.g. train.retries=3 "
+                   "or train.gpus=1.")
+@click.option("--address", metavar="ADDRESS", help="Ray cluster to run on (default: $RAY_ADDRESS, "
+              "or a local Ray started on demand).")
+@click.option("--local", is_flag=True, help="Run in this process without Ray (debugging, tests).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display on stderr.")
+def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address: str | None,
+            local: bool, as_json: bool, quiet: bool) -> int:
+    """Run a flow and wait for it to finish.
+
+    PATH is a Python file with a @flow (add :FLOW when it holds several) or a YAML flow file.
+    Progress goes to stderr; a summary (or, with --json, one JSON object) to stdout. The exit
+    code is 0 if the run succeeded, 1 if it failed, 2 for a definition or usage error and 130
+    if it was cancelled. A failed run can be resumed with `rayline resume RUN_ID`.
+
+    \b
+    Examples:
+      rayline run flows/hello.py -p scale=3
+      rayline run pipeline.py:train -p lr=0.01 --set train.retries=3
+      rayline run configs/churn.yaml --address ray://head:10001 --json
+    """
+    from rayline import api
+
+    if local and address:
+        raise click.UsageError("--local runs without Ray, so it cannot be combined with --address")
+    graph = api.load_flow(absolute_target(target))
+    values = parse_params(params, graph)
+    overrides = parse_sets(sets)
+    executor = "local" if local else None
+    started = time.monotonic()
+    with json_stdout(as_json) as out:
+        with make_progress(enabled=not quiet) as progress:
+            result = api.run(graph, values, executor=executor, address=address,
+                             overrides=overrides or None, on_event=progress.on_event)
+        return report(result, time.monotonic() - started, as_json, resume_flags(local, address), out)
+
+
+@click.command("resume", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_id")
+@click.option("--address", metavar="ADDRESS", help="Ray cluster to run on (default: $RAY_ADDRESS, "
+              "or a local Ray started on demand).")
+@click.option("--local", is_flag=True, help="Run in this process without Ray (debugging, tests).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display on stderr.")
+def resume_cmd(run_id: str, address: str | None, local: bool, as_json: bool, quiet: bool) -> int:
+    """Resume a failed, cancelled or interrupted run.
+
+    Tasks that succeeded (and whose stored outputs still verify) are adopted; only the rest
+    run again, with the run's original parameters. RUN_ID may be a unique prefix. Output and
+    exit codes are as for `rayline run`.
+
+    \b
+    Examples:
+      rayline resume 1a2b3c4d
+      rayline resume 1a2b --address ray://head:10001 --json
+    """
+    from rayline import api
+    from rayline.cli.runs import find_run
+
+    if local and address:
+        raise click.UsageError("--local runs without Ray, so it cannot be combined with --address")
+    with api.Engine(executor="local") as eng:
+        run_id = find_run(eng, run_id).run_id  # an unknown or ambiguous id is a usage error
+    started = time.monotonic()
+    with json_stdout(as_json) as out:
+        with make_progress(enabled=not quiet) as progress:
+            result = api.resume(run_id, executor="local" if local else None, address=address,
+                                on_event=progress.on_event)
+        return report(result, time.monotonic() - started, as_json, resume_flags(local, address), out)
+
+
+@contextlib.contextmanager
+def json_stdout(as_json: bool) -> Iterator[TextIO | None]:
+    """With ``--json``, stdout is reserved for the one JSON object: whatever else writes to
+    ``sys.stdout`` meanwhile (a task's print in-process, Ray's forwarded worker logs) goes to
+    stderr. Yields the real stdout to write the object to.
+
+    Ray forwards worker output from a thread, so lines can arrive after the run has ended: a
+    Ray session that this command started is shut down before stdout is restored.
+    """
+    if not as_json:
+        yield None
+        return
+    ray_was_up = _ray_initialized()
+    real = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        yield real
+    finally:
+        try:
+            if not ray_was_up and _ray_initialized():
+                import ray
+
+                ray.shutdown()
+        finally:
+            sys.stdout = real
+
+
+def _ray_initialized() -> bool:
+    ray = sys.modules.get("ray")  # never import Ray just to ask
+    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
+
+
+# ---------------------------------------------------------------------------- parsing
+def absolute_target(target: str) -> str:
+    """``path[:flow]`` with the path made absolute, so the recorded source resumes from any
+    directory."""
+    if Path(target).exists():
+        return str(Path(target).resolve())
+    path_s, sep, attr = target.partition(":")
+    if not Path(path_s).exists():
+        return target  # load_flow reports the missing file
+    return f"{Path(path_s).resolve()}{sep}{attr}"
+
+
+def parse_params(items: tuple[str, ...], graph: Any) -> dict[str, Any]:
+    """``-p name=value`` pairs: values read as YAML scalars/JSON, then converted to the flow
+    parameter's annotation when that is int, float, bool or str."""
+    declared = {p.name: p.annotation for p in graph.params}
+    out: dict[str, Any] = {}
+    for item in items:
+        name, value = _split_assignment(item, "-p", "NAME=VALUE")
+        out[name] = coerce(value, declared.get(name))
+    return out
+
+
+def parse_sets(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--set node.option=value`` pairs into ``{"node": {"option": value}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, value = _split_assignment(item, "--set", "NODE.OPTION=VALUE")
+        node, dot, option = key.rpartition(".")
+        if not dot or not node or not option:
+            raise click.UsageError(
+                f"--set {item!r}: expected NODE.OPTION=VALUE (a node id or task name, a dot, "
+                "an option), e.g. --set train.retries=3"
+            )
+        out.setdefault(node, {})[option] = _yaml_value(value)
+    return out
+
+
+def _split_assignment(item: str, flag: str, form: str) -> tuple[str, str]:
+    name, eq, value = item.partition("=")
+    name = name.strip()
+    if not eq or not name:
+        raise click.UsageError(f"{flag} {item!r}: expected {form}, e.g. {flag} n=5")
+    return name, value
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def coerce(text: str, annotation: Any) -> Any:
+    """The value of ``-p name=TEXT`` for a parameter annotated ``annotation``. A value that
+    cannot be converted is passed on unchanged, and validation reports the mismatch."""
+    target = _simple_type(annotation)
+    if target is str:
+        return text
+    value = _yaml_value(text)
+    if target is None or value is None or isinstance(value, target) and not (
+        target is int and isinstance(value, bool)
+    ):
+        return value
+    try:
+        if target is bool:
+            return _as_bool(value)
+        if target is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if target is float and isinstance(value, int | str) and not isinstance(value, bool):
+            return float(value)
+        if target is int and isinstance(value, str):
+            return int(value)
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _simple_type(annotation: Any) -> type | None:
+    if annotation in (int, float, bool, str):
+        return annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and args[0] in (int, float, bool, str):
+        return args[0]  # Optional[int] and int | None
+    return None
+
+
+def _as_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on", "y"):
+            return True
+        if low in ("0", "false", "no", "off", "n"):
+            return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return value
+
+
+# ---------------------------------------------------------------------------- reporting
+def resume_flags(local: bool, address: str | None) -> str:
+    if local:
+        return " --local"
+    return f" --address {address}" if address else ""
+
+
+def exit_code_for(status: str) -> int:
+    return _EXIT_BY_STATUS.get(status, 1)
+
+
+def report(result: Any, seconds: float, as_json: bool, flags: str = "", out: TextIO | None = None) -> int:
+    """Print the outcome of a run (summary or JSON) and return the exit code."""
+    status = result.status.value
+    if as_json:
+        click.echo(json.dumps(run_json(result), default=str), file=out)
+    else:
+        click.echo(summary(result, seconds, flags), file=out)
+    return exit_code_for(status)
+
+
+def run_json(result: Any) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "status": result.status.value,
+        "flow": result.flow_name,
+        "error": result.error,
+        "tasks": [{"node_id": t.node_id, "status": t.status.value, "attempts": t.attempts}
+                  for t in result.tasks],
+    }
+
+
+def summary(result: Any, seconds: float, flags: str = "") -> str:
+    status = result.status.value
+    counts = result.counts()
+    parts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    lines = [
+        f"run {result.run_id} ({result.flow_name}): {status} in {format_seconds(seconds)}",
+        f"  tasks: {parts or 'none'}",
+    ]
+    if result.error:
+        lines.append(f"  error: {result.error.strip().splitlines()[0]}")
+    warnings = list(getattr(result, "warnings", ()) or ())
+    if warnings:
+        lines.append(f"  warnings: {len(warnings)}")
+        lines += [f"    - {_first_line(w)}" for w in warnings[:5]]
+        if len(warnings) > 5:
+            lines.append(f"    … {len(warnings) - 5} more: rayline runs show {result.run_id}")
+    if status in ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS"):
+        lines.append(f"  outputs: stored under {_artifact_root()}; load them with "
+                     f"rayline.load_run({result.run_id!r}).result()")
+        lines.append(f"  details: rayline runs show {result.run_id}")
+    else:
+        lines.append(f"  details: rayline runs show {result.run_id}")
+        lines.append(f"  resume:  rayline resume {result.run_id}{flags}")
+    return "\n".join(lines)
+
+
+def _first_line(text: str) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _artifact_root() -> Path:
+    from rayline.config import Settings
+
+    return Settings().artifact_root
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
