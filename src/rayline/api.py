@@ -112,6 +112,7 @@ class Engine:
                 self._address,
                 num_cpus=self.settings.num_cpus,
                 object_store_memory=self.settings.object_store_memory,
+                pool=self.settings.pool,
             )
         elif ex == "local":
             from rayline.engine.executors.local import LocalExecutor

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024,
         description="Outputs larger than this (bytes) travel through the artifact store, not Ray.",
     )
+    pool: str = Field(
+        default="auto",
+        description="Warm actors for small tasks: 'auto' (runs of >= 8 one-CPU tasks), 'on', 'off'.",
+    )
     num_cpus: int | None = Field(default=None, description="CPUs for a local Ray started on demand.")
     object_store_memory: int | None = None
 

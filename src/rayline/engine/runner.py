@@ -227,8 +227,8 @@ class Runner:
         return final
 
     def _ready(self, node: PlannedNode, updates: list[TaskUpdate], deadlines: dict[str, float]) -> None:
-        # RUNNING is shown live (events) but not written per task: the run store gets each
-        # task's final state with its attempts' real start times, one batch per loop turn.
+        # Ready = every input is done, so Ray can start it now (it may still queue for a CPU).
+        updates.append(TaskUpdate(node_id=node.id, status=TaskStatus.RUNNING, started_at=datetime.now(UTC)))
         self.on_event("task_started", {"node_id": node.id})
         spec = node.spec
         if spec.timeout:

@@ -10,9 +10,10 @@ from rayline.engine.worker import NodeCall, Stored, TaskStatic, execute_node
 
 
 class _Done:
-    __slots__ = ("value", "meta")
+    __slots__ = ("node_id", "value", "meta")
 
-    def __init__(self, value: Any, meta: dict[str, Any]):
+    def __init__(self, node_id: str, value: Any, meta: dict[str, Any]):
+        self.node_id = node_id
         self.value = value
         self.meta = meta
 
@@ -38,7 +39,7 @@ class LocalExecutor:
         if call.cache_base is not None:
             metas = [{"status": "SUCCEEDED", "digest": i.digest} if isinstance(i, Stored) else i.meta for i in inputs]
         value, meta = execute_node(static, call, *values, *metas)
-        return _Done(value, meta)
+        return _Done(node.id, value, meta)
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         return list(handles)

@@ -36,10 +36,14 @@ class RayExecutor:
         *,
         num_cpus: int | None = None,
         object_store_memory: int | None = None,
+        pool: str = "auto",
     ):
         self.address = address
         self.num_cpus = num_cpus
         self.object_store_memory = object_store_memory
+        self.pool_policy = pool
+        self._pool: Any = None
+        self._pooled: set[str] = set()
         self._remotes: dict[Any, Any] = {}
         self._by_value: set[str] = set()
         self.started_ray = False
@@ -66,10 +70,33 @@ class RayExecutor:
         return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
     def prepare(self, nodes: list[PlannedNode]) -> None:
-        pass
+        """Decide which nodes run on warm actors (see ``pool.py``). Policy ``auto``: when every
+        node is eligible and there are at least 8 of them; ``on``: every eligible node; ``off``:
+        never. A run with nodes the pool cannot take first gives idle pools' CPUs back."""
+        import ray
+
+        from rayline.engine.executors import pool
+
+        self._pooled = set()
+        ok = [n for n in nodes if pool.eligible(n)]
+        use = self.pool_policy == "on" or (
+            self.pool_policy == "auto" and len(ok) == len(nodes) and len(ok) >= 8
+        )
+        if len(ok) != len(nodes) or not use:
+            pool.release_all()
+        if not use or not ok:
+            return
+        size = min(int(ray.cluster_resources().get("CPU", 0)), len(ok), 8)
+        if size < 1:
+            return
+        self._pool = pool.acquire(size)
+        self._pooled = {n.id for n in ok}
 
     def finish(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.end()
+            self._pool = None
+        self._pooled = set()
 
     def _remote_for(self, node: PlannedNode, static: TaskStatic) -> Any:
         key = (id(static), tuple(sorted((k, repr(v)) for k, v in node.ray_options.items())))
@@ -107,7 +134,10 @@ class RayExecutor:
         metas = []
         if call.cache_base is not None:  # upstream digests make the cache key
             metas = [{"status": "SUCCEEDED", "digest": i.digest} if isinstance(i, Stored) else i.meta_ref for i in inputs]
-        value_ref, meta_ref = self._remote_for(node, static).remote(call.pack(), *values, *metas)
+        if node.id in self._pooled:
+            value_ref, meta_ref = self._pool.submit(str(id(static)), static, call.pack(), [*values, *metas])
+        else:
+            value_ref, meta_ref = self._remote_for(node, static).remote(call.pack(), *values, *metas)
         return RayHandle(node.id, value_ref, meta_ref)
 
     def wait(self, handles: list[RayHandle], timeout: float) -> list[RayHandle]:
@@ -156,6 +186,13 @@ class RayExecutor:
     def cancel(self, handles: list[RayHandle], *, force: bool = False) -> None:
         import ray
 
+        if self._pool is not None and any(h.node_id in self._pooled for h in handles):
+            if force or len(handles) > 1:  # a cancelled run (or a timed-out call): stop the pool
+                from rayline.engine.executors import pool
+
+                pool.discard(self._pool)
+                self._pool = None
+                handles = [h for h in handles if h.node_id not in self._pooled]
         for h in handles:
             try:
                 ray.cancel(h.meta_ref, force=force, recursive=True)
