@@ -27,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger("rayline.pool")
 
-IDLE_S = 10.0
+IDLE_S = 5.0
 _POOLS: dict[str, WarmPool] = {}
 _LOCK = threading.Lock()
 
@@ -43,6 +43,7 @@ def _actor_class(max_task_retries: int) -> Any:
         def __init__(self) -> None:
             self._statics: dict[str, Any] = {}
 
+        @ray.method(num_returns=2)
         def run(self, key: str, static_box: list[Any], call: bytes, *resolved: Any) -> tuple[Any, dict[str, Any]]:
             static = self._statics.get(key)
             if static is None:
@@ -80,7 +81,7 @@ class WarmPool:
             ref = self._static_refs[key] = ray.put(static)
         actor = self.actors[self._next % self.size]
         self._next += 1
-        return actor.run.options(num_returns=2).remote(key, [ref], call, *args)
+        return actor.run.remote(key, [ref], call, *args)
 
     def end(self) -> None:
         for a in self.actors:
