@@ -9,7 +9,8 @@ what to do. Validation collects every problem and raises them together.
     ├── DefinitionError          the flow cannot be built or compiled (exit code 2)
     │   ├── TracingError         a flow body did something tracing cannot record
     │   ├── SpecError            a YAML flow file is malformed or unsafe
-    │   └── ValidationError      compile-time checks failed; holds every Problem
+    │   ├── ValidationError      compile-time checks failed; holds every Problem
+    │   └── SpecValidationError  every problem of one YAML flow file (both of the above)
     ├── UsageError               bad CLI input: unknown run, bad -p syntax (exit code 2)
     ├── RunFailedError           a run ended FAILED (exit code 1)
     ├── RunCancelledError        a run was cancelled (exit code 130)
@@ -80,6 +81,11 @@ class ValidationError(DefinitionError):
         lines = [f"{n} problem{'s' if n != 1 else ''} found before running:"]
         lines += [f"  - {p.render()}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+
+class SpecValidationError(SpecError, ValidationError):
+    """Every problem found in a YAML flow file, raised together: a ``SpecError`` (the file is
+    malformed or unsafe) and a ``ValidationError`` (``problems``, each with its ``file:line``)."""
 
 
 class UsageError(RaylineError):

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayline.errors import Problem, SpecError, ValidationError
+from rayline.errors import Problem, SpecValidationError
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 50
@@ -30,14 +30,6 @@ _SCALAR_TAGS = frozenset(_YAML + t for t in ("null", "bool", "int", "float", "st
 _SEQ, _MAP, _MERGE = _YAML + "seq", _YAML + "map", _YAML + "merge"
 
 Loc = tuple[str | int, ...]
-
-
-class SpecValidationError(SpecError, ValidationError):
-    """Every problem found in a YAML flow file, raised together.
-
-    It is both a ``SpecError`` (the file is malformed or unsafe) and a ``ValidationError``
-    (``problems`` holds each ``Problem`` with its ``file:line``).
-    """
 
 
 @dataclass(frozen=True, slots=True)
