@@ -280,6 +280,9 @@ def summary(result: Any, seconds: float, flags: str = "") -> str:
         if len(warnings) > 5:
             lines.append(f"    … {len(warnings) - 5} more: rayline runs show {result.run_id}")
     if status in ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS"):
+        shown = _result_preview(result)
+        if shown is not None:
+            lines.append(f"  result:  {shown}")
         lines.append(f"  outputs: stored under {_artifact_root()}; load them with "
                      f"rayline.load_run({result.run_id!r}).result()")
         lines.append(f"  details: rayline runs show {result.run_id}")
@@ -308,3 +311,13 @@ def format_seconds(seconds: float) -> str:
         return f"{minutes} min {sec} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+def _result_preview(run: Any, limit: int = 200) -> str | None:
+    """A one-line repr of the flow's result when it is small (never a failure of the summary)."""
+    try:
+        text = repr(run.result())
+    except Exception:
+        return None
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
