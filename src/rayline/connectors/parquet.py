@@ -149,11 +149,12 @@ class ParquetSource:
 
         return split(self, n)
 
-    def to_ray_dataset(self, **read_args: Any) -> Any:
-        """A ``ray.data.Dataset`` over exactly these files/row ranges, projection and filter."""
+    def to_ray_dataset(self, rows_per_block: int = 262_144, **map_args: Any) -> Any:
+        """A ``ray.data.Dataset`` over exactly these row groups, with the projection and filter
+        pushed into each block's pyarrow scan (``map_args`` go to ``map_batches``)."""
         from rayline.connectors.shards import to_ray_dataset
 
-        return to_ray_dataset(self, **read_args)
+        return to_ray_dataset(self, rows_per_block=rows_per_block, **map_args)
 
     def to_arrow_dataset(self) -> Any:
         """A ``pyarrow.dataset.Dataset`` over this source's row groups (no projection applied)."""

@@ -145,7 +145,8 @@ def iter_batches(
     cols = list(src.columns) if src.columns is not None else None
     for kind, part in _segments(src):
         if kind == "slice":
-            yield from _read_slice(src, part).to_batches(max_chunksize=batch_size)
+            for batch in _read_slice(src, part).to_batches(max_chunksize=batch_size):
+                yield batch  # not ``yield from``: Ray's streaming generators call ``send``
             continue
         dataset = ds.FileSystemDataset(part, src.schema, _format(), src.filesystems()[1])
         for batch in dataset.to_batches(
@@ -226,55 +227,44 @@ def _subset(src: ParquetSource, pieces: list[Piece]) -> ParquetSource:
 
 
 # ---------------------------------------------------------------------------- Ray
-def to_ray_dataset(src: ParquetSource, **read_args: Any) -> Any:
-    """Ray Data over this source. Whole files go through ``ray.data.read_parquet`` (its
-    streaming executor and parallel reads); shards read their pieces with pyarrow in
-    ``map_batches``. Either way the projection and the filter are applied at the scan."""
+def to_ray_dataset(src: ParquetSource, *, rows_per_block: int = 262_144, **map_args: Any) -> Any:
+    """Ray Data over exactly this source's row groups (or shard pieces): each block is read
+    by pyarrow in a Ray Data task with the source's schema, projection and filter pushed into
+    the scan. (Ray 2.60's own ``read_parquet`` no longer takes a pyarrow ``filter``, and on 2
+    cores its datasource is the slow part; benchmarks/ingest.py measures both.)
+
+    Example::
+
+        ds = source.to_ray_dataset()          # then ds.iter_torch_batches(), streaming_split()
+    """
     import ray.data
 
-    if src.pieces is None and src.files:
-        ray_ds = _ray_read_parquet(src, **read_args)
-        if ray_ds is not None:
-            return ray_ds
-    items = [{"i": i} for i in range(len(pieces_of(src)))]
-    if not items:
+    units = _blocks(pieces_of(src), rows_per_block)
+    if not units:
         return ray.data.from_arrow(src.read_schema.empty_table())
 
     def read(batch: pa.Table) -> pa.Table:
         ps = pieces_of(src)
-        shard = replace(src, pieces=tuple(ps[i] for i in batch.column("i").to_pylist()), rows=None)
-        return to_table(shard)
+        chosen = [ps[i] for u in batch.column("unit").to_pylist() for i in units[u]]
+        return to_table(replace(src, pieces=tuple(chosen), rows=None))
 
+    items = [{"unit": u} for u in range(len(units))]
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        read, batch_size=1, batch_format="pyarrow", **read_args
+        read, batch_size=1, batch_format="pyarrow", **map_args
     )
 
 
-def _ray_read_parquet(src: ParquetSource, **read_args: Any) -> Any:
-    import warnings
-
-    import ray.data
-    from ray.data.datasource.partitioning import Partitioning
-
-    kwargs: dict[str, Any] = {"filesystem": src.filesystems()[1], "file_extensions": None}
-    if src.columns is not None:
-        kwargs["columns"] = list(src.columns)
-    if src.partitioning:
-        types = {k: _py_type(src.schema.field(k).type) for k in src.partitioning}
-        kwargs["partitioning"] = Partitioning("hive", base_dir=src.root, field_names=list(src.partitioning), field_types=types)
-    else:
-        kwargs["partitioning"] = None
-    kwargs["schema"] = pa.schema([f for f in src.schema if f.name not in src.partitioning])
-    if src.filter is not None:
-        kwargs["filter"] = src.filter  # pushed into pyarrow's scan; Ray marks it deprecated
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        return ray.data.read_parquet([f.path for f in src.files], **kwargs, **read_args)
-
-
-def _py_type(t: pa.DataType) -> type:
-    return int if pa.types.is_integer(t) else float if pa.types.is_floating(t) else str
+def _blocks(pieces: list[Piece], rows_per_block: int) -> list[list[int]]:
+    """Consecutive piece indices grouped into blocks of about ``rows_per_block`` rows."""
+    out: list[list[int]] = []
+    rows = 0
+    for i, p in enumerate(pieces):
+        if not out or rows >= rows_per_block:
+            out.append([])
+            rows = 0
+        out[-1].append(i)
+        rows += p.rows
+    return out
 
 
 def stream_batches(
@@ -304,7 +294,7 @@ def stream_batches(
 
 
 def _read_shard(shard: ParquetSource, batch_size: int) -> Iterator[pa.RecordBatch]:
-    yield from iter_batches(shard, batch_size)
+    yield from iter_batches(shard, batch_size)  # a generator: it accepts Ray's ``send``
 
 
 def run_on_shards(src: ParquetSource, n: int, fn: Callable[[ParquetSource], Any], **remote_options: Any) -> list[Any]:

@@ -1,0 +1,36 @@
+"""rayline's built-in tasks. Loaded lazily: ``import rayline.tasks`` imports neither Ray nor
+pyarrow; ``from rayline.tasks import read_parquet`` imports only the module that defines it.
+
+Example::
+
+    from rayline import flow
+    from rayline.tasks import read_parquet
+
+    @flow
+    def churn(path: str = "data/churn/"):
+        return read_parquet(path, columns=["age", "plan", "churned"])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public task name -> the module that defines it (extend this table when adding a task module).
+_TASKS: dict[str, str] = {
+    "read_parquet": "rayline.tasks.ingest",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _TASKS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rayline.tasks' has no task {name!r}; tasks: {', '.join(sorted(_TASKS))}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(_TASKS)
+
+
+__all__ = sorted(_TASKS)
