@@ -407,7 +407,7 @@ def test_newer_schema_version_is_refused_with_a_clear_message(home: Path):
     with sqlite3.connect(home / "runs.db") as db:
         db.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="has schema version 99, this rayline understands up "
-                                          "to 1; upgrade rayline"):  # fmt: skip
+                                          f"to {runs_sql.SCHEMA_VERSION}; upgrade rayline"):  # fmt: skip
         RunStore.open(home)
 
 
@@ -416,8 +416,8 @@ def _crash_in_migration(url: str) -> None:
         conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
         os._exit(137)
 
-    runs_sql.SCHEMA_VERSION = 2
-    runs_sql.MIGRATIONS[2] = half_done
+    runs_sql.SCHEMA_VERSION += 1
+    runs_sql.MIGRATIONS[runs_sql.SCHEMA_VERSION] = half_done
     RunStore(url)
 
 
@@ -429,7 +429,7 @@ def test_a_migration_killed_halfway_leaves_the_old_version(home: Path):
     child.join(timeout=30)
     assert child.exitcode == 137
     with sqlite3.connect(home / "runs.db") as db:
-        assert db.execute("SELECT version FROM schema_version").fetchone() == (1,)
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (runs_sql.SCHEMA_VERSION,)
         assert db.execute("SELECT name FROM sqlite_master WHERE name='half_done'").fetchall() == []
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     RunStore(url).close()

@@ -64,6 +64,7 @@ __all__ = [
     "RunStore",
     "TaskRecord",
     "TaskUpdate",
+    "insert_run_rows",
     "sqlite_url",
 ]
 
@@ -82,6 +83,53 @@ def _pid_alive(pid: int) -> bool:
 def sqlite_url(path: str | Path) -> str:
     """The SQLAlchemy URL of the SQLite file at ``path``."""
     return f"sqlite:///{Path(path).expanduser().absolute()}"
+
+
+def insert_run_rows(
+    conn: Connection,
+    *,
+    run_id: str,
+    now: float,
+    flow_name: str,
+    source: str | None,
+    params_json: str,
+    plan_hash: str,
+    plan_json: str,
+    node_ids: Sequence[str],
+    run_key: str | None,
+    trigger_json: str | None,
+    owner_pid: int | None,
+    owner_host: str | None,
+    status: RunStatus,
+    error: str | None = None,
+) -> None:
+    """Insert a run, its plan (if new) and one PENDING task per node inside the caller's
+    transaction (``create_run``'s, or a scheduler's that also takes the flow's slot).
+
+    Raises:
+        IntegrityError: ``run_key`` (or ``run_id``) is taken.
+    """
+    known = select(plans.c.plan_hash).where(plans.c.plan_hash == plan_hash)
+    if conn.execute(known).first() is None:
+        conn.execute(insert(plans).values(plan_hash=plan_hash, plan_json=plan_json, created_at=now))
+    conn.execute(
+        insert(runs).values(
+            run_id=run_id, flow_name=flow_name, source=source,
+            status=str(status), params_json=params_json, plan_hash=plan_hash,
+            run_key=run_key, trigger_json=trigger_json, created_at=now,
+            started_at=now if status == RunStatus.RUNNING else None,
+            ended_at=now if status.terminal else None,
+            owner_pid=owner_pid, owner_host=owner_host, heartbeat_at=now,
+            generation=1, error=error, counters_json="{}",
+        )
+    )  # fmt: skip
+    if node_ids:
+        rows = [
+            {"run_id": run_id, "node_id": n, "seq": i,
+             "status": str(TaskStatus.PENDING), "attempts": 0}
+            for i, n in enumerate(node_ids)
+        ]  # fmt: skip
+        conn.execute(insert(tasks), rows)
 
 
 # ---------------------------------------------------------------------------------- the store
@@ -213,31 +261,12 @@ class RunStore:
             run_id, now = uuid4().hex[:12], time.time()
             try:
                 with self._tx() as conn:
-                    known = select(plans.c.plan_hash).where(plans.c.plan_hash == plan_hash)
-                    if conn.execute(known).first() is None:
-                        conn.execute(
-                            insert(plans).values(
-                                plan_hash=plan_hash, plan_json=plan_json, created_at=now
-                            )
-                        )
-                    conn.execute(
-                        insert(runs).values(
-                            run_id=run_id, flow_name=flow_name, source=source,
-                            status=str(status), params_json=params_json, plan_hash=plan_hash,
-                            run_key=run_key, trigger_json=trigger_json, created_at=now,
-                            started_at=now if status == RunStatus.RUNNING else None,
-                            ended_at=now if status.terminal else None,
-                            owner_pid=owner_pid, owner_host=owner_host, heartbeat_at=now,
-                            generation=1, error=None, counters_json="{}",
-                        )
+                    insert_run_rows(
+                        conn, run_id=run_id, now=now, flow_name=flow_name, source=source,
+                        params_json=params_json, plan_hash=plan_hash, plan_json=plan_json,
+                        node_ids=ids, run_key=run_key, trigger_json=trigger_json,
+                        owner_pid=owner_pid, owner_host=owner_host, status=status,
                     )  # fmt: skip
-                    if ids:
-                        rows = [
-                            {"run_id": run_id, "node_id": n, "seq": i,
-                             "status": str(TaskStatus.PENDING), "attempts": 0}
-                            for i, n in enumerate(ids)
-                        ]  # fmt: skip
-                        conn.execute(insert(tasks), rows)
                 return run_id, True
             except IntegrityError:
                 if run_key is not None:

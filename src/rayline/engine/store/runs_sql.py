@@ -46,7 +46,7 @@ from rayline.errors import StoreError
 log = logging.getLogger(__name__)
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Execution option that makes a connection begin a deferred (read) transaction.
 READ_OPTION = "rayline_read"
@@ -131,12 +131,55 @@ def _define_v1(md: MetaData) -> None:
     )
 
 
+def _define_v2(md: MetaData) -> None:
+    """Tables added in schema version 2, for schedules and triggers. Never edit.
+
+    ``flow_slots`` holds, per flow, the run that owns the flow's single execution slot (overlap
+    policies ``skip`` and ``queue``); ``run_queue`` holds the PENDING runs waiting for that slot;
+    ``trigger_state`` holds each trigger's persisted state and its next fire time (UTC epoch).
+    """
+    Table(
+        "flow_slots",
+        md,
+        Column("flow_name", String(256), primary_key=True),
+        Column("run_id", String(64), nullable=False),
+        Column("updated_at", Double, nullable=False),
+    )
+    Table(
+        "run_queue",
+        md,
+        Column(
+            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+        ),
+        Column("flow_name", String(256), nullable=False),
+        Column("sort_key", Double, nullable=False),
+        Column("enqueued_at", Double, nullable=False),
+        Index("ix_run_queue_flow", "flow_name", "sort_key"),
+    )
+    Table(
+        "trigger_state",
+        md,
+        Column("trigger_id", String(512), primary_key=True),
+        Column("flow_name", String(256), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("state_json", Text, nullable=False),
+        Column("next_at", Double),
+        Column("last_fired_at", Double),
+        Column("last_run_id", String(64)),
+        Column("updated_at", Double, nullable=False),
+    )
+
+
 metadata = MetaData()
 _define_v1(metadata)  # the current schema; queries use these tables
+_define_v2(metadata)
 plans = metadata.tables["plans"]
 runs = metadata.tables["runs"]
 tasks = metadata.tables["tasks"]
 task_attempts = metadata.tables["task_attempts"]
+flow_slots = metadata.tables["flow_slots"]
+run_queue = metadata.tables["run_queue"]
+trigger_state = metadata.tables["trigger_state"]
 
 schema_version = Table(
     "schema_version",
@@ -152,8 +195,15 @@ def _migration_1(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _migration_2(conn: Connection) -> None:
+    md = MetaData()
+    _define_v1(md)  # so that run_queue's foreign key resolves; existing tables are skipped
+    _define_v2(md)
+    md.create_all(conn, tables=[md.tables[n] for n in ("flow_slots", "run_queue", "trigger_state")])
+
+
 #: Migration N takes a database from version N-1 to N. All pending ones run in one transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1, 2: _migration_2}
 
 
 def _too_new(found: int, where: str) -> StoreError:
