@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rayline-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-slow bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,9 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-slow: lint
+	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/run_all.py
