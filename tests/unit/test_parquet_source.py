@@ -151,3 +151,13 @@ def test_importing_the_task_library_imports_neither_ray_nor_pyarrow():
     code = "import sys; from rayline.tasks import read_parquet; print(read_parquet.name, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["read_parquet", "False"]
+
+
+def test_batches_come_as_arrow_pandas_or_numpy(tmp_path):
+    src = pqc.open(str(write_folder(tmp_path / "d", files=1, rows=10)), columns=["id", "x"])
+    arrow = next(src.iter_batches(4))
+    frame = next(src.iter_batches(4, batch_format="pandas"))
+    arrays = next(src.iter_batches(4, batch_format="numpy"))
+    assert isinstance(arrow, pa.RecordBatch) and arrow.num_rows == 4
+    assert list(frame.columns) == ["id", "x"] and len(frame) == 4
+    assert arrays["id"].tolist() == [0, 1, 2, 3] and arrays["x"].dtype == np.float32

@@ -22,26 +22,23 @@ from __future__ import annotations
 
 import functools
 import posixpath
-import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayline.connectors import CorruptFileError, EmptyInputError, SchemaContractError
 from rayline.connectors.quarantine import QuarantinedFile, quarantine_file, reason_of
-from rayline.connectors.schema import SchemaContract, parse_type
+from rayline.connectors.schema import SchemaContract, hive_partitions
 from rayline.errors import DefinitionError
 
 if TYPE_CHECKING:
     from rayline.connectors.shards import Piece
 
 PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
-_HIVE = re.compile(r"^([^=/]+)=(.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +123,14 @@ class ParquetSource:
         return filesystems(self.protocol, self.storage_options)
 
     # ------------------------------------------------------------------ reading
-    def iter_batches(self, batch_size: int = 65_536, **tuning: Any) -> Iterator[pa.RecordBatch]:
-        """Stream ``RecordBatch``es of at most ``batch_size`` rows with bounded memory (pyarrow
-        reads a few row groups ahead; see ``shards.iter_batches`` for ``tuning``)."""
-        from rayline.connectors.shards import iter_batches
+    def iter_batches(self, batch_size: int = 65_536, *, batch_format: str = "pyarrow", **tuning: Any) -> Iterator[Any]:
+        """Stream batches of at most ``batch_size`` rows with bounded memory (pyarrow reads a
+        few row groups ahead; see ``shards.iter_batches`` for ``tuning``). ``batch_format``:
+        ``"pyarrow"`` (``RecordBatch``), ``"pandas"`` or ``"numpy"`` (dict of arrays), as in
+        Ray Data."""
+        from rayline.connectors.shards import formatted, iter_batches
 
-        return iter_batches(self, batch_size, **tuning)
+        return formatted(iter_batches(self, batch_size, **tuning), batch_format)
 
     def to_table(self) -> pa.Table:
         """Everything in one Arrow table (for data that fits in memory)."""
@@ -351,25 +350,9 @@ def _read_footers(listed: list, arrow_fs: Any) -> tuple[list[tuple[ParquetFile, 
 
 def _hive(good: list, root: str, contract: SchemaContract) -> tuple[tuple[str, ...], list[pa.Field]]:
     """Detect ``key=value`` folders shared by every file; fill each file's ``partition``."""
-    if not good:
-        return (), []
-    pairs = []
-    for f, _ in good:
-        dirs = _rel(f.path, root).split("/")[:-1]
-        kv = [_HIVE.match(d) for d in dirs]
-        pairs.append(tuple((m.group(1), unquote(m.group(2))) for m in kv if m))
-    keys = tuple(k for k, _ in pairs[0])
-    if not keys or any(tuple(k for k, _ in p) != keys for p in pairs):
-        return (), []
-    fields = []
-    declared = {f.name: f.type for f in contract.schema} if contract.schema is not None else {}
-    for i, k in enumerate(keys):
-        values = [p[i][1] for p in pairs if p[i][1] != "__HIVE_DEFAULT_PARTITION__"]
-        inferred = pa.int64() if values and all(re.fullmatch(r"-?\d+", v) for v in values) else pa.string()
-        fields.append(pa.field(k, parse_type(declared[k], column=k) if k in declared else inferred))
+    keys, fields, values = hive_partitions([_rel(f.path, root) for f, _ in good], contract.schema)
     for j, (f, s) in enumerate(good):
-        part = tuple((k, None if v == "__HIVE_DEFAULT_PARTITION__" else v) for k, v in pairs[j])
-        good[j] = (replace(f, partition=part), s)
+        good[j] = (replace(f, partition=values[j]), s)
     return keys, fields
 
 

@@ -20,9 +20,11 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 
@@ -181,4 +183,33 @@ def _why(got: pa.DataType, want: pa.DataType, evolution: str) -> str:
     return " (incompatible types)"
 
 
-__all__ = ["POLICIES", "SchemaContract", "parse_type", "widens"]
+_HIVE = re.compile(r"^([^=/]+)=(.*)$")
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def hive_partitions(
+    relative_paths: Sequence[str], declared: pa.Schema | None = None
+) -> tuple[tuple[str, ...], list[pa.Field], list[tuple[tuple[str, str | None], ...]]]:
+    """Hive ``key=value`` folders shared by every file: (keys, typed fields, values per file).
+
+    A key's type is the declared one if ``declared`` names it, else int64 when every value is
+    an integer, else string. Files that disagree on the keys mean: no partitioning.
+    """
+    pairs = []
+    for rel in relative_paths:
+        found = [_HIVE.match(d) for d in rel.split("/")[:-1]]
+        pairs.append(tuple((m.group(1), unquote(m.group(2))) for m in found if m))
+    keys = tuple(k for k, _ in pairs[0]) if pairs else ()
+    if not keys or any(tuple(k for k, _ in p) != keys for p in pairs):
+        return (), [], [() for _ in relative_paths]
+    types = {f.name: f.type for f in declared} if declared is not None else {}
+    fields = []
+    for i, k in enumerate(keys):
+        values = [p[i][1] for p in pairs if p[i][1] != _HIVE_NULL]
+        inferred = pa.int64() if values and all(re.fullmatch(r"-?\d+", v) for v in values) else pa.string()
+        fields.append(pa.field(k, types.get(k, inferred)))
+    per_file = [tuple((k, None if v == _HIVE_NULL else v) for k, v in p) for p in pairs]
+    return keys, fields, per_file
+
+
+__all__ = ["POLICIES", "SchemaContract", "hive_partitions", "parse_type", "widens"]

@@ -157,6 +157,18 @@ def iter_batches(
                 yield batch
 
 
+def formatted(batches: Iterator[pa.RecordBatch], batch_format: str) -> Iterator[Any]:
+    """Batches as ``"pyarrow"`` RecordBatches, ``"pandas"`` DataFrames or ``"numpy"`` dicts."""
+    if batch_format == "pyarrow":
+        return batches
+    if batch_format == "pandas":
+        return (b.to_pandas() for b in batches)
+    if batch_format == "numpy":
+        return ({n: c.to_numpy(zero_copy_only=False) for n, c in zip(b.schema.names, b.columns, strict=True)}
+                for b in batches)  # fmt: skip
+    raise DefinitionError(f"batch_format={batch_format!r}: use 'pyarrow', 'pandas' or 'numpy'")
+
+
 def to_table(src: ParquetSource) -> pa.Table:
     """The whole source as one table, with the source's projection and filter."""
     tables = []
