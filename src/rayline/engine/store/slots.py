@@ -1,0 +1,342 @@
+"""Flow slots: under the ``skip`` and ``queue`` overlap policies a flow has one execution slot,
+and only the run holding it may start.
+
+A trigger does not call ``create_run``; it *reserves* a run with ``FlowSlots.reserve``, which in
+one write transaction (``BEGIN IMMEDIATE`` on SQLite, a row lock elsewhere) checks the run key,
+looks at the flow's slot, and inserts the new run as PENDING (its to start), PENDING in
+``run_queue`` (it waits), or SKIPPED (with the reason). The run then starts through
+``SlotGuardedStore``, whose ``take_over`` moves it to RUNNING only if it still holds the slot. So
+the guarantee "never two RUNNING runs of one flow" comes from the database: the slot is one row
+per flow (a primary key), and it passes to another run only when its holder has ended, or its
+lease went stale (the holder is then marked INTERRUPTED in the same transaction).
+
+The slot is released by the holder's run ending: nothing needs to "unlock" it, so a crash cannot
+leave it locked for longer than the lease. The lease and staleness use the run store's clock
+(``time.time()`` of the writing process, like every heartbeat), never a scheduler's clock.
+
+Example::
+
+    slots = FlowSlots(store, lease_ttl=30.0)
+    got = slots.reserve(new_run, overlap="skip")
+    if got.action == "start":          # else "queued", "skipped" (see got.reason) or "exists"
+        runner = Runner(SlotGuardedStore(store, slots), artifacts, executor)
+        runner.resume(plan, got.run_id)  # take_over is the guarded PENDING -> RUNNING step
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import uuid4
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from rayline.engine.states import RunStatus, TaskStatus
+from rayline.engine.store.run_records import RunRecord, run_from_row, to_json
+from rayline.engine.store.runs import RunStore, _pid_alive, insert_run_rows
+from rayline.engine.store.runs_sql import flow_slots, run_queue, runs, tasks
+from rayline.errors import StoreError
+
+Overlap = Literal["skip", "queue", "allow"]
+Action = Literal["start", "queued", "skipped", "exists"]
+OVERLAPS: tuple[str, ...] = ("skip", "queue", "allow")
+
+__all__ = ["OVERLAPS", "FlowSlots", "NewRun", "Reservation", "SlotGuardedStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run a trigger asks for: what ``create_run`` takes, plus the key that orders the queue."""
+
+    flow_name: str
+    source: str | None
+    params: dict[str, Any]
+    plan_hash: str
+    plan_json: str
+    node_ids: Sequence[str]
+    run_key: str | None = None
+    trigger: dict[str, Any] = field(default_factory=dict)
+    sort_key: float | None = None  # logical time (epoch s) for queue order; default: now
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What ``reserve`` did.
+
+    ``action``: ``start`` (the caller owns ``run_id``, PENDING, and must start it), ``queued``
+    (``run_id`` waits for the slot), ``skipped`` (``run_id`` is the SKIPPED record, or None when
+    no record was asked for) or ``exists`` (a run with the key exists: ``run_id``). ``promoted``:
+    a queued run that this call moved into the free slot; the caller owns it and must start it.
+    """
+
+    action: Action
+    run_id: str | None
+    reason: str = ""
+    promoted: str | None = None
+
+    @property
+    def to_start(self) -> list[str]:
+        """The runs this caller must start now, oldest first."""
+        out = [self.promoted] if self.promoted else []
+        if self.action == "start" and self.run_id:
+            out.append(self.run_id)
+        return out
+
+
+class FlowSlots:
+    """Reserve, queue and start runs so that a flow never has two RUNNING runs (see module).
+
+    Args:
+        store: the run store (its engine and clock are used).
+        lease_ttl: seconds without a heartbeat after which a slot holder counts as dead.
+    """
+
+    def __init__(self, store: RunStore, lease_ttl: float = 30.0) -> None:
+        self.store = store
+        self.lease_ttl = lease_ttl
+        self._pid, self._host = os.getpid(), socket.gethostname()
+
+    # ---------------------------------------------------------------------------- writes
+    def reserve(
+        self,
+        new: NewRun,
+        *,
+        overlap: str = "skip",
+        queue_limit: int = 1,
+        backlog: bool = False,
+        record_skip: bool = True,
+    ) -> Reservation:
+        """Insert ``new`` as a run to start, a queued run or a SKIPPED record, atomically.
+
+        Args:
+            overlap: ``skip`` (busy: record SKIPPED), ``queue`` (busy: queue while fewer than
+                ``queue_limit`` wait, else skip) or ``allow`` (always start; no slot).
+            backlog: queue behind a busy slot whatever ``overlap`` says (catch-up runs).
+            record_skip: write a SKIPPED run for a skip (with ``new.run_key``, so the tick is
+                decided); False writes nothing, so the same key can be tried again later.
+        """
+        if overlap not in OVERLAPS:
+            raise StoreError(f"unknown overlap policy {overlap!r}; use one of {', '.join(OVERLAPS)}")
+        trigger = {**new.trigger, "overlap": overlap}
+        for _ in range(3):
+            try:
+                with self.store._tx() as conn:
+                    return self._reserve(conn, new, trigger, overlap, queue_limit, backlog, record_skip)
+            except IntegrityError:
+                continue  # a run-id collision, or another backend's concurrent slot insert
+        raise StoreError(f"could not reserve a run of flow '{new.flow_name}' in {self.store.url}")
+
+    def claim_next(self, flow_name: str) -> str | None:
+        """If the flow's slot is free and a run is queued, move the oldest into the slot and
+        return its id (the caller must start it); else None."""
+        with self.store._tx() as conn:
+            holder, live = self._holder(conn, flow_name)
+            if live:
+                return None
+            nxt = self._pop(conn, flow_name)
+            if nxt is not None:
+                self._hold(conn, flow_name, nxt)
+            return nxt
+
+    def start(self, run_id: str, *, owner_pid: int, owner_host: str) -> int:
+        """Move a reserved PENDING run to RUNNING if it holds its flow's slot (or was reserved
+        with ``overlap=allow``); return its new lease generation. The check and the update are
+        one transaction.
+
+        Raises:
+            StoreError: the run is not PENDING, is queued, or another run holds the slot.
+        """
+        with self.store._tx() as conn:
+            row = conn.execute(select(runs).where(runs.c.run_id == run_id).with_for_update()).first()
+            if row is None:
+                raise self.store._missing(run_id)
+            run = run_from_row(row)
+            if run.status != RunStatus.PENDING:
+                raise StoreError(f"run {run_id} is {run.status}, not PENDING: it was started or ended elsewhere")
+            if (run.trigger or {}).get("overlap", "skip") != "allow":
+                queued = conn.execute(select(run_queue.c.run_id).where(run_queue.c.run_id == run_id)).first()
+                holder = self._slot_of(conn, run.flow_name)
+                if queued is not None or holder != run_id:
+                    raise StoreError(
+                        f"run {run_id} of flow '{run.flow_name}' does not hold the flow's slot "
+                        f"(held by {holder or 'nobody'}); it waits its turn"
+                    )
+            now = time.time()
+            lease = {
+                "owner_pid": owner_pid, "owner_host": owner_host, "heartbeat_at": now,
+                "generation": run.generation + 1, "status": str(RunStatus.RUNNING),
+                "started_at": now, "ended_at": None, "error": None,
+            }  # fmt: skip
+            self.store._fence(conn, run_id, run.generation, lease)
+            return run.generation + 1
+
+    def touch(self, run_id: str) -> None:
+        """Refresh the heartbeat of a reserved (PENDING) run while its starter gets ready."""
+        with self.store._tx() as conn:
+            stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == str(RunStatus.PENDING))
+            conn.execute(stmt.values(heartbeat_at=time.time()))
+
+    # ----------------------------------------------------------------------------- reads
+    def holder(self, flow_name: str) -> str | None:
+        """The run holding the flow's slot (it may have ended since), or None."""
+        with self.store._tx(read=True) as conn:
+            return self._slot_of(conn, flow_name)
+
+    def queued(self, flow_name: str | None = None) -> list[str]:
+        """Queued run ids (of one flow, or all), in the order they will start."""
+        stmt = select(run_queue.c.run_id).order_by(run_queue.c.sort_key, run_queue.c.enqueued_at)
+        if flow_name is not None:
+            stmt = stmt.where(run_queue.c.flow_name == flow_name)
+        with self.store._tx(read=True) as conn:
+            return [r[0] for r in conn.execute(stmt)]
+
+    def flows_with_queue(self) -> list[str]:
+        """Flows that have queued runs."""
+        with self.store._tx(read=True) as conn:
+            return sorted(r[0] for r in conn.execute(select(run_queue.c.flow_name).distinct()))
+
+    # --------------------------------------------------------------------------- internals
+    def _reserve(
+        self, conn: Connection, new: NewRun, trigger: dict[str, Any], overlap: str,
+        queue_limit: int, backlog: bool, record_skip: bool,
+    ) -> Reservation:  # fmt: skip
+        if new.run_key is not None:
+            found = conn.execute(select(runs.c.run_id).where(runs.c.run_key == new.run_key)).scalar()
+            if found is not None:
+                return Reservation("exists", found, f"run {found} already has key {new.run_key}")
+        run_id, now = uuid4().hex[:12], time.time()
+        if overlap == "allow":
+            self._insert(conn, new, run_id, now, trigger, RunStatus.PENDING)
+            return Reservation("start", run_id)
+        holder, live = self._holder(conn, new.flow_name)
+        promoted = None
+        if not live:
+            promoted = self._pop(conn, new.flow_name)
+            if promoted is None:
+                self._insert(conn, new, run_id, now, trigger, RunStatus.PENDING)
+                self._hold(conn, new.flow_name, run_id)
+                return Reservation("start", run_id)
+            self._hold(conn, new.flow_name, promoted)  # older work first; the new one waits
+            holder = promoted
+        waiting = conn.execute(
+            select(func.count()).select_from(run_queue).where(run_queue.c.flow_name == new.flow_name)
+        ).scalar_one()
+        if backlog or (overlap == "queue" and waiting < queue_limit):
+            self._insert(conn, new, run_id, now, trigger, RunStatus.PENDING)
+            sort_key = new.sort_key if new.sort_key is not None else now
+            conn.execute(insert(run_queue).values(
+                run_id=run_id, flow_name=new.flow_name, sort_key=sort_key, enqueued_at=now))  # fmt: skip
+            return Reservation("queued", run_id, f"waits for run {holder} to end", promoted)
+        state = conn.execute(select(runs.c.status).where(runs.c.run_id == holder)).scalar()
+        full = f", and {waiting} run(s) already queued" if overlap == "queue" else ""
+        reason = (f"flow '{new.flow_name}' is busy: run {holder} is {state}{full} "
+                  f"(overlap={overlap})")  # fmt: skip
+        if not record_skip:
+            return Reservation("skipped", None, reason, promoted)
+        self._insert(conn, new, run_id, now, {**trigger, "skipped": reason}, RunStatus.SKIPPED, reason)
+        return Reservation("skipped", run_id, reason, promoted)
+
+    def _insert(
+        self, conn: Connection, new: NewRun, run_id: str, now: float, trigger: dict[str, Any],
+        status: RunStatus, error: str | None = None,
+    ) -> None:  # fmt: skip
+        insert_run_rows(
+            conn, run_id=run_id, now=now, flow_name=new.flow_name, source=new.source,
+            params_json=to_json(new.params, f"params of flow '{new.flow_name}'"),
+            plan_hash=new.plan_hash, plan_json=new.plan_json,
+            node_ids=list(new.node_ids) if status != RunStatus.SKIPPED else [],
+            run_key=new.run_key, trigger_json=to_json(trigger, "the trigger"),
+            owner_pid=self._pid, owner_host=self._host, status=status, error=error,
+        )  # fmt: skip
+
+    def _slot_of(self, conn: Connection, flow_name: str) -> str | None:
+        stmt = select(flow_slots.c.run_id).where(flow_slots.c.flow_name == flow_name)
+        return conn.execute(stmt.with_for_update()).scalar()
+
+    def _hold(self, conn: Connection, flow_name: str, run_id: str) -> None:
+        now = time.time()
+        stmt = update(flow_slots).where(flow_slots.c.flow_name == flow_name)
+        if conn.execute(stmt.values(run_id=run_id, updated_at=now)).rowcount == 0:
+            conn.execute(insert(flow_slots).values(flow_name=flow_name, run_id=run_id, updated_at=now))
+        owned = {"owner_pid": self._pid, "owner_host": self._host, "heartbeat_at": now}
+        stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == str(RunStatus.PENDING))
+        conn.execute(stmt.values(**owned))
+
+    def _pop(self, conn: Connection, flow_name: str) -> str | None:
+        stmt = (
+            select(run_queue.c.run_id)
+            .where(run_queue.c.flow_name == flow_name)
+            .order_by(run_queue.c.sort_key, run_queue.c.enqueued_at)
+            .limit(1)
+        )
+        found = conn.execute(stmt).scalar()
+        if found is not None:
+            conn.execute(delete(run_queue).where(run_queue.c.run_id == found))
+        return found
+
+    def _holder(self, conn: Connection, flow_name: str) -> tuple[str | None, bool]:
+        """The slot's run and whether it is live; a dead holder is cleaned up here."""
+        holder = self._slot_of(conn, flow_name)
+        if holder is None:
+            return None, False
+        row = conn.execute(select(runs).where(runs.c.run_id == holder)).first()
+        if row is None:
+            return holder, False
+        run = run_from_row(row)
+        if run.status == RunStatus.RUNNING:
+            if self.store.is_stale(run, self.lease_ttl):
+                self._interrupt(conn, run)
+                return holder, False
+            return holder, True
+        if run.status == RunStatus.PENDING:
+            if self._unstarted_and_abandoned(run):
+                # Its starter died before starting it: it goes back to the head of the queue.
+                conn.execute(insert(run_queue).values(
+                    run_id=holder, flow_name=flow_name, sort_key=0.0, enqueued_at=time.time()))  # fmt: skip
+                return holder, False
+            return holder, True
+        return holder, False
+
+    def _unstarted_and_abandoned(self, run: RunRecord) -> bool:
+        if run.owner_host == self._host and run.owner_pid is not None and not _pid_alive(run.owner_pid):
+            return True
+        beat = run.heartbeat_at or run.created_at
+        return time.time() - beat.timestamp() > self.lease_ttl
+
+    def _interrupt(self, conn: Connection, run: RunRecord) -> None:
+        why = (f"owner pid {run.owner_pid} on {run.owner_host} stopped (no heartbeat within "
+               f"{self.lease_ttl:g} s or process gone); found by the scheduler")  # fmt: skip
+        stmt = update(runs).where(runs.c.run_id == run.run_id, runs.c.generation == run.generation)
+        conn.execute(stmt.values(status=str(RunStatus.INTERRUPTED), ended_at=time.time(), error=why,
+                                 generation=run.generation + 1))  # fmt: skip
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.run_id == run.run_id, tasks.c.status == str(TaskStatus.RUNNING))
+            .values(status=str(TaskStatus.INTERRUPTED))
+        )
+
+
+class SlotGuardedStore:
+    """The run store as a ``Runner`` sees it when it starts a reserved run: ``take_over`` goes
+    through ``FlowSlots.start`` (PENDING -> RUNNING only for the slot holder); everything else
+    is the store itself.
+
+    Example::
+
+        Runner(SlotGuardedStore(store, slots), artifacts, executor).resume(plan, run_id)
+    """
+
+    def __init__(self, store: RunStore, slots: FlowSlots) -> None:
+        self._store = store
+        self._slots = slots
+
+    def take_over(self, run_id: str, *, owner_pid: int, owner_host: str, lease_ttl: float) -> int:
+        return self._slots.start(run_id, owner_pid=owner_pid, owner_host=owner_host)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
