@@ -122,3 +122,16 @@ def test_incremental_exclusion_skips_files_already_seen(tmp_path):
     assert {Path(e["path"]).name for e in second.seen} == {"a.parquet", "b.parquet"}
     with pytest.raises(EmptyInputError, match="no new Parquet files"):
         pqc.open(str(tmp_path), exclude={(e["path"], e["size"], e["mtime"]) for e in second.seen})
+
+
+def test_quarantine_that_cannot_move_the_file_fails_with_both_reasons(tmp_path, monkeypatch):
+    from rayline.connectors import quarantine
+
+    folder = folder_with(tmp_path, "zero-bytes")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(quarantine.os, "replace", refuse)
+    with pytest.raises(CorruptFileError, match="(?s)0 bytes.*could not be moved.*read-only file system"):
+        pqc.open(str(folder), on_bad_file="quarantine")

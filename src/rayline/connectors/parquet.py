@@ -237,7 +237,14 @@ def open(  # noqa: A001 - the connector protocol's verb
             f"{posixpath.join(root, '_quarantine')}/ and read the rest"
         )
     for p, why in bad:
-        quarantined.append(quarantine_file(fs, p, root, why, context=context))
+        try:
+            quarantined.append(quarantine_file(fs, p, root, why, context=context))
+        except OSError as exc:  # read-only data, no permission: still a data error, with both reasons
+            raise CorruptFileError(
+                f"{_rel(p, root)} ({p}): {why}; it could not be moved to "
+                f"{posixpath.join(root, '_quarantine')}/: {exc}. fix: give this job write access "
+                "next to the data, or repair/remove the file"
+            ) from exc
     if quarantined and seen:
         moved = {q.path for q in quarantined}
         seen = tuple(s for s in seen if s["path"] not in moved)
