@@ -165,11 +165,13 @@ class Runner:
                     if left == 0:
                         self._ready(node, pending_updates, deadlines)
                 pending = dict(handles)
+                order = {n.id: i for i, n in enumerate(plan.nodes)}
                 while pending:
                     if lease.lost:
                         ex.cancel(list(pending.values()), force=True)
                         raise lease.lost
                     done = [h for h in ex.wait(list(pending.values()), timeout=0.1) if h.node_id in pending]
+                    done.sort(key=lambda h: order[h.node_id])  # parents before children
                     for h in done:
                         pending.pop(h.node_id)
                     for h, meta in zip(done, ex.metas(done), strict=True):
@@ -184,6 +186,8 @@ class Runner:
                         report.add(nid, meta)
                         pending_updates.append(_update_from_meta(nid, status, meta))
                         self.on_event("task_finished", {"node_id": nid, "status": status, "meta": meta})
+                        if status == TaskStatus.UPSTREAM_FAILED:
+                            continue
                         if status.ok:
                             for d in plan.downstream.get(nid, ()):
                                 if d in waiting_on:
@@ -192,14 +196,16 @@ class Runner:
                                         self._ready(plan.node(d), pending_updates, deadlines)
                         else:
                             first_error = first_error or _error_line(nid, meta)
-                            doomed = [d for d in plan.descendants(nid) if d in pending]
+                            # Not yet finished, or finished in this same batch (Ray fails a
+                            # child together with its parent): either way it never ran.
+                            doomed = [d for d in plan.descendants(nid) if d not in states or not states[d].terminal]
                             for d in doomed:
                                 states[d] = TaskStatus.UPSTREAM_FAILED
                                 pending_updates.append(
                                     TaskUpdate(node_id=d, status=TaskStatus.UPSTREAM_FAILED, error_message=f"upstream '{nid}' did not succeed")
                                 )
                                 self.on_event("task_finished", {"node_id": d, "status": TaskStatus.UPSTREAM_FAILED, "meta": {}})
-                            ex.cancel([pending.pop(d) for d in doomed])
+                            ex.cancel([pending.pop(d) for d in doomed if d in pending])
                     now = time.monotonic()
                     for nid in [n for n, t in deadlines.items() if t < now and n in pending and n not in timed_out]:
                         timed_out.add(nid)
@@ -318,7 +324,7 @@ def _update_from_meta(node_id: str, status: TaskStatus, meta: dict[str, Any]) ->
     for k in range(1, base + 1):
         attempts.append(
             _attempt_record(node_id, {"attempt": k, "status": "FAILED", "error_type": "WorkerDied",
-                                      "error_message": "the worker running this attempt died; Ray retried the task"}, meta)
+                                      "error_message": "the worker running this attempt died; Ray retried the task"}, {})
         )
     for a in meta.get("attempts", ()):
         attempts.append(_attempt_record(node_id, {**a, "attempt": base + a["attempt"]}, meta))

@@ -142,7 +142,14 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
             meta[k] = getattr(ctx, k)
     meta["status"] = "SUCCEEDED"
     if call.persist and store is not None:
-        info = store.put(value)
+        try:
+            info = store.put(value)
+        except Exception as exc:  # the output cannot be serialised or written: the task failed
+            rec = attempts[-1]
+            rec.update(_attempt(rec["attempt"], rec["started"], "FAILED", exc))
+            rec["error_message"] = f"cannot store the output of task '{call.node_id}': {rec['error_message']}"
+            meta["status"] = "FAILED"
+            return Failed(call.node_id), meta
         meta.update(digest=info.digest, size=info.size, fmt=info.fmt)
         if cache_key is not None:
             store.cache_put(cache_key, info.digest)

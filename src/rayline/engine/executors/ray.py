@@ -5,7 +5,7 @@ object store. The driver only ever fetches the small meta object of each task.""
 from __future__ import annotations
 
 import logging
-import os
+import re
 import sys
 from typing import Any
 
@@ -13,6 +13,7 @@ from rayline.engine.compiler import PlannedNode
 from rayline.engine.worker import NodeCall, Stored, TaskStatic, execute_node
 
 log = logging.getLogger("rayline.executor")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class RayHandle:
@@ -121,7 +122,7 @@ class RayExecutor:
         path = getattr(module, "__file__", None) or ""
         if "site-packages" in path or path.startswith(sys.prefix):
             return
-        import cloudpickle
+        from ray import cloudpickle  # Ray pickles task functions with its own copy
 
         try:
             cloudpickle.register_pickle_by_value(module)
@@ -130,6 +131,7 @@ class RayExecutor:
         self._by_value.add(mod_name)
 
     def submit(self, node: PlannedNode, static: TaskStatic, call: NodeCall, inputs: list[Any]) -> RayHandle:
+        self._pickle_by_value(static.fn)
         values = [i if isinstance(i, Stored) else i.value for i in inputs]
         metas = []
         if call.cache_base is not None:  # upstream digests make the cache key
@@ -169,6 +171,7 @@ class RayExecutor:
         except (rex.RayError, ray.exceptions.GetTimeoutError) as exc:
             cause = getattr(exc, "cause", None) or exc
             kind = type(cause).__name__
+            text = str(cause) if cause is not exc else str(exc)
             return {
                 "node_id": handle.node_id,
                 "status": "FAILED",
@@ -178,7 +181,7 @@ class RayExecutor:
                         "attempt": 1,
                         "status": "FAILED",
                         "error_type": f"ray.{kind}",
-                        "error_message": _infra_message(kind, str(exc)),
+                        "error_message": _infra_message(kind, text),
                     }
                 ],
             }
@@ -214,7 +217,9 @@ def _entry_for(static: TaskStatic, name: str) -> Any:
 
 
 def _infra_message(kind: str, text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else kind
+    lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()]
+    # RayTaskError text starts with a "ray::task() (pid=…)" header; the cause is the last line.
+    first = lines[-1] if lines else kind
     hints = {
         "WorkerCrashedError": "the worker process died (killed, or crashed in native code) and Ray's retries ran out",
         "OutOfMemoryError": "the task was killed by Ray's memory monitor; give it more `memory=` or process less at once",
@@ -223,4 +228,4 @@ def _infra_message(kind: str, text: str) -> str:
         "NodeDiedError": "the node running the task died",
         "GetTimeoutError": "the task's result could not be fetched in time",
     }
-    return f"{hints.get(kind, 'Ray failed to run the task')} ({first[:500]}) [pid {os.getpid()}]"
+    return f"{hints.get(kind, 'Ray failed to run the task')}: {first[:500]}"

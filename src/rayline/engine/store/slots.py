@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from uuid import uuid4
 
@@ -110,6 +110,7 @@ class FlowSlots:
         queue_limit: int = 1,
         backlog: bool = False,
         record_skip: bool = True,
+        skip_takes_key: bool = True,
     ) -> Reservation:
         """Insert ``new`` as a run to start, a queued run or a SKIPPED record, atomically.
 
@@ -117,8 +118,9 @@ class FlowSlots:
             overlap: ``skip`` (busy: record SKIPPED), ``queue`` (busy: queue while fewer than
                 ``queue_limit`` wait, else skip) or ``allow`` (always start; no slot).
             backlog: queue behind a busy slot whatever ``overlap`` says (catch-up runs).
-            record_skip: write a SKIPPED run for a skip (with ``new.run_key``, so the tick is
-                decided); False writes nothing, so the same key can be tried again later.
+            record_skip: write a SKIPPED run for a skip; False writes nothing.
+            skip_takes_key: the SKIPPED run gets ``new.run_key``, so the key is decided (a cron
+                tick); False leaves the key free to run later (a data snapshot).
         """
         if overlap not in OVERLAPS:
             raise StoreError(f"unknown overlap policy {overlap!r}; use one of {', '.join(OVERLAPS)}")
@@ -126,7 +128,8 @@ class FlowSlots:
         for _ in range(3):
             try:
                 with self.store._tx() as conn:
-                    return self._reserve(conn, new, trigger, overlap, queue_limit, backlog, record_skip)
+                    return self._reserve(conn, new, trigger, overlap, queue_limit, backlog,
+                                         record_skip, skip_takes_key)  # fmt: skip
             except IntegrityError:
                 continue  # a run-id collision, or another backend's concurrent slot insert
         raise StoreError(f"could not reserve a run of flow '{new.flow_name}' in {self.store.url}")
@@ -203,7 +206,7 @@ class FlowSlots:
     # --------------------------------------------------------------------------- internals
     def _reserve(
         self, conn: Connection, new: NewRun, trigger: dict[str, Any], overlap: str,
-        queue_limit: int, backlog: bool, record_skip: bool,
+        queue_limit: int, backlog: bool, record_skip: bool, skip_takes_key: bool,
     ) -> Reservation:  # fmt: skip
         if new.run_key is not None:
             found = conn.execute(select(runs.c.run_id).where(runs.c.run_key == new.run_key)).scalar()
@@ -238,7 +241,8 @@ class FlowSlots:
                   f"(overlap={overlap})")  # fmt: skip
         if not record_skip:
             return Reservation("skipped", None, reason, promoted)
-        self._insert(conn, new, run_id, now, {**trigger, "skipped": reason}, RunStatus.SKIPPED, reason)
+        record = new if skip_takes_key else replace(new, run_key=None)
+        self._insert(conn, record, run_id, now, {**trigger, "skipped": reason}, RunStatus.SKIPPED, reason)
         return Reservation("skipped", run_id, reason, promoted)
 
     def _insert(
