@@ -19,6 +19,7 @@ import click
 from rayline.cli.graph import graph_cmd
 from rayline.cli.run import resume_cmd, run_cmd
 from rayline.cli.runs import cancel_cmd, runs_group
+from rayline.cli.schedule import schedule_group, scheduler_cmd, trigger_cmd
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 DEBUG_ENV = "RAYLINE_DEBUG"
@@ -136,6 +137,9 @@ cli.add_command(resume_cmd)
 cli.add_command(runs_group)
 cli.add_command(cancel_cmd)
 cli.add_command(graph_cmd)
+cli.add_command(schedule_group)
+cli.add_command(scheduler_cmd)
+cli.add_command(trigger_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

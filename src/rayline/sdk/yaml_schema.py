@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticError
 
 from rayline.errors import Problem
@@ -86,12 +86,62 @@ class ParamSpec(_Strict):
     description: str | None = None
 
 
+class ScheduleSpec(_Strict):
+    """``schedule:`` of a flow: when ``rayline scheduler`` / ``rayline schedule tick`` run it.
+
+    Example: ``schedule: {cron: "0 3 * * *", tz: Europe/Warsaw, overlap: skip, catchup: none}``
+    (semantics in ``rayline.triggers``: ``schedule`` for DST, ``policy`` for overlap/catch-up).
+    """
+
+    cron: str
+    tz: str = "UTC"
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    catchup: Literal["none", "latest", "all"] = "none"
+    max_catchup: int = Field(default=10, ge=1)
+    grace: float = Field(default=60.0, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+
+        text = " ".join(value.split())
+        if text.lower() in _CRON_ALIASES:
+            return value
+        try:
+            CronSim(text, datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(
+                f"not a cron expression ({exc}); the form is 'minute hour day-of-month month "
+                "day-of-week', e.g. '0 3 * * *'"
+            ) from None
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as 'Europe/Warsaw'") from None
+        return value
+
+
+_CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
 class _FlowSpec(_Strict):
     name: str | None = None
     description: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     steps: dict[str, Any] = Field(min_length=1)
     outputs: Any = None
+    schedule: ScheduleSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -205,7 +255,11 @@ def _is_a(value: Any, typ: type) -> bool:
 
 
 # Which model describes the mapping at a location inside a step / param (for "did you mean").
-_NESTED: dict[str, type[BaseModel]] = {"resources": ResourcesSpec, "backoff": BackoffSpec}
+_NESTED: dict[str, type[BaseModel]] = {
+    "resources": ResourcesSpec,
+    "backoff": BackoffSpec,
+    "schedule": ScheduleSpec,
+}
 
 
 def _problems(
