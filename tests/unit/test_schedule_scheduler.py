@@ -5,6 +5,7 @@ started, so these tests need neither Ray nor a flow execution."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -217,3 +218,27 @@ def test_schedule_registry_errors_name_the_file_and_the_fix(tmp_path, monkeypatc
     bad.write_text(f"schedules:\n  - flow: {FLOWS / 'tiny.py'}:tiny\n    crn: '0 3 * * *'\n")
     with pytest.raises(DefinitionError, match=r"schedules.yaml:2: give at most one trigger kind"):
         load_entries([bad])
+
+
+def test_the_repository_schedules_file_loads():
+    [entry] = load_entries([Path(__file__).parents[2] / "configs" / "schedules.yaml"])
+    assert (entry.flow_name, entry.trigger.tz, entry.params) == ("hello", "Europe/Warsaw", {"scale": 2})
+
+
+def test_schedule_list_shows_next_fire_in_utc_and_the_last_run(settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from rayline.cli.main import cli
+
+    monkeypatch.setenv("RAYLINE_HOME", str(settings.home))
+    entry = Entry(f"{FLOWS / 'tiny.py'}:nightly", "nightly", Cron("0 3 * * *", tz="Europe/Warsaw"))
+    with Scheduler([entry], settings=settings) as sched:
+        [fired] = sched.tick(utc(2026, 1, 1, 2, 0, 5))  # 03:00 in Warsaw
+    result = CliRunner().invoke(cli, ["schedule", "list", f"{FLOWS / 'tiny.py'}:nightly", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert row["next_fire"] == "2026-01-02T02:00:00Z" and row["next_fire_local"] == "2026-01-02T03:00:00+01:00"
+    assert row["last_run"]["run_id"] == fired.run_id and row["last_run"]["status"] == "PENDING"
+    assert (row["kind"], row["overlap"], row["catchup"]) == ("cron", "skip", "latest")
+    text = CliRunner().invoke(cli, ["schedule", "list", f"{FLOWS / 'tiny.py'}:nightly"]).stdout
+    assert "2026-01-02T02:00:00Z" in text and fired.run_id in text

@@ -193,3 +193,12 @@ def test_a_version_1_store_migrates_to_2_keeping_its_runs(home: Path):
         assert FlowSlots(store).reserve(new("k")).action == "start"
     with sqlite3.connect(home / "runs.db") as db:
         assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
+
+
+def test_a_cancelled_queued_run_is_dropped_from_the_queue(store, slots):
+    a = slots.reserve(new("k1"), overlap="queue")
+    start(slots, a.run_id)
+    b = slots.reserve(new("k2"), overlap="queue")
+    store.set_run_status(b.run_id, RunStatus.CANCELLED)
+    store.set_run_status(a.run_id, RunStatus.SUCCEEDED, generation=2)
+    assert slots.claim_next("churn") is None and slots.queued("churn") == []

@@ -109,18 +109,21 @@ def list_cmd(paths: tuple[str, ...], as_json: bool) -> int:
                 "catchup": getattr(getattr(e.trigger, "catchup", None), "mode", None),
                 "tz": getattr(e.trigger, "tz", None), "next_fire": _iso(nxt),
                 "next_fire_local": nxt.astimezone(e.trigger.zone).isoformat() if nxt and hasattr(e.trigger, "zone") else None,
+                "due": bool(nxt and nxt <= now),
                 "last_fired_at": _iso(rec.last_fired_at) if rec else None, "last_run": last,
                 "queued": slots.queued(e.flow_name),
             })  # fmt: skip
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return 0
-    header = f"{'FLOW':<20} {'TRIGGER':<44} {'OVERLAP':<8} {'NEXT FIRE (UTC)':<21} LAST RUN"
-    click.echo(header)
+    click.echo(f"{'FLOW':<18} {'KIND':<9} {'NEXT FIRE (UTC)':<21} {'OVERLAP':<8} {'LAST RUN':<34} TRIGGER")
     for r in rows:
         last = r["last_run"]
-        last_s = f"{last['run_id']} {last['status']} {last['created_at'] or ''}" if last else "-"
-        click.echo(f"{r['flow']:<20} {r['trigger']:<44} {r['overlap']:<8} {r['next_fire'] or '-':<21} {last_s}")
+        last_s = f"{last['run_id']} {last['status']} {(last['created_at'] or '')[:19]}" if last else "-"
+        nxt = (r["next_fire"] or "-")[:19] + ("Z" if r["next_fire"] else "") + (" *" if r["due"] else "")
+        click.echo(f"{r['flow']:<18} {r['kind']:<9} {nxt:<21} {r['overlap']:<8} {last_s:<34} {r['trigger']}")
+    if any(r["due"] for r in rows):
+        click.echo("* due now: no scheduler has polled it since (rayline schedule tick, or rayline scheduler)")
     return 0
 
 
@@ -139,6 +142,9 @@ def tick_cmd(paths: tuple[str, ...], local: bool, address: str | None, now_s: st
     flow from running twice at once; a skipped tick is recorded as a SKIPPED run with the
     reason. Log lines go to stderr (UTC timestamps when not a terminal), one line per fire to
     stdout.
+
+    New-data triggers fire on the first tick after their data has held still for the debounce
+    time; for latency in seconds rather than crontab minutes, run `rayline scheduler`.
 
     Exit codes: 0 nothing was due, or every started run succeeded (skipped ticks included);
     1 a started run failed or a due flow could not be fired; 2 a usage or definition error.

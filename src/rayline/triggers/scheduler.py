@@ -16,6 +16,9 @@ they fired, start what may start; as one ``tick`` or as a loop.
 ``max_sleep`` s, so a wall-clock jump is noticed within that), waking at once when ``stop`` is
 set (SIGINT/SIGTERM in ``rayline scheduler``).
 
+Flows are loaded (and their schedules read) when the scheduler starts; restart it after
+editing a schedule. Each run's child process loads its flow afresh from the file.
+
 Clocks: ``now`` (the ``clock`` argument, injectable; tests never sleep) only decides which ticks
 are due and their logical times. Leases and staleness use the run store's clock, so a scheduler
 whose clock jumps back neither fires a tick twice (its state, and the run key, remember it) nor

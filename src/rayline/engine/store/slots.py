@@ -272,16 +272,18 @@ class FlowSlots:
         conn.execute(stmt.values(**owned))
 
     def _pop(self, conn: Connection, flow_name: str) -> str | None:
+        """Take the oldest queued run that is still PENDING (a cancelled one is dropped)."""
         stmt = (
-            select(run_queue.c.run_id)
+            select(run_queue.c.run_id, runs.c.status)
+            .join(runs, runs.c.run_id == run_queue.c.run_id)
             .where(run_queue.c.flow_name == flow_name)
             .order_by(run_queue.c.sort_key, run_queue.c.enqueued_at)
-            .limit(1)
         )
-        found = conn.execute(stmt).scalar()
-        if found is not None:
-            conn.execute(delete(run_queue).where(run_queue.c.run_id == found))
-        return found
+        for run_id, status in conn.execute(stmt).all():
+            conn.execute(delete(run_queue).where(run_queue.c.run_id == run_id))
+            if status == str(RunStatus.PENDING):
+                return run_id
+        return None
 
     def _holder(self, conn: Connection, flow_name: str) -> tuple[str | None, bool]:
         """The slot's run and whether it is live; a dead holder is cleaned up here."""
