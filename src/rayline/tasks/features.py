@@ -292,9 +292,9 @@ def fit_features(data: Any, spec: Any) -> FittedFeatures:
         fitted = fit_features(train, [{"standard_scale": ["age"]}, {"one_hot": ["plan"]}])
     """
     from rayline import context
-    from rayline.tasks.training_data import train_part
+    from rayline.tasks.training_data import training_part
 
-    fitted = FeaturePipeline.from_spec(spec).fit(train_part(data))
+    fitted = FeaturePipeline.from_spec(spec).fit(training_part(data))
     ctx = context.current()
     if ctx is not None and ctx.store is not None:
         try:

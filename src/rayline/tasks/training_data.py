@@ -33,10 +33,10 @@ __all__ = [
     "known_rows",
     "require_rows",
     "table_from_batch",
-    "test_part",
+    "held_out_part",
     "to_dataset",
     "to_table",
-    "train_part",
+    "training_part",
 ]
 
 
@@ -58,12 +58,12 @@ class Split:
         return f"Split(train={_describe(self.train)}, test={_describe(self.test)})"
 
 
-def train_part(data: Any) -> Any:
+def training_part(data: Any) -> Any:
     """``data.train`` for a ``Split``, else ``data``."""
     return data.train if isinstance(data, Split) else data
 
 
-def test_part(data: Any) -> Any:
+def held_out_part(data: Any) -> Any:
     """``data.test`` for a ``Split``, else ``data``."""
     return data.test if isinstance(data, Split) else data
 

@@ -1,0 +1,183 @@
+"""train_torch on the shared 2-CPU Ray: it learns, checkpoints every epoch, survives a killed
+worker (F20) and continues from its checkpoint when the node runs again (F21)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import rayline
+from rayline import flow, task
+from rayline.engine.states import RunStatus, TaskStatus
+from rayline.tasks.evaluate import evaluate
+from rayline.tasks.models import TrainedModel
+from rayline.tasks.train import latest_checkpoint, train_torch
+from rayline.tasks.training_data import EmptyDataError
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def toy_table(n: int = 2000, seed: int = 0) -> pa.Table:
+    """Two informative features, two noise features; the label is linearly separable."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    return pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "d": x[:, 3], "y": y})
+
+
+def make_mlp(n_features: int, hidden: int = 16):
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(n_features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+
+
+@task
+def toy_data(n: int, seed: int = 0) -> pa.Table:
+    return toy_table(n, seed)
+
+
+@task
+def empty_data() -> pa.Table:
+    return toy_table(10).slice(0, 0)
+
+
+class KillAtEpoch:
+    """``on_epoch_end`` hook: writes ``<pid> <epoch>`` to ``progress`` after each epoch; at epoch
+    ``k`` (first time only) it waits for the test to SIGKILL this worker."""
+
+    def __init__(self, folder: str, k: int):
+        self.folder, self.k = folder, k
+
+    def __call__(self, rank: int, epoch: int, metrics: dict) -> None:
+        folder = Path(self.folder)
+        tmp = folder / f".progress.{os.getpid()}"
+        tmp.write_text(f"{os.getpid()} {epoch}")
+        os.replace(tmp, folder / "progress")
+        if epoch == self.k and not (folder / "killed").exists():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (folder / "killed").exists():
+                time.sleep(0.05)  # the test kills this process while it waits here
+
+
+def kill_worker_at(folder: Path, k: int, timeout: float = 240.0) -> threading.Thread:
+    """Poll ``progress`` until a worker reports epoch ``k``, then SIGKILL it (once)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                pid, epoch = map(int, (folder / "progress").read_text().split())
+            except (FileNotFoundError, ValueError):
+                pid, epoch = 0, -1
+            if epoch == k:
+                os.kill(pid, signal.SIGKILL)
+                (folder / "killed").write_text(str(pid))
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+@task
+def kill_hook(folder: str, k: int) -> KillAtEpoch:
+    return KillAtEpoch(folder, k)
+
+
+@flow
+def learn(n: int = 2000, epochs: int = 4):
+    return train_torch(toy_data(n), model_fn=make_mlp, label="y", epochs=epochs, lr=0.02,
+                       batch_size=128, keep_checkpoints=None)
+
+
+@task
+def model_builder() -> object:
+    return make_mlp
+
+
+@flow
+def killed_midway(folder: str, max_failures: int = 1):
+    # model_fn and the hook come from upstream tasks, so that `resume` adopts them as stored
+    # values instead of re-reading this file's functions by reference on the workers
+    return train_torch(toy_data(2000), model_fn=model_builder(), label="y", epochs=4, lr=0.02,
+                       batch_size=128, max_failures=max_failures, on_epoch_end=kill_hook(folder, 2))
+
+
+killed_midway.source = f"{__file__}:killed_midway"  # what `rayline run FILE:FLOW` records
+
+
+def test_one_worker_learns_a_separable_problem_with_a_checkpoint_per_epoch(settings):
+    run = rayline.run(learn, settings=settings)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    model = run.result()
+    assert isinstance(model, TrainedModel) and model.framework == "torch"
+    assert model.epochs_completed == 4 and model.resumed_from == 0
+    assert model.problem == "binary" and model.features == ("a", "b", "c", "d")
+    test = toy_table(1000, seed=1)
+    accuracy = float(np.mean(model.predict(test) == test.column("y").to_numpy()))
+    assert accuracy > 0.8, accuracy
+    assert model.metrics["accuracy"] > 0.8
+    metrics = evaluate(model, test)
+    assert metrics["accuracy"] == pytest.approx(accuracy) and metrics["auc"] > 0.9
+    # one checkpoint per epoch, under the artifact store, named by run and node
+    folder = Path(model.checkpoint_path)
+    assert folder == settings.artifact_root / "train" / run.run_id / "train_torch"
+    assert sorted(p.name for p in folder.glob("epoch_*")) == [f"epoch_{e:05d}" for e in range(1, 5)]
+    # weights are a torch state_dict, loadable with weights_only=True
+    from rayline.tasks.models import load_state_dict
+
+    assert set(load_state_dict(model.weights)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_a_killed_worker_resumes_from_its_last_checkpoint(settings, tmp_path):
+    """F20, first half: SIGKILL the worker at epoch 2 with max_failures=1."""
+    watcher = kill_worker_at(tmp_path, k=2)
+    run = rayline.run(killed_midway, settings=settings, folder=str(tmp_path), max_failures=1)
+    watcher.join(timeout=5)
+    assert (tmp_path / "killed").exists(), "the worker was never killed"
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    model = run.result()
+    assert model.resumed_from >= 1  # >= k-1, not epoch 0
+    assert model.epochs_completed == 4
+    assert model.metrics["accuracy"] > 0.8
+
+
+def test_without_restarts_the_task_fails_keeps_the_checkpoint_and_resume_continues(settings, tmp_path):
+    """F20, second half, and F21: max_failures=0 fails the node; `resume` continues from the
+    kept checkpoint (same RunConfig name and storage path), not from epoch 0."""
+    watcher = kill_worker_at(tmp_path, k=2)
+    run = rayline.run(killed_midway, settings=settings, folder=str(tmp_path), max_failures=0)
+    watcher.join(timeout=5)
+    assert run.status == RunStatus.FAILED
+    t = run.task("train_torch")
+    assert t.status == TaskStatus.FAILED and "TrainingFailedError" in t.error_type
+    assert "rayline resume" in t.error_message and "checkpoint" in t.error_message
+    folder = settings.artifact_root / "train" / run.run_id / "train_torch"
+    kept = latest_checkpoint(folder)
+    assert kept is not None and kept[0] >= 1
+
+    resumed = rayline.resume(run.run_id, settings=settings)
+    assert resumed.status == RunStatus.SUCCEEDED, resumed.error
+    model = resumed.result()
+    assert model.resumed_from >= 1 and model.epochs_completed == 4
+
+
+def test_empty_data_is_refused_naming_the_task(settings):
+    @flow
+    def nothing():
+        return train_torch(empty_data(), model_fn=make_mlp, label="y")
+
+    run = rayline.run(nothing, settings=settings)
+    assert run.status == RunStatus.FAILED
+    t = run.task("train_torch")
+    assert "EmptyDataError" in t.error_type and "train_torch" in t.error_message
+    with pytest.raises(EmptyDataError, match="0 rows"):
+        train_torch(toy_table(10).slice(0, 0), model_fn=make_mlp, label="y")
