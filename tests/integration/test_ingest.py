@@ -121,6 +121,11 @@ def test_incremental_reads_only_files_that_landed_since_the_last_successful_run(
     third = rayline.run(ingest_new, settings=settings, path=str(tmp_path))
     assert third.status == RunStatus.SUCCEEDED_WITH_WARNINGS and third.result()["empty"]
     assert any("no new Parquet files" in w for w in third.warnings)
+    # Drift across runs: the only new file is checked against what earlier runs read.
+    pq.write_table(pa.table({"v": ["7"]}), tmp_path / "day-4.parquet")
+    fourth = rayline.run(ingest_new, settings=settings, path=str(tmp_path))
+    assert fourth.status == RunStatus.FAILED
+    assert "day-4.parquet: column 'v' is string, the contract says int64" in fourth.task("read_parquet").error_message
 
 
 @task

@@ -264,7 +264,7 @@ def open(  # noqa: A001 - the connector protocol's verb
         columns=cols, filter=expr, partitioning=keys, quarantined=tuple(quarantined),
         storage_options=options, seen=seen,
     )  # fmt: skip
-    rows, note = _count(src, location, listed, exclude is not None)
+    rows, note = _count(src, location, exclude is not None)
     src = replace(src, rows=rows, note=note)
     if rows == 0 and on_empty == "fail":
         raise EmptyInputError(f"{note}; nothing to train on. fix: point at data with rows, "
@@ -377,7 +377,7 @@ def _check_columns(columns: Sequence[str] | None, schema: pa.Schema, location: s
     return tuple(columns)
 
 
-def _count(src: ParquetSource, location: str, listed: list, incremental: bool) -> tuple[int, str]:
+def _count(src: ParquetSource, location: str, incremental: bool) -> tuple[int, str]:
     if not src.files:
         if incremental:
             return 0, f"no new Parquet files in {location} since the last successful run"

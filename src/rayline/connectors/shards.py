@@ -115,8 +115,16 @@ def _segments(src: ParquetSource) -> list[tuple[str, Any]]:
 
 
 def arrow_dataset(src: ParquetSource) -> ds.FileSystemDataset:
-    """A pyarrow dataset over the source's whole row groups with its unified schema."""
-    frags = [f for kind, part in _segments(src) if kind == "scan" for f in part]
+    """A pyarrow dataset over the source's row groups with its unified schema (no projection
+    or filter applied). A shard cut inside a row group has no such dataset: read it with
+    ``iter_batches`` or ``to_table``."""
+    segments = _segments(src)
+    if any(kind == "slice" for kind, _ in segments):
+        raise DefinitionError(
+            f"{src!r} starts or ends inside a row group, so it is not a pyarrow dataset; "
+            "read it with iter_batches() or to_table()"
+        )
+    frags = [f for _, part in segments for f in part]
     return ds.FileSystemDataset(frags, src.schema, _format(), src.filesystems()[1])
 
 

@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,7 +62,8 @@ def read_parquet(
             ``"quarantine"`` (move them to ``<root>/_quarantine/`` with a reason file, warn,
             count ``quarantined_files``, and go on with the rest).
         incremental: only files not seen by this flow's last successful run (a watermark of
-            path, size and mtime, stored when this run succeeds).
+            path, size and mtime, stored when this run succeeds). Without ``schema``, new files
+            are checked against the schema that run read, so drift across runs is caught too.
         on_empty: ``"fail"`` or ``"skip"`` (warn and return a source with ``.empty``).
         schema_evolution: ``"additive"`` (new columns allowed), ``"strict"``, or ``"widening"``
             (additive plus lossless numeric widening such as int32 read as int64).
@@ -73,10 +75,13 @@ def read_parquet(
         src.num_rows, src.to_table()
     """
     ctx = context.current()
-    exclude = None
+    exclude, last_schema = None, None
     if incremental:
         previous = context.previous_watermark("files", default=None) or []
         exclude = {(str(e["path"]), int(e["size"]), e.get("mtime")) for e in previous}
+        last_schema = context.previous_watermark("schema", default=None)
+        if schema is None:  # new files must match what the last good run read, not only each other
+            schema = _schema_from_text(last_schema)
     where = f"run {ctx.run_id}, flow '{ctx.flow_name}', task '{ctx.node_id}'" if ctx else ""
     source = parquet.open(
         path, columns=columns, filter=_dnf(filter), schema=schema, schema_evolution=schema_evolution,
@@ -97,7 +102,22 @@ def read_parquet(
     context.count("input_rows", source.num_rows)
     if incremental:
         context.set_watermark("files", sorted(source.seen, key=lambda e: e["path"]))
+        if source.files:
+            last_schema = _schema_to_text(pa.schema([f for f in source.schema if f.name not in source.partitioning]))
+        if last_schema:
+            context.set_watermark("schema", last_schema)
     return source
+
+
+def _schema_to_text(schema: pa.Schema) -> str:
+    # Arrow IPC bytes, base64: exact (time zones, nested types) and JSON-able for the run store.
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def _schema_from_text(text: str | None) -> pa.Schema | None:
+    if not text:
+        return None
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
 def _dnf(filter: Any) -> Any:  # noqa: A002
