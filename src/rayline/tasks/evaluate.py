@@ -155,7 +155,8 @@ def evaluate(
     """Score a trained model on held-out data; returns ``{metric: value, "rows": n}``.
 
     Args:
-        model: a ``TrainedModel`` (torch or sklearn); its ``fitted_features`` are applied.
+        model: a ``TrainedModel`` (torch or sklearn), or a ``TuneResult`` (its best model);
+            the model's ``fitted_features`` are applied first.
         data: held-out data of any accepted kind; a ``Split`` uses ``.test``.
         label: the label column (default: the model's).
         metrics: classification ``accuracy``, ``auc``, ``logloss`` (default), ``precision``,
@@ -165,6 +166,8 @@ def evaluate(
 
         evaluate(model, parts, metrics=("accuracy", "auc"))   # {"accuracy": 0.91, ...}
     """
+    if not isinstance(model, TrainedModel) and isinstance(getattr(model, "model", None), TrainedModel):
+        model = model.model  # a TuneResult: its best model
     if not isinstance(model, TrainedModel):
         raise TypeError(f"evaluate: model must be a TrainedModel (from train_torch/train_sklearn/tune), "
                         f"got {type(model).__name__}")

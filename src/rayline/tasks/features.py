@@ -31,9 +31,9 @@ from typing import Any
 
 from rayline.sdk.task import task
 from rayline.tasks import feature_steps as fs
+from rayline.tasks.feature_dask import DaskML
 from rayline.tasks.feature_steps import (
     BatchFn,
-    DaskML,
     Impute,
     OneHot,
     Ordinal,

@@ -47,16 +47,17 @@ class TrainingFailedError(RaylineError):
     """Ray Train gave up (worker failures beyond ``max_failures``); checkpoints are kept."""
 
 
-def checkpoint_dir(run_name: str | None = None, storage_path: str | None = None) -> tuple[str, str]:
-    """``(storage_path, name)`` for this node's Train run: ``<store root>/train/<run_id>`` and
-    the node id inside a run; outside a run ``…/train/adhoc`` and ``run_name`` (or a fresh id)."""
+def checkpoint_dir(run_name: str | None = None, storage_path: str | None = None,
+                   kind: str = "train") -> tuple[str, str]:
+    """``(storage_path, name)`` for this node's Train (or Tune) run: ``<store root>/<kind>/<run_id>``
+    and the node id inside a run; outside a run ``…/<kind>/adhoc`` and ``run_name`` (or a fresh id)."""
     from rayline import context
 
     ctx = context.current()
-    base = Path(storage_path) if storage_path else resolve_store().root / "train"
+    base = Path(storage_path) if storage_path else resolve_store().root / kind
     if ctx is not None:
         return str(base / ctx.run_id), run_name or ctx.node_id
-    return str(base / "adhoc"), run_name or f"train-{uuid.uuid4().hex[:12]}"
+    return str(base / "adhoc"), run_name or f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def latest_checkpoint(path: str | Path) -> tuple[int, Path] | None:
@@ -122,6 +123,7 @@ def train_torch(
     loss: Any = "auto",
     problem: str = "auto",
     model_params: dict[str, Any] | None = None,
+    config: Any = None,
     mixed_precision: str | None = None,
     max_failures: int = 1,
     checkpoint_every: int = 1,
@@ -144,6 +146,9 @@ def train_torch(
         validation: optional held-out data; rank 0 reports ``val_loss``/``val_accuracy``.
         num_workers, use_gpu, resources_per_worker: the Train worker group (default 1 CPU,
             plus 1 GPU with ``use_gpu``).
+        config: hyper-parameters, e.g. a ``TuneResult`` (its ``best_config``) or a dict:
+            ``lr``, ``batch_size``, ``epochs``, ``weight_decay``, ``optimizer`` override the
+            arguments, every other key joins ``model_params``.
         mixed_precision: ``"bf16"`` (CPU or GPU autocast) or ``"fp16"`` (CUDA, with a
             ``GradScaler``).
         max_failures: worker-group restarts from the latest checkpoint before giving up.
@@ -170,6 +175,12 @@ def train_torch(
 
     from rayline.tasks.features import FittedFeatures
 
+    if config is not None:
+        best = dict(getattr(config, "best_config", config))
+        epochs, batch_size = int(best.pop("epochs", epochs)), int(best.pop("batch_size", batch_size))
+        lr, weight_decay = float(best.pop("lr", lr)), float(best.pop("weight_decay", weight_decay))
+        optimizer = str(best.pop("optimizer", optimizer))
+        model_params = {**best, **(model_params or {})}
     _check_args(epochs, batch_size, num_workers, checkpoint_every, mixed_precision, use_gpu, max_failures)
     data = training_part(data)
     require_rows(data, "train_torch")
