@@ -1,0 +1,277 @@
+"""Serving registered models over HTTP on Ray Serve, and the protocol a servable model follows.
+
+A model can be served when it is one of:
+
+* a scikit-learn-compatible estimator (``predict`` over a DataFrame built from the records,
+  columns in the order the model was fitted with);
+* a torch module registered with ``inputs=[...]`` (a float32 matrix of those fields);
+* a rayline ``TrainedModel`` (its ``predict(records)`` applies its own feature transform);
+* anything else with ``predict(records: list[dict]) -> list`` (flavor ``pyfunc``); it may also
+  offer ``check_health()``, which Serve calls periodically — raising marks the replica unhealthy.
+
+``RecordPredictor`` wraps any of them into one ``predict(records) -> list`` of JSON values, and
+checks records first so that bad input is a clear ``InputError`` (HTTP 422), not a crash.
+
+Deploying and updating (``serve_model``, ``stop_serving``, ``serving_status``) live in
+``rayline.serving.rollout``; the Serve deployment itself in ``rayline.serving.app``; a small
+HTTP client in ``rayline.serving.client``. Importing this package does not import Ray.
+
+Example::
+
+    from rayline.serving import serve_model
+    d = serve_model("churn", alias="production", port=8000)
+    httpx.post(f"{d.url}/predict", json={"records": [{"age": 31, "plan": "pro"}]}).json()
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "InputError",
+    "ModelDescription",
+    "Predictor",
+    "RecordPredictor",
+    "describe_model",
+    "flavor_of",
+    "serve_model",
+    "serving_status",
+    "stop_serving",
+]
+
+_LAZY = {
+    "serve_model": "rayline.serving.rollout",
+    "stop_serving": "rayline.serving.rollout",
+    "serving_status": "rayline.serving.rollout",
+    "Deployment": "rayline.serving.rollout",
+    "RolloutError": "rayline.serving.rollout",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rayline.serving' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """The one method a ``pyfunc`` model needs."""
+
+    def predict(self, records: list[dict[str, Any]]) -> Sequence[Any]: ...
+
+
+class InputError(ValueError):
+    """The records do not fit the model; the message says which record and field (HTTP 422)."""
+
+
+# ------------------------------------------------------------------------ what a model is
+
+_ESTIMATOR_MODULES = ("sklearn", "dask_ml", "xgboost", "lightgbm", "catboost")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """What the registry infers from a model: flavor, default metrics and lineage, inputs."""
+
+    flavor: str
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    inputs: list[str] | None
+    features: Any
+
+
+def _is_trained_model(model: Any) -> bool:
+    return getattr(model, "framework", None) in ("sklearn", "torch") and callable(
+        getattr(model, "prepare", None)
+    )
+
+
+def flavor_of(model: Any) -> str:
+    """``sklearn``, ``torch`` or ``pyfunc``: how serving will call ``model``.
+
+    Example::
+
+        flavor_of(LogisticRegression())   # 'sklearn'
+
+    Raises:
+        TypeError: the object cannot predict (no ``predict``, not a torch module).
+    """
+    if _is_trained_model(model):
+        return str(model.framework)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "torch"
+    if callable(getattr(model, "predict", None)):
+        if type(model).__module__.startswith(_ESTIMATOR_MODULES) or callable(
+            getattr(model, "get_params", None)
+        ):
+            return "sklearn"
+        return "pyfunc"
+    raise TypeError(
+        f"cannot serve a {type(model).__module__}.{type(model).__qualname__}: a servable model "
+        "is a scikit-learn estimator, a torch module, a rayline TrainedModel or an object with "
+        "predict(records: list[dict]) -> list"
+    )
+
+
+def describe_model(model: Any, *, features: Any = None, inputs: Any = None) -> ModelDescription:
+    """Flavor, metrics, lineage, input fields and feature transform of ``model``.
+
+    Raises:
+        TypeError: not servable, or a bare torch module without ``inputs``.
+    """
+    flavor = flavor_of(model)
+    carried = getattr(model, "fitted_features", None) if _is_trained_model(model) else None
+    features = features if features is not None else carried
+    if inputs is None:
+        inputs = _inputs_of(model, features)
+    if flavor == "torch" and inputs is None and not _is_trained_model(model):
+        raise TypeError("a torch module needs inputs=[...]: the record fields, in the order of "
+                        "the model's input features")  # fmt: skip
+    metrics = getattr(model, "metrics", None)
+    lineage = {k: getattr(model, k) for k in ("input_snapshot", "code_hash", "label", "problem")
+               if getattr(model, k, None) is not None}  # fmt: skip
+    return ModelDescription(
+        flavor, dict(metrics) if isinstance(metrics, Mapping) else {}, lineage,
+        None if inputs is None else [str(c) for c in inputs], features,
+    )  # fmt: skip
+
+
+def _inputs_of(model: Any, features: Any) -> list[str] | None:
+    for owner, attr in ((features, "input_columns"), (model, "feature_names_in_")):
+        cols = getattr(owner, attr, None) if owner is not None else None
+        if cols is not None and len(cols):
+            return [str(c) for c in cols]
+    if _is_trained_model(model):
+        return [str(c) for c in getattr(model, "features", ())] or None
+    return None
+
+
+# ------------------------------------------------------------------- records -> predictions
+
+
+def to_jsonable(out: Any) -> list[Any]:
+    """Model output (numpy, torch, pandas, list) → a list of plain JSON values."""
+    detach = getattr(out, "detach", None)
+    if callable(detach):  # a torch tensor
+        out = detach().cpu().numpy()
+    tolist = getattr(out, "tolist", None)
+    return list(tolist()) if callable(tolist) else list(out)
+
+
+class RecordPredictor:
+    """Any servable model behind one ``predict(records) -> list`` of JSON values.
+
+    Args:
+        model: the model object (see the module docstring).
+        flavor: as recorded by the registry.
+        inputs: the fields every record must have (checked before predicting), or None.
+        features: a transform applied to the records first (unless the model carries its own).
+        store: the artifact store a ``TrainedModel`` reads its estimator from.
+
+    Example::
+
+        p = RecordPredictor(LogisticRegression().fit(df, y), flavor="sklearn", inputs=["a", "b"])
+        p.predict(p.check([{"a": 1.0, "b": 2.0}]))   # [0]
+    """
+
+    def __init__(self, model: Any, *, flavor: str, inputs: Sequence[str] | None = None,
+                 features: Any = None, store: Any = None) -> None:  # fmt: skip
+        self.model, self.flavor = model, flavor
+        self.inputs = tuple(inputs) if inputs else None
+        self.carries_features = _is_trained_model(model)
+        self.features = None if self.carries_features else features
+        if self.carries_features and flavor == "sklearn":  # load it now, not on a request
+            model.estimator(store)
+        elif self.carries_features:
+            model.module()
+        elif flavor == "torch":
+            model.eval()
+        names = getattr(model, "feature_names_in_", None)
+        self._named = None if names is None else [str(c) for c in names]
+
+    def check(self, records: Any) -> list[dict[str, Any]]:
+        """``records`` if they fit the model; otherwise an ``InputError`` saying what is wrong."""
+        if not isinstance(records, list):
+            raise InputError(f"'records' must be a list of objects, got {_kind(records)}")
+        if not records:
+            raise InputError("'records' is empty; send at least one record")
+        strict = self.flavor != "pyfunc"
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise InputError(f"records[{i}] must be an object of field values, got {_kind(rec)}")
+            if self.inputs is not None:
+                missing = [c for c in self.inputs if c not in rec]
+                if missing:
+                    raise InputError(
+                        f"records[{i}] is missing field(s) {', '.join(map(repr, missing))}; the "
+                        f"model needs: {', '.join(self.inputs)}"
+                    )
+            if strict:
+                for k, v in rec.items():
+                    if not isinstance(v, _SCALARS):
+                        raise InputError(f"records[{i}].{k} must be a number, string, boolean or "
+                                         f"null, got {_kind(v)}")  # fmt: skip
+        return records
+
+    def predict(self, records: list[dict[str, Any]]) -> list[Any]:
+        """One prediction per record. Model errors caused by the values (``ValueError``,
+        ``TypeError``, ``KeyError``) become an ``InputError`` naming them."""
+        try:
+            out = to_jsonable(self._predict(records))
+        except InputError:
+            raise
+        except (ValueError, TypeError, KeyError) as e:
+            raise InputError(f"the model could not score these records: {type(e).__name__}: "
+                             f"{str(e)[:500]}") from e  # fmt: skip
+        if len(out) != len(records):
+            raise RuntimeError(f"the model returned {len(out)} predictions for {len(records)} records")
+        return out
+
+    def _predict(self, records: list[dict[str, Any]]) -> Any:
+        if self.carries_features or self.flavor == "pyfunc":
+            return self.model.predict(records)
+        if self.flavor == "torch":
+            return self._torch(records)
+        import pandas as pd
+
+        if self.features is not None:
+            frame = self.features.transform(records)
+            frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+        else:
+            frame = pd.DataFrame.from_records(records, columns=list(self.inputs or []) or None)
+        if self._named is not None:
+            return self.model.predict(frame[self._named])
+        if self.inputs is not None and self.features is None:
+            return self.model.predict(frame[list(self.inputs)].to_numpy())
+        return self.model.predict(frame.to_numpy())
+
+    def _torch(self, records: list[dict[str, Any]]) -> Any:
+        import numpy as np
+        import torch
+
+        cols = self.inputs or ()
+        for i, rec in enumerate(records):
+            for c in cols:
+                if isinstance(rec[c], str) or rec[c] is None:
+                    raise InputError(f"records[{i}].{c} must be a number, got {_kind(rec[c])}")
+        x = np.asarray([[rec[c] for c in cols] for rec in records], dtype=np.float32)
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(x))
+        out = out.detach().cpu().numpy()
+        return out.reshape(len(records)) if out.ndim == 2 and out.shape[1] == 1 else out
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
