@@ -1,0 +1,211 @@
+"""The Ray Serve deployment that serves one registered model version over HTTP.
+
+Routes (under the application's route prefix):
+
+* ``POST /predict`` — ``{"records": [{...}, ...]}`` in; ``{"predictions": [...], "model": name,
+  "version": N}`` out. Requests are batched across callers with ``@serve.batch``; a request with
+  as many records as a batch holds is scored on its own. Bad input is a 4xx whose ``detail`` says
+  what was wrong (400 malformed JSON, 413 too large, 415 not JSON, 422 records that do not fit the
+  model) and never takes the replica down.
+* ``GET /healthz`` — ``{"status": "ok"}``; always open, says nothing about the model.
+* ``GET /version`` — model, version, flavor, inputs, batching settings and counters (the batch
+  counters show requests sharing a batch).
+
+With a bearer token configured, ``/predict`` and ``/version`` need ``Authorization: Bearer …``:
+401 without one, 403 with a wrong one. The replica only ever sees the token's sha256 (the
+deployment's arguments are stored by Serve's controller), compared in constant time.
+
+The deployment's single argument is a JSON-able ``spec`` (see ``rollout.build_spec``); a new
+model version is a new spec, which Serve rolls out in place.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
+
+import hashlib
+import hmac
+import json
+import os
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from ray import serve
+from starlette.responses import JSONResponse, Response
+
+from rayline.serving import InputError, RecordPredictor
+
+api = FastAPI(title="rayline model server", docs_url=None, redoc_url=None, openapi_url=None)
+
+DEPLOYMENT_NAME = "ModelServer"
+
+
+class _Reject(Exception):
+    """An HTTP error answered with ``{"detail": message}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _replica_id() -> str | None:
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside a replica (tests calling methods directly)
+        return None
+
+
+# Serve serialises the class when it is decorated: every module-level name its methods use
+# must be defined above this line.
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class ModelServer:
+    """One replica: the model, its predictor, the request checks and the batch counters."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from rayline.engine.store.artifacts import ArtifactStore
+        from rayline.tasks.registry_records import load_features
+
+        self.spec = spec
+        store = ArtifactStore.open(spec["home"])
+        model = store.get(spec["digest"])  # sha256 and HMAC checked before unpickling
+        setup = getattr(model, "setup", None)
+        if callable(setup):  # a pyfunc model may load resources; raising fails this version
+            setup()
+        self.predictor = RecordPredictor(
+            model, flavor=spec["flavor"], inputs=spec.get("inputs"),
+            features=load_features(store, spec.get("features_digest")), store=store,
+        )  # fmt: skip
+        self.max_batch = int(spec["batch_max_size"])
+        self._predict_batch.set_max_batch_size(self.max_batch)
+        self._predict_batch.set_batch_wait_timeout_s(float(spec["batch_wait_timeout_s"]))
+        self.identity = {"model": spec["name"], "version": spec["version"]}
+        self.headers = {"x-rayline-model": spec["name"], "x-rayline-version": str(spec["version"])}
+        self.stats = {"requests": 0, "batches": 0, "batched_requests": 0, "max_batch_requests": 0,
+                      "last_batch_requests": 0, "rejected": 0}  # fmt: skip
+        self.started_at = time.time()
+
+    def check_health(self) -> None:
+        """Serve calls this every ``health_check_period_s``; the model's own check counts."""
+        check = getattr(self.predictor.model, "check_health", None)
+        if callable(check):
+            check()
+
+    # ------------------------------------------------------------------------------ batching
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _predict_batch(self, calls: list[list[dict[str, Any]]]) -> list[tuple[Any, int]]:
+        n = len(calls)
+        self.stats["batches"] += 1
+        self.stats["batched_requests"] += n
+        self.stats["last_batch_requests"] = n
+        self.stats["max_batch_requests"] = max(self.stats["max_batch_requests"], n)
+        try:
+            flat = self.predictor.predict([r for call in calls for r in call])
+        except InputError as e:
+            if n == 1:
+                return [(e, 1)]
+            return [(self._one(call), n) for call in calls]  # only the bad request fails
+        out, start = [], 0
+        for call in calls:
+            out.append((flat[start : start + len(call)], n))
+            start += len(call)
+        return out
+
+    def _one(self, records: list[dict[str, Any]]) -> Any:
+        try:
+            return self.predictor.predict(records)
+        except InputError as e:
+            return e
+
+    # -------------------------------------------------------------------------------- routes
+
+    @api.get("/healthz")
+    async def healthz(self) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @api.get("/version")
+    async def version(self, request: Request) -> Response:
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        spec = self.spec
+        body = {**self.identity, "flavor": spec["flavor"], "digest": spec["digest"],
+                "inputs": spec.get("inputs"), "alias": spec.get("alias"),
+                "batch_max_size": self.max_batch,
+                "batch_wait_timeout_s": spec["batch_wait_timeout_s"], "stats": dict(self.stats),
+                "started_at": self.started_at, "replica": _replica_id(), "pid": os.getpid()}  # fmt: skip
+        return JSONResponse(body, headers=self.headers)
+
+    @api.post("/predict")
+    async def predict(self, request: Request) -> Response:
+        self.stats["requests"] += 1
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        try:
+            records = self.predictor.check(await self._records(request))
+            if len(records) >= self.max_batch:
+                result, batch = self._one(records), 1
+            else:
+                result, batch = await self._predict_batch(records)
+            if isinstance(result, InputError):
+                raise _Reject(422, str(result))
+        except _Reject as r:
+            self.stats["rejected"] += 1
+            return _error(r.status, r.message, r.headers)
+        except InputError as e:
+            self.stats["rejected"] += 1
+            return _error(422, str(e))
+        headers = {**self.headers, "x-rayline-batch-size": str(batch)}
+        return JSONResponse({"predictions": result, **self.identity}, headers=headers)
+
+    # ------------------------------------------------------------------------------ checks
+
+    def _authorize(self, request: Request) -> Response | None:
+        want = self.spec.get("token_sha256")
+        if not want:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            self.stats["rejected"] += 1
+            why = "missing bearer token" if not header else 'Authorization must be "Bearer <token>"'
+            return _error(401, f"{why}; send Authorization: Bearer <token>",
+                          {"WWW-Authenticate": 'Bearer realm="rayline"'})  # fmt: skip
+        got = hashlib.sha256(token.strip().encode()).hexdigest()
+        if not hmac.compare_digest(got, want):
+            self.stats["rejected"] += 1
+            return _error(403, "the bearer token is not valid for this model server")
+        return None
+
+    async def _records(self, request: Request) -> Any:
+        limit = int(self.spec["max_body_bytes"])
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise _Reject(413, f"request body is larger than {limit} bytes")
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if kind and kind != "application/json" and not kind.endswith("+json"):
+            raise _Reject(415, f"send JSON (Content-Type: application/json), not {kind}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _Reject(413, f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+        try:
+            body = json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _Reject(400, f"the body is not valid JSON: {e}") from None
+        if not isinstance(body, dict) or "records" not in body:
+            got = "an object without 'records'" if isinstance(body, dict) else type(body).__name__
+            raise _Reject(422, f'the body must be {{"records": [{{...}}, ...]}}, got {got}')
+        records = body["records"]
+        if isinstance(records, list) and len(records) > int(self.spec["max_records"]):
+            raise _Reject(413, f"{len(records)} records in one request; at most "
+                               f"{self.spec['max_records']}")  # fmt: skip
+        return records
+

@@ -1,0 +1,423 @@
+"""Deploy, update and roll back a served model version on Ray Serve.
+
+``serve_model`` deploys a registered version (by number or alias) as a Serve application on
+127.0.0.1. Called again for the same application with another version, it updates it *in place*:
+the deployment surges (``max_surge_percent=100``), so the old replicas keep serving until the new
+ones have passed their constructor and health check, then drain. The call waits for the outcome
+(``serve.status()``) and, after an update, watches the new version for a bake period. If the new
+version fails (its constructor raises, or its health check fails), the previous version is
+deployed again (Serve kept its replicas, so nothing restarts), the registry's history records
+``rollout_failed`` with reason ``rollback: health check failed`` (or ``constructor failed``), an
+alias that pointed at the bad version is rolled back, and ``RolloutError`` is raised.
+
+How we deploy for speed on small machines (see ``benchmarks/serve.py``): one replica by default,
+access logs off and Serve's log level at WARNING (a log line per request costs CPU in the proxy
+and the replica), ``max_ongoing_requests`` well above the batch size (so the proxy never parks
+requests in its router backoff loop), and ``@serve.batch`` in the replica.
+
+Example::
+
+    d = serve_model("churn", alias="production", port=8000)          # first deployment
+    serve_model("churn", version=5, port=8000)                        # in-place update
+    stop_serving("churn")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayline.errors import RaylineError, UsageError
+from rayline.tasks.registry import ModelRegistry, ModelVersion
+
+log = logging.getLogger(__name__)
+
+ACTOR = "rayline-serve"
+QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class RolloutError(RaylineError):
+    """A new version failed to deploy; ``serving`` is the version serving now (or None)."""
+
+    def __init__(self, message: str, *, app: str, failed: int, serving: int | None) -> None:
+        super().__init__(message)
+        self.app, self.failed, self.serving = app, failed, serving
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A model version serving as Serve application ``app`` at ``url``."""
+
+    app: str
+    name: str
+    version: int
+    alias: str | None
+    url: str
+    status: str
+    previous_version: int | None = None
+    spec: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"app": self.app, "name": self.name, "version": self.version, "alias": self.alias,
+                "url": self.url, "status": self.status,
+                "previous_version": self.previous_version}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ the pieces
+
+
+def token_sha256(*, env: str | None = None, file: str | Path | None = None) -> str | None:
+    """The sha256 of the bearer token in env var ``env`` or file ``file`` (never the token).
+
+    Raises:
+        UsageError: the variable is unset or empty, or the file is unreadable or empty.
+    """
+    if env and file:
+        raise UsageError("give auth_token_env or auth_token_file, not both")
+    if env:
+        token = os.environ.get(env, "").strip()
+        if not token:
+            raise UsageError(f"auth token variable {env} is not set (or empty)")
+    elif file:
+        try:
+            token = Path(file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise UsageError(f"cannot read the auth token file {file}: {e.strerror}") from e
+        if not token:
+            raise UsageError(f"auth token file {file} is empty")
+    else:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def build_spec(mv: ModelVersion, home: Path, *, alias: str | None, token: str | None,
+               batch_max_size: int, batch_wait_timeout_s: float, max_body_bytes: int,
+               max_records: int) -> dict[str, Any]:  # fmt: skip
+    """The replica's argument: what to load and how to answer. JSON-able, secret-free."""
+    if batch_max_size < 1 or batch_wait_timeout_s < 0:
+        raise UsageError("batch_max_size must be >= 1 and batch_wait_timeout_s >= 0")
+    return {"home": str(home), "name": mv.name, "version": mv.version, "digest": mv.digest,
+            "flavor": mv.flavor, "inputs": None if mv.inputs is None else list(mv.inputs),
+            "features_digest": mv.features_digest, "alias": alias, "token_sha256": token,
+            "batch_max_size": int(batch_max_size),
+            "batch_wait_timeout_s": float(batch_wait_timeout_s),
+            "max_body_bytes": int(max_body_bytes), "max_records": int(max_records)}  # fmt: skip
+
+
+def deployment_options(*, num_replicas: int, autoscaling: dict[str, Any] | None,
+                       max_ongoing_requests: int | None, max_queued_requests: int,
+                       ray_actor_options: dict[str, Any] | None, batch_max_size: int,
+                       health_check_period_s: float,
+                       health_check_timeout_s: float,
+                       max_constructor_retries: int = 3) -> dict[str, Any]:  # fmt: skip
+    """Serve deployment options: replicas or autoscaling bounds, concurrency, health checks."""
+    actor = {"num_cpus": 0.5, **(ray_actor_options or {})}  # surge fits on 2 CPUs
+    opts: dict[str, Any] = {
+        "max_ongoing_requests": int(max_ongoing_requests or max(64, 2 * batch_max_size)),
+        "max_queued_requests": int(max_queued_requests),
+        "ray_actor_options": actor,
+        "health_check_period_s": float(health_check_period_s),
+        "health_check_timeout_s": float(health_check_timeout_s),
+        "graceful_shutdown_wait_loop_s": 0.5,
+        "graceful_shutdown_timeout_s": 10.0,
+        "max_constructor_retry_count": int(max_constructor_retries),
+        "max_surge_percent": 100,
+        "logging_config": dict(QUIET_LOGS),
+    }
+    if autoscaling:
+        lo = int(autoscaling.get("min", autoscaling.get("min_replicas", 1)))
+        hi = int(autoscaling.get("max", autoscaling.get("max_replicas", max(lo, 1))))
+        if not 0 <= lo <= hi or hi < 1:
+            raise UsageError(f"autoscaling needs 0 <= min <= max and max >= 1, got {lo}..{hi}")
+        extra = {k: v for k, v in autoscaling.items() if k not in ("min", "max")}
+        opts["autoscaling_config"] = {"min_replicas": lo, "max_replicas": hi,
+                                      "target_ongoing_requests": batch_max_size, **extra}  # fmt: skip
+    else:
+        opts["num_replicas"] = int(num_replicas)
+    return opts
+
+
+def connect_ray(address: str | None = None) -> bool:
+    """Connect to Ray (``address``, ``RAY_ADDRESS``) or start a local one; True if started."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs = {"include_dashboard": False, "log_to_driver": False}
+    ray.init(address=address or "local", **kwargs)  # never attach to a stray cluster
+    return not address
+
+
+def ensure_serve(host: str, port: int) -> tuple[str, int]:
+    """Start Serve's HTTP proxy on ``host:port`` unless Serve runs already; its (host, port)."""
+    import ray
+    from ray import serve
+
+    try:
+        controller = ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+    except ValueError:
+        controller = None
+    if controller is None:
+        if host not in _LOOPBACK:
+            log.warning("serving on %s: reachable beyond this machine; use a bearer token", host)
+        serve.start(http_options={"host": host, "port": int(port)}, logging_config=QUIET_LOGS)
+        return host, int(port)
+    try:
+        cfg = ray.get(controller.get_http_config.remote(), timeout=30)
+        running = (str(cfg.host), int(cfg.port))
+    except Exception:  # an older or newer controller: trust the caller
+        return host, int(port)
+    if running[1] != int(port):
+        log.warning("Serve already listens on %s:%s; the model is served there, not on port %s",
+                    running[0], running[1], port)  # fmt: skip
+    return running
+
+
+def _deploy(app: str, record: dict[str, Any]) -> None:
+    """Submit ``record``'s deployment without waiting for it to run.
+
+    The controller applies the new target inside this call, so the application reads
+    DEPLOYING (or already RUNNING the new target) as soon as it returns.
+    """
+    from ray import serve
+    from ray.serve.api import RunTarget
+
+    from rayline.serving.app import ModelServer
+
+    target = ModelServer.options(**record["options"]).bind(record["spec"])
+    serve.run_many([RunTarget(target, name=app, route_prefix=record["route_prefix"])],
+                   wait_for_applications_running=False)  # fmt: skip
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CAUSE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.+)$", re.M)
+
+
+def _failure(st: Any) -> str:
+    """Why a deploy failed, for people: ``health check failed: RuntimeError: GPU fell off``."""
+    triggers = " ".join(str(getattr(d, "status_trigger", "")) for d in st.deployments.values())
+    text = _ANSI.sub("", " ".join(d.message for d in st.deployments.values() if d.message)
+                     or st.message or "")  # fmt: skip
+    if "HEALTH_CHECK" in triggers or "in check_health" in text:
+        kind = "health check failed"
+    elif "STARTUP" in triggers or "constructor" in text:
+        kind = "constructor failed"
+    else:
+        kind = "deploy failed"
+    causes = [m for m in _CAUSE.findall(text) if m[0] != "RuntimeError" or "Traceback" not in m[1]]
+    cause = f"{causes[-1][0]}: {causes[-1][1].strip()}" if causes else " ".join(text.split())[:300]
+    return f"{kind}: {cause[:500]}"
+
+
+def wait_for(app: str, *, timeout_s: float, bake_s: float = 0.0) -> str | None:
+    """Wait until the application just deployed runs, then watch it for ``bake_s`` seconds.
+
+    Returns None when healthy, else why it failed (``health check failed: …``).
+    """
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    running_since: float | None = None
+    while True:
+        st = serve.status().applications.get(app)
+        if st is not None and st.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            return _failure(st)
+        if st is not None and st.status == "RUNNING":
+            running_since = running_since or time.monotonic()
+            if time.monotonic() - running_since >= bake_s:
+                return None
+        else:
+            running_since = None
+        if time.monotonic() > deadline:
+            state = getattr(st.status, "value", st.status) if st is not None else "missing"
+            return f"deploy timed out: application '{app}' is {state} after {timeout_s:.0f}s"
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------- the API
+
+
+def serve_model(
+    name: str,
+    version: int | None = None,
+    alias: str | None = "production",
+    *,
+    home: Any = None,
+    route_prefix: str = "/",
+    app_name: str | None = None,
+    num_replicas: int = 1,
+    autoscaling: dict[str, Any] | None = None,
+    max_ongoing_requests: int | None = None,
+    max_queued_requests: int = 1024,
+    batch_max_size: int = 32,
+    batch_wait_timeout_s: float = 0.005,
+    ray_actor_options: dict[str, Any] | None = None,
+    auth_token_env: str | None = None,
+    auth_token_file: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_body_bytes: int = 1 << 20,
+    max_records: int = 10_000,
+    health_check_period_s: float = 5.0,
+    health_check_timeout_s: float = 10.0,
+    max_constructor_retries: int = 3,
+    bake_s: float | None = None,
+    timeout_s: float = 180.0,
+    address: str | None = None,
+) -> Deployment:
+    """Serve version ``version`` (else the one ``alias`` points at) of model ``name`` over HTTP.
+
+    A first call deploys; a later call for the same ``app_name`` (default: the model name)
+    updates in place with zero failed requests, or rolls back (see the module docstring).
+
+    Args:
+        num_replicas / autoscaling: fixed replicas, or ``{"min": 1, "max": 4}`` (other keys go
+            to Serve's ``autoscaling_config``).
+        ray_actor_options: per replica, e.g. ``{"num_cpus": 1, "num_gpus": 0.25}``.
+        auth_token_env / auth_token_file: where the bearer token is; replicas get its sha256.
+        bake_s: how long an update is watched after it runs (default: 2 health-check periods;
+            0 for a first deployment).
+        address: the Ray cluster (default ``RAY_ADDRESS``, else a local Ray in this process).
+
+    Example::
+
+        d = serve_model("churn", alias="production", port=8000, autoscaling={"min": 1, "max": 2})
+        print(d.url)   # http://127.0.0.1:8000/
+
+    Raises:
+        ModelNotFoundError: no such model, version or alias.
+        RolloutError: the new version failed; the previous one serves again (if there was one).
+    """
+    registry = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
+    mv = registry.get(name, version=version, alias=None if version is not None else alias)
+    app = app_name or name
+    token = token_sha256(env=auth_token_env, file=auth_token_file)
+    spec = build_spec(mv, registry.home, alias=alias if version is None else None, token=token,
+                      batch_max_size=batch_max_size, batch_wait_timeout_s=batch_wait_timeout_s,
+                      max_body_bytes=max_body_bytes, max_records=max_records)  # fmt: skip
+    options = deployment_options(
+        num_replicas=num_replicas, autoscaling=autoscaling,
+        max_ongoing_requests=max_ongoing_requests, max_queued_requests=max_queued_requests,
+        ray_actor_options=ray_actor_options, batch_max_size=batch_max_size,
+        health_check_period_s=health_check_period_s, health_check_timeout_s=health_check_timeout_s,
+        max_constructor_retries=max_constructor_retries,
+    )  # fmt: skip
+    connect_ray(address)
+    import ray
+
+    bound_host, bound_port = ensure_serve(host, port)
+    prefix = "/" + route_prefix.strip("/")
+    url = f"http://{bound_host}:{bound_port}{'' if prefix == '/' else prefix}"
+    record = {"spec": spec, "options": options, "route_prefix": prefix, "url": url,
+              "address": ray.get_runtime_context().gcs_address}  # fmt: skip
+    previous = _live_previous(registry, app)
+    if previous is not None and previous["spec"] == record:
+        return _deployment(app, mv, spec["alias"], url, "RUNNING", previous["version"], spec)
+    _deploy(app, record)
+    bake = bake_s if bake_s is not None else (2 * health_check_period_s if previous else 0.0)
+    why = wait_for(app, timeout_s=timeout_s, bake_s=bake)
+    if why is None:
+        registry.set_deployment(app, mv, alias=spec["alias"], spec=record, status="RUNNING")
+        registry.record_event(name, "rollout", alias=spec["alias"], to_version=mv.version,
+                              from_version=previous["version"] if previous else None,
+                              reason=f"serving as '{app}' at {url}", actor=ACTOR)  # fmt: skip
+        return _deployment(app, mv, spec["alias"], url, "RUNNING",
+                           previous["version"] if previous else None, spec)  # fmt: skip
+    raise _roll_back(registry, app, mv, spec["alias"], previous, why, timeout_s)
+
+
+def _live_previous(registry: ModelRegistry, app: str) -> dict[str, Any] | None:
+    """What rayline deployed as ``app`` if Serve still runs it, else None."""
+    from ray import serve
+
+    found = registry.deployments(app)
+    live = serve.status().applications.get(app)
+    if not found or live is None or live.status not in ("RUNNING", "DEPLOYING", "UNHEALTHY"):
+        return None
+    return found[0]
+
+
+def _roll_back(registry: ModelRegistry, app: str, mv: ModelVersion, alias: str | None,
+               previous: dict[str, Any] | None, why: str, timeout_s: float) -> RolloutError:  # fmt: skip
+    from ray import serve
+
+    reason = f"rollback: {why}"
+    from_version = previous["version"] if previous else None
+    registry.record_event(mv.name, "rollout_failed", alias=alias, from_version=from_version,
+                          to_version=mv.version, reason=reason, actor=ACTOR)  # fmt: skip
+    if alias is not None and registry.aliases(mv.name).get(alias) == mv.version:
+        try:
+            registry.rollback(mv.name, alias, reason=reason, actor=ACTOR, expected=mv.version)
+        except RaylineError as e:  # nothing earlier to point at: keep the alias, say so
+            log.warning("alias %s of %s not rolled back: %s", alias, mv.name, e)
+    if previous is None:
+        serve.delete(app)
+        return RolloutError(f"model '{mv.name}' version {mv.version} failed to deploy as '{app}' "
+                            f"({why}); nothing was serving there, so nothing serves now",
+                            app=app, failed=mv.version, serving=None)  # fmt: skip
+    _deploy(app, previous["spec"])
+    again = wait_for(app, timeout_s=timeout_s)
+    status = "RUNNING" if again is None else "FAILED"
+    prev_mv = registry.get(previous["name"], previous["version"])
+    registry.set_deployment(app, prev_mv, alias=previous["alias"], spec=previous["spec"],
+                            status=status)  # fmt: skip
+    tail = "" if again is None else f"; restoring it also failed: {again}"
+    return RolloutError(
+        f"model '{mv.name}' version {mv.version} failed to deploy as '{app}' ({why}); version "
+        f"{prev_mv.version} serves again{tail}", app=app, failed=mv.version,
+        serving=prev_mv.version if again is None else None,
+    )
+
+
+def _deployment(app: str, mv: ModelVersion, alias: str | None, url: str, status: str,
+                previous: int | None, spec: dict[str, Any]) -> Deployment:  # fmt: skip
+    return Deployment(app, mv.name, mv.version, alias, url, status, previous, spec)
+
+
+def stop_serving(app: str | None = None, *, home: Any = None, address: str | None = None) -> list[str]:
+    """Delete Serve application ``app`` (every rayline application if None); their names.
+
+    Connects to the cluster recorded at deploy time unless ``address`` or Ray is set already.
+    """
+    from ray import serve
+
+    registry = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
+    records = registry.deployments(app)
+    if app is not None and not records:
+        known = ", ".join(r["app"] for r in registry.deployments()) or "none"
+        raise UsageError(f"rayline serves no application '{app}'; deployed: {known}")
+    connect_ray(address or (records[0]["spec"].get("address") if records else None))
+    live = serve.status().applications
+    stopped = []
+    for r in records:
+        if r["app"] in live:
+            serve.delete(r["app"])
+            stopped.append(r["app"])
+        registry.forget_deployment(r["app"])
+    return stopped
+
+
+def serving_status(home: Any = None) -> list[dict[str, Any]]:
+    """What rayline deployed, with Serve's live status when Ray is connected."""
+    registry = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
+    rows = registry.deployments()
+    live: dict[str, Any] = {}
+    try:
+        import ray
+        from ray import serve
+
+        if ray.is_initialized():
+            live = {k: v.status for k, v in serve.status().applications.items()}
+    except Exception:  # Serve not running here: report what was recorded
+        live = {}
+    return [{"app": r["app"], "model": r["name"], "version": r["version"], "alias": r["alias"],
+             "url": r["spec"].get("url"), "recorded_status": r["status"],
+             "live_status": live.get(r["app"]), "updated_at": r["updated_at"]} for r in rows]
