@@ -9,6 +9,7 @@ Inside a task (on a Ray worker or in-process)::
     context.count("quarantined", 3)    # summed into the run's counters
     seen = context.previous_watermark("files", default=[])   # from the last successful run
     context.set_watermark("files", sorted(new_files))         # kept if this run succeeds
+    context.skip("no new files")       # this task and its downstream end SKIPPED
 
 The context is one ``ContextVar``; the engine sets it around each attempt.
 """
@@ -65,6 +66,14 @@ def set_watermark(key: str, value: Any) -> None:
     ctx = _CURRENT.get()
     if ctx is not None:
         ctx.watermarks[f"{ctx.node_id}:{key}"] = value
+
+
+def skip(reason: str) -> None:
+    """End this task as SKIPPED (e.g. "no new data"): downstream tasks are SKIPPED too, and the
+    run ends SKIPPED unless another task failed. Raises; code after it does not run."""
+    from rayline.errors import SkipRun
+
+    raise SkipRun(reason)
 
 
 def _activate(ctx: TaskContext) -> Any:

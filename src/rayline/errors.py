@@ -15,6 +15,7 @@ what to do. Validation collects every problem and raises them together.
     ├── RunFailedError           a run ended FAILED (exit code 1)
     ├── RunCancelledError        a run was cancelled (exit code 130)
     ├── TaskTimeoutError         one attempt of a task ran past its timeout
+    ├── SkipRun                  a task decided there is nothing to do (context.skip)
     ├── StoreError               the run store or artifact store refused an operation
     │   ├── ArtifactIntegrityError   a stored artifact failed its checksum or signature
     │   ├── UnsafeNameError          a name that could escape the store's root
@@ -108,6 +109,13 @@ class RunCancelledError(RaylineError):
 
 class TaskTimeoutError(RaylineError):
     """One attempt of a task ran past its ``timeout``."""
+
+
+class SkipRun(RaylineError):
+    """Raised by ``rayline.context.skip(reason)``: the task and everything downstream of it are
+    SKIPPED, and so is the run unless another task failed. Never retried."""
+
+    retryable = False
 
 
 class StoreError(RaylineError):

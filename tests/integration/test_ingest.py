@@ -97,16 +97,17 @@ def test_schema_drift_in_the_second_file_fails_the_run_with_the_diff(settings, t
 
 
 def test_empty_input_fails_or_skips_by_policy_and_never_reaches_training_silently(settings, tmp_path):
-    """F18: zero-row file; 'fail' fails the run, 'skip' warns and hands over an empty source."""
+    """F18: zero-row file; 'fail' fails the run, 'skip' ends it SKIPPED before training."""
     pq.write_table(pa.table({"v": pa.array([], pa.int64())}), tmp_path / "empty.parquet")
     failed = rayline.run(ingest, settings=settings, path=str(tmp_path))
     assert failed.status == RunStatus.FAILED
     assert "EmptyInputError" in failed.task("read_parquet").error_type
     assert "zero rows; nothing to train on" in failed.task("read_parquet").error_message
     skipped = rayline.run(ingest, settings=settings, path=str(tmp_path), on_empty="skip")
-    assert skipped.status == RunStatus.SUCCEEDED_WITH_WARNINGS
-    assert skipped.result() == {"rows": 0, "empty": True}
-    assert any("zero rows" in w and "on_empty='skip'" in w for w in skipped.warnings)
+    assert skipped.status == RunStatus.SKIPPED
+    assert "zero rows" in skipped.error and "on_empty='skip'" in skipped.error
+    assert skipped.task("read_parquet").status == TaskStatus.SKIPPED
+    assert skipped.task("total").status == TaskStatus.SKIPPED  # never ran
 
 
 def test_incremental_reads_only_files_that_landed_since_the_last_successful_run(settings, tmp_path):
@@ -119,8 +120,7 @@ def test_incremental_reads_only_files_that_landed_since_the_last_successful_run(
     assert second.status == RunStatus.SUCCEEDED
     assert second.result() == {"rows": 2, "sum": 300, "empty": False}
     third = rayline.run(ingest_new, settings=settings, path=str(tmp_path))
-    assert third.status == RunStatus.SUCCEEDED_WITH_WARNINGS and third.result()["empty"]
-    assert any("no new Parquet files" in w for w in third.warnings)
+    assert third.status == RunStatus.SKIPPED and "no new Parquet files" in third.error
     # Drift across runs: the only new file is checked against what earlier runs read.
     pq.write_table(pa.table({"v": ["7"]}), tmp_path / "day-4.parquet")
     fourth = rayline.run(ingest_new, settings=settings, path=str(tmp_path))

@@ -163,3 +163,27 @@ def test_tracing_and_compiling_ten_thousand_nodes_is_fast_enough_to_not_notice()
     plan = compile_plan(big.graph(), {})
     assert len(plan.nodes) == 10_002
     assert plan.node("noop-10001").inputs[-1] == "noop-10000"
+
+
+def test_retry_policy_never_retries_an_error_that_declares_itself_permanent():
+    from rayline.sdk.resources import RetryPolicy
+
+    class BadData(Exception):
+        retryable = False
+
+    policy = RetryPolicy(retries=3)
+    assert policy.should_retry(ValueError("flaky"), 1)
+    assert not policy.should_retry(BadData("corrupt file"), 1)
+    assert not policy.should_retry(ValueError("flaky"), 4)
+
+
+def test_worker_retries_option_reaches_the_ray_options():
+    @task(worker_retries=0)
+    def once() -> int:
+        return 1
+
+    @flow
+    def f():
+        return once()
+
+    assert compile_plan(f.graph(), {}).node("once").ray_options["max_retries"] == 0

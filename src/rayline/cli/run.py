@@ -16,7 +16,7 @@ import click
 
 from rayline.cli.progress import make_progress
 
-_EXIT_BY_STATUS = {"SUCCEEDED": 0, "SUCCEEDED_WITH_WARNINGS": 0, "CANCELLED": 130}
+_EXIT_BY_STATUS = {"SUCCEEDED": 0, "SUCCEEDED_WITH_WARNINGS": 0, "SKIPPED": 0, "CANCELLED": 130}
 
 
 # ---------------------------------------------------------------------------- commands

@@ -138,6 +138,7 @@ class Runner:
         deadlines: dict[str, float] = {}
         timed_out: set[str] = set()
         first_error: str | None = None
+        skip_reason: str | None = None
         previous = self._previous_watermarks(plan.graph.name, run_id)
         report = _Report(self.store.get_run(run_id).counters)
 
@@ -180,7 +181,7 @@ class Runner:
                         if nid in timed_out:
                             status = TaskStatus.FAILED
                             meta = _timeout_meta(plan.node(nid), meta)
-                        if states.get(nid) == TaskStatus.UPSTREAM_FAILED:
+                        if states.get(nid) in (TaskStatus.UPSTREAM_FAILED, TaskStatus.SKIPPED):
                             continue
                         states[nid] = status
                         report.add(nid, meta)
@@ -195,16 +196,20 @@ class Runner:
                                     if waiting_on[d] == 0 and d in pending:
                                         self._ready(plan.node(d), pending_updates, deadlines)
                         else:
-                            first_error = first_error or _error_line(nid, meta)
+                            skipped = status == TaskStatus.SKIPPED
+                            if skipped:
+                                skip_reason = skip_reason or f"task '{nid}': {meta.get('skip_reason', '')}"
+                            else:
+                                first_error = first_error or _error_line(nid, meta)
+                            after = TaskStatus.SKIPPED if skipped else TaskStatus.UPSTREAM_FAILED
+                            why = f"upstream '{nid}' {'skipped' if skipped else 'did not succeed'}"
                             # Not yet finished, or finished in this same batch (Ray fails a
                             # child together with its parent): either way it never ran.
                             doomed = [d for d in plan.descendants(nid) if d not in states or not states[d].terminal]
                             for d in doomed:
-                                states[d] = TaskStatus.UPSTREAM_FAILED
-                                pending_updates.append(
-                                    TaskUpdate(node_id=d, status=TaskStatus.UPSTREAM_FAILED, error_message=f"upstream '{nid}' did not succeed")
-                                )
-                                self.on_event("task_finished", {"node_id": d, "status": TaskStatus.UPSTREAM_FAILED, "meta": {}})
+                                states[d] = after
+                                pending_updates.append(TaskUpdate(node_id=d, status=after, error_message=why))
+                                self.on_event("task_finished", {"node_id": d, "status": after, "meta": {}})
                             ex.cancel([pending.pop(d) for d in doomed if d in pending])
                     now = time.monotonic()
                     for nid in [n for n, t in deadlines.items() if t < now and n in pending and n not in timed_out]:
@@ -224,10 +229,13 @@ class Runner:
                 ex.release(list(handles.values()))
                 ex.finish()
 
-        ok = all(states.get(n.id, TaskStatus.PENDING).ok for n in plan.nodes)
+        finals = [states.get(n.id, TaskStatus.PENDING) for n in plan.nodes]
+        ok = all(s.ok for s in finals)
         final = RunStatus.FAILED
         if ok:
             final = RunStatus.SUCCEEDED_WITH_WARNINGS if report.warnings else RunStatus.SUCCEEDED
+        elif all(s.ok or s == TaskStatus.SKIPPED for s in finals):
+            final, first_error = RunStatus.SKIPPED, skip_reason
         self.store.set_run_status(run_id, final, error=first_error, generation=generation, counters=report.as_dict(ok))
         self.on_event("run_finished", {"run_id": run_id, "status": final, "error": first_error})
         return final

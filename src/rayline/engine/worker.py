@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rayline import context
-from rayline.errors import TaskTimeoutError
+from rayline.errors import SkipRun, TaskTimeoutError
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +123,10 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
         try:
             with _deadline(static.timeout, call.node_id):
                 value = fn(*args, **kwargs)
+        except SkipRun as exc:  # nothing to do: not a failure, never retried
+            attempts.append({**_attempt(attempt, started, "SKIPPED", None), "error_message": str(exc)})
+            meta.update(status="SKIPPED", skip_reason=str(exc))
+            return Failed(call.node_id), meta
         except Exception as exc:  # the user's code failed: record, maybe retry
             rec = _attempt(attempt, started, "FAILED", exc)
             attempts.append(rec)

@@ -91,6 +91,10 @@ class RetryPolicy:
             raise ValueError(f"retries must be a whole number >= 0, got {self.retries!r}")
 
     def should_retry(self, exc: BaseException, attempt: int) -> bool:
+        """Retry when attempts are left, ``exc`` is one of ``retry_on``, and the exception does
+        not declare itself permanent (``retryable = False``, e.g. corrupt input data)."""
+        if getattr(exc, "retryable", True) is False:
+            return False
         return attempt <= self.retries and isinstance(exc, self.retry_on)
 
 

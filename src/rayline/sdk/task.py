@@ -74,6 +74,7 @@ def _build_spec(
     resources: dict[str, float] | None = _UNSET,
     accelerator_type: str | None = _UNSET,
     retries: int = _UNSET,
+    worker_retries: int = _UNSET,
     retry_on: Iterable[type[BaseException]] = _UNSET,
     backoff: Any = _UNSET,
     timeout: float | None = _UNSET,
@@ -104,6 +105,7 @@ def _build_spec(
             retries=pick(retries, b.retry.retries),
             retry_on=retry_on_t,
             backoff=as_backoff(pick(backoff, b.retry.backoff)),
+            max_worker_retries=pick(worker_retries, b.retry.max_worker_retries),
         )
         t = pick(timeout, b.timeout)
         if t is not None and (not isinstance(t, int | float) or t <= 0):
@@ -136,6 +138,8 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     Options: ``cpus=1, gpus=0`` (fractional allowed), ``memory=None`` (bytes),
     ``resources={}`` (custom Ray resources), ``retries=0``, ``retry_on=(Exception,)``,
+    ``worker_retries=3`` (Ray re-runs after a worker/node death; 0 for tasks whose crash means
+    bad input),
     ``backoff=`` (seconds, a mapping or a ``Backoff``), ``timeout=None`` (seconds per attempt),
     ``cache=False``, ``persist=False``, ``name=None``.
 

@@ -36,7 +36,7 @@ from rayline.connectors.parquet import ParquetSource
 from rayline.sdk.task import task
 
 
-@task(cpus=1, retries=0, name="read_parquet")
+@task(cpus=1, retries=0, worker_retries=0, name="read_parquet")
 def read_parquet(
     path: str,
     *,
@@ -64,7 +64,8 @@ def read_parquet(
         incremental: only files not seen by this flow's last successful run (a watermark of
             path, size and mtime, stored when this run succeeds). Without ``schema``, new files
             are checked against the schema that run read, so drift across runs is caught too.
-        on_empty: ``"fail"`` or ``"skip"`` (warn and return a source with ``.empty``).
+        on_empty: ``"fail"`` or ``"skip"`` (this task and everything downstream end SKIPPED,
+            and so does the run: "no new data").
         schema_evolution: ``"additive"`` (new columns allowed), ``"strict"``, or ``"widening"``
             (additive plus lossless numeric widening such as int32 read as int64).
         storage_options: passed to fsspec (credentials, endpoints) for remote URLs.
@@ -96,8 +97,8 @@ def read_parquet(
             f"{len(source.quarantined)} unreadable Parquet file(s) moved to "
             f"{source.root.rstrip('/')}/_quarantine/: {names}{more}"
         )
-    if source.empty:
-        context.warn(f"{source.note}; returning an empty source (on_empty='skip')")
+    if source.empty:  # on_empty="skip" (with "fail" the connector raised): nothing to do
+        context.skip(f"{source.note} (on_empty='skip')")
     context.count("input_files", len(source.files))
     context.count("input_rows", source.num_rows)
     if incremental:
