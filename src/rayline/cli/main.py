@@ -17,9 +17,11 @@ from typing import Any
 import click
 
 from rayline.cli.graph import graph_cmd
+from rayline.cli.models import models_group
 from rayline.cli.run import resume_cmd, run_cmd
 from rayline.cli.runs import cancel_cmd, runs_group
 from rayline.cli.schedule import schedule_group, scheduler_cmd, trigger_cmd
+from rayline.cli.serve import serve_cmd
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 DEBUG_ENV = "RAYLINE_DEBUG"
@@ -140,6 +142,8 @@ cli.add_command(graph_cmd)
 cli.add_command(schedule_group)
 cli.add_command(scheduler_cmd)
 cli.add_command(trigger_cmd)
+cli.add_command(models_group)
+cli.add_command(serve_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
