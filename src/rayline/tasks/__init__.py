@@ -19,6 +19,14 @@ from typing import Any
 # Public task name -> the module that defines it (extend this table when adding a task module).
 _TASKS: dict[str, str] = {
     "read_parquet": "rayline.tasks.ingest",
+    "fit_features": "rayline.tasks.features",
+    "apply_features": "rayline.tasks.features",
+    "split": "rayline.tasks.evaluate",
+    "evaluate": "rayline.tasks.evaluate",
+    "train_torch": "rayline.tasks.train",
+    "train_sklearn": "rayline.tasks.train",
+    "tune": "rayline.tasks.tune",
+    "register_model": "rayline.tasks.registry",
 }
 
 
