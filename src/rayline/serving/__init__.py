@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -196,6 +197,8 @@ class RecordPredictor:
             model.eval()
         names = getattr(model, "feature_names_in_", None)
         self._named = None if names is None else [str(c) for c in names]
+        if self._named is not None and self.inputs is not None and set(self._named) - set(self.inputs):
+            self._named = None  # the model wants columns the records do not carry: general path
 
     def check(self, records: Any) -> list[dict[str, Any]]:
         """``records`` if they fit the model; otherwise an ``InputError`` saying what is wrong."""
@@ -242,6 +245,14 @@ class RecordPredictor:
             return self._torch(records)
         import pandas as pd
 
+        if self.features is None and self.inputs is not None:
+            fast = self._numeric(records)
+            if fast is not None:
+                # A matrix in the fitted column order is 5x cheaper to validate than a DataFrame
+                # (0.1 vs 0.55 ms here); sklearn only warns that it carries no column names.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    return self.model.predict(fast)
         if self.features is not None:
             frame = self.features.transform(records)
             frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
@@ -252,6 +263,18 @@ class RecordPredictor:
         if self.inputs is not None and self.features is None:
             return self.model.predict(frame[list(self.inputs)].to_numpy())
         return self.model.predict(frame.to_numpy())
+
+    def _numeric(self, records: list[dict[str, Any]]) -> Any:
+        """The hot path for plain numeric models: one float matrix, columns in the order the
+        model was fitted with. None when a value is not a number (strings for an encoder in a
+        Pipeline): the DataFrame path handles those."""
+        import numpy as np
+
+        cols = self._named or self.inputs or ()
+        try:
+            return np.array([[r[c] for c in cols] for r in records], dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
 
     def _torch(self, records: list[dict[str, Any]]) -> Any:
         import numpy as np

@@ -21,6 +21,7 @@ model version is a new spec, which Serve rolls out in place.
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -37,6 +38,8 @@ from rayline.serving import InputError, RecordPredictor
 api = FastAPI(title="rayline model server", docs_url=None, redoc_url=None, openapi_url=None)
 
 DEPLOYMENT_NAME = "ModelServer"
+#: A model call slower than this moves predictions off the replica's event loop, for good.
+OFFLOAD_AFTER_S = 0.005
 
 
 class _Reject(Exception):
@@ -87,6 +90,7 @@ class ModelServer:
         self.stats = {"requests": 0, "batches": 0, "batched_requests": 0, "max_batch_requests": 0,
                       "last_batch_requests": 0, "rejected": 0}  # fmt: skip
         self.started_at = time.time()
+        self.offload = False
 
     def check_health(self) -> None:
         """Serve calls this every ``health_check_period_s``; the model's own check counts."""
@@ -104,20 +108,31 @@ class ModelServer:
         self.stats["last_batch_requests"] = n
         self.stats["max_batch_requests"] = max(self.stats["max_batch_requests"], n)
         try:
-            flat = self.predictor.predict([r for call in calls for r in call])
+            flat = await self._score([r for call in calls for r in call])
         except InputError as e:
             if n == 1:
                 return [(e, 1)]
-            return [(self._one(call), n) for call in calls]  # only the bad request fails
+            return [(await self._one(call), n) for call in calls]  # only the bad one fails
         out, start = [], 0
         for call in calls:
             out.append((flat[start : start + len(call)], n))
             start += len(call)
         return out
 
-    def _one(self, records: list[dict[str, Any]]) -> Any:
+    async def _score(self, records: list[dict[str, Any]]) -> list[Any]:
+        """Predict on the event loop while the model is fast; in a thread once a call has taken
+        more than ``OFFLOAD_AFTER_S`` (a slow model must not stall health checks and I/O)."""
+        if self.offload:
+            return await asyncio.to_thread(self.predictor.predict, records)
+        started = time.perf_counter()
         try:
             return self.predictor.predict(records)
+        finally:
+            self.offload = time.perf_counter() - started > OFFLOAD_AFTER_S
+
+    async def _one(self, records: list[dict[str, Any]]) -> Any:
+        try:
+            return await self._score(records)
         except InputError as e:
             return e
 
@@ -149,7 +164,7 @@ class ModelServer:
         try:
             records = self.predictor.check(await self._records(request))
             if len(records) >= self.max_batch:
-                result, batch = self._one(records), 1
+                result, batch = await self._one(records), 1
             else:
                 result, batch = await self._predict_batch(records)
             if isinstance(result, InputError):

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -41,6 +42,21 @@ log = logging.getLogger(__name__)
 ACTOR = "rayline-serve"
 QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Environment of the Serve controller and its HTTP proxy (which inherits it) when rayline
+#: starts Serve: the router on the proxy's own event loop (no thread hop per request) and
+#: request-path logs buffered, not written to stderr. Extra keys: RAYLINE_SERVE_PROXY_ENV (JSON).
+PROXY_ENV: dict[str, str] = {
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+}
+#: Environment of rayline's replicas (merged over the job's runtime_env): user code on the
+#: replica's event loop (the app moves slow models to a thread itself). Extra keys:
+#: RAYLINE_SERVE_REPLICA_ENV (JSON).
+REPLICA_ENV: dict[str, str] = {
+    **PROXY_ENV,
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+}
 
 
 class RolloutError(RaylineError):
@@ -168,7 +184,9 @@ def ensure_serve(host: str, port: int) -> tuple[str, int]:
     if controller is None:
         if host not in _LOOPBACK:
             log.warning("serving on %s: reachable beyond this machine; use a bearer token", host)
-        serve.start(http_options={"host": host, "port": int(port)}, logging_config=QUIET_LOGS)
+        proxy_env = {**PROXY_ENV, **json.loads(os.environ.get("RAYLINE_SERVE_PROXY_ENV", "{}"))}
+        serve.start(http_options={"host": host, "port": int(port)}, logging_config=QUIET_LOGS,
+                    controller_options={"runtime_env": {"env_vars": proxy_env}} if proxy_env else None)
         return host, int(port)
     try:
         cfg = ray.get(controller.get_http_config.remote(), timeout=30)
@@ -192,7 +210,17 @@ def _deploy(app: str, record: dict[str, Any]) -> None:
 
     from rayline.serving.app import ModelServer
 
-    target = ModelServer.options(**record["options"]).bind(record["spec"])
+    options = dict(record["options"])
+    replica_env = {**REPLICA_ENV, **json.loads(os.environ.get("RAYLINE_SERVE_REPLICA_ENV", "{}"))}
+    if replica_env:  # Serve would drop the job's runtime_env (PYTHONPATH …) for ours: merge
+        import ray
+
+        job = dict(ray.get_runtime_context().runtime_env or {})
+        env_vars = {**job.get("env_vars", {}), **replica_env}
+        actor = dict(options.get("ray_actor_options") or {})
+        actor["runtime_env"] = {**job, **actor.get("runtime_env", {}), "env_vars": env_vars}
+        options["ray_actor_options"] = actor
+    target = ModelServer.options(**options).bind(record["spec"])
     serve.run_many([RunTarget(target, name=app, route_prefix=record["route_prefix"])],
                    wait_for_applications_running=False)  # fmt: skip
 
