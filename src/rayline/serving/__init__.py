@@ -50,6 +50,7 @@ _LAZY = {
     "serving_status": "rayline.serving.rollout",
     "Deployment": "rayline.serving.rollout",
     "RolloutError": "rayline.serving.rollout",
+    "ServingClient": "rayline.serving.client",
 }
 
 

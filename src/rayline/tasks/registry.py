@@ -24,7 +24,6 @@ with the lineage filled in from the task context.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -418,8 +417,8 @@ def register_model(
     from rayline import context
 
     ctx = context.current()
-    home = _home_from_context(ctx)
-    found = _lineage_from_run(ctx, home)
+    home = rr.home_from_context(ctx) or _home_of(None)
+    found = rr.lineage_from_run(ctx, home)
     with ModelRegistry(home) as reg:
         mv = reg.register(name, model, metrics=metrics, lineage={**found, **(lineage or {})},
                           features=features)  # fmt: skip
@@ -428,43 +427,3 @@ def register_model(
             reg.promote(name, mv.version, alias, reason=why, actor=f"run:{found.get('run_id', '-')}")
             mv = reg.get(name, mv.version)
     return mv
-
-
-# -------------------------------------------------------------------- artifacts, lineage
-
-
-def _home_from_context(ctx: Any) -> Path:
-    root = getattr(getattr(ctx, "store", None), "root", None)
-    if root is not None and Path(root).name == "artifacts":
-        return Path(root).parent  # the run's own RAYLINE_HOME, also on a Ray worker
-    return _home_of(None)
-
-
-def _lineage_from_run(ctx: Any, home: Path) -> dict[str, Any]:
-    """Run id, node, flow; and, read from the run store when it is the default SQLite file in
-    ``home``: the run's parameters, plan hash and a code hash of every task upstream."""
-    if ctx is None:
-        return {}
-    out: dict[str, Any] = {"run_id": ctx.run_id, "node_id": ctx.node_id,
-                           "flow_name": ctx.flow_name}  # fmt: skip
-    if not (home / "runs.db").exists():
-        return out
-    try:
-        from rayline.engine.store.runs import RunStore
-
-        with RunStore.open(home) as runs:
-            rec = runs.get_run(ctx.run_id)
-            plan = json.loads(runs.get_plan(rec.plan_hash) or "{}")
-    except Exception:  # lineage is best effort: a foreign or busy run store must not fail it
-        return out
-    nodes = {n["id"]: n for n in plan.get("nodes", [])}
-    seen, stack = set(), list(nodes.get(ctx.node_id, {}).get("inputs", []))
-    while stack:
-        nid = stack.pop()
-        if nid not in seen and nid in nodes:
-            seen.add(nid)
-            stack.extend(nodes[nid].get("inputs", []))
-    text = "\n".join(f"{nid}:{nodes[nid].get('code_hash')}" for nid in sorted(seen))
-    out.update(run_params=rec.params, plan_hash=rec.plan_hash,
-               code_hash=hashlib.sha256(text.encode()).hexdigest() if seen else None)
-    return out

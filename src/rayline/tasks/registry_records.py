@@ -2,18 +2,20 @@
 
 ``ModelVersion`` (one registered version), ``AliasEvent`` (one row of the promotion history) and
 ``ModelSummary`` (one line of ``list_models``), the row conversions, and the small rules the
-registry applies to names, references (``NAME``, ``NAME@3``, ``NAME@production``), JSON, and
-the artifacts a version refers to (its feature transform, a TrainedModel's estimator).
+registry applies to names, references (``NAME``, ``NAME@3``, ``NAME@production``), JSON, the
+artifacts a version refers to (its feature transform, a TrainedModel's estimator) and the lineage
+``register_model`` reads from the running task and its run.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from rayline.engine.store.files import check_digest, validate_name
@@ -273,3 +275,44 @@ def default_actor() -> str:
     except Exception:  # no login name in a minimal container
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+# ------------------------------------------------------------------------------- lineage
+
+
+def home_from_context(ctx: Any) -> Path | None:
+    """The running task's RAYLINE_HOME (its artifact store's parent), or None."""
+    root = getattr(getattr(ctx, "store", None), "root", None)
+    if root is not None and Path(root).name == "artifacts":
+        return Path(root).parent  # the run's own RAYLINE_HOME, also on a Ray worker
+    return None
+
+
+def lineage_from_run(ctx: Any, home: Path) -> dict[str, Any]:
+    """Run id, node, flow; and, read from the run store when it is the default SQLite file in
+    ``home``: the run's parameters, plan hash and a code hash of every task upstream."""
+    if ctx is None:
+        return {}
+    out: dict[str, Any] = {"run_id": ctx.run_id, "node_id": ctx.node_id,
+                           "flow_name": ctx.flow_name}  # fmt: skip
+    if not (home / "runs.db").exists():
+        return out
+    try:
+        from rayline.engine.store.runs import RunStore
+
+        with RunStore.open(home) as runs:
+            rec = runs.get_run(ctx.run_id)
+            plan = json.loads(runs.get_plan(rec.plan_hash) or "{}")
+    except Exception:  # lineage is best effort: a foreign or busy run store must not fail it
+        return out
+    nodes = {n["id"]: n for n in plan.get("nodes", [])}
+    seen, stack = set(), list(nodes.get(ctx.node_id, {}).get("inputs", []))
+    while stack:
+        nid = stack.pop()
+        if nid not in seen and nid in nodes:
+            seen.add(nid)
+            stack.extend(nodes[nid].get("inputs", []))
+    text = "\n".join(f"{nid}:{nodes[nid].get('code_hash')}" for nid in sorted(seen))
+    out.update(run_params=rec.params, plan_hash=rec.plan_hash,
+               code_hash=hashlib.sha256(text.encode()).hexdigest() if seen else None)
+    return out
