@@ -32,3 +32,12 @@ bench: install
 
 clean:
 	rm -rf .rayline .pytest_cache .ruff_cache
+
+# Optional petastorm side environment (.petastorm-venv/: pyarrow 14, numpy<2, petastorm 0.13.1
+# with --no-deps, no pyspark) for read_petastorm(..., engine="bridge"). Cached; rebuilt only when
+# its pinned set changes. The pins live in rayline.connectors.petastorm_bridge.
+PETASTORM_VENV ?= .petastorm-venv
+
+.PHONY: petastorm-env
+petastorm-env: install
+	$(PY) -m rayline.connectors.petastorm_bridge build-env $(PETASTORM_VENV)

@@ -89,6 +89,7 @@ class Connector(Protocol):
 # Lazy plugin table: name -> module that defines ``open``. Imported on first use only.
 CONNECTORS: tuple[tuple[str, str], ...] = (
     ("parquet", "rayline.connectors.parquet"),
+    ("petastorm", "rayline.connectors.petastorm"),
 )
 
 
