@@ -56,6 +56,14 @@ class SickLater:
             raise RuntimeError("accelerator lost")
 
 
+class Slow:
+    """A pyfunc model that takes half a second per call (for overload)."""
+
+    def predict(self, records):
+        time.sleep(0.5)
+        return [0 for _ in records]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,6 +104,7 @@ def served(ray_session, tmp_path_factory):
     reg.register("churn", LogisticRegression(C=0.01).fit(x, y), metrics={"auc": 0.91})  # v2
     reg.register("churn", Broken())                                                     # v3
     reg.register("churn", SickLater(healthy_s=2.0))                                     # v4
+    reg.register("slow", Slow())
     reg.promote("churn", 1, "production")
     token = secrets.token_urlsafe(24)
     os.environ[TOKEN_ENV] = token
@@ -262,6 +271,31 @@ def test_oversized_body_gets_413(served):
     r = served.post(big)
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
     assert served.post().status_code == 200
+
+
+def test_bounded_overload_gets_429_not_a_crash(served):
+    from rayline.serving.rollout import serve_model, stop_serving
+
+    port = int(served.url.rsplit(":", 1)[1])
+    d = serve_model("slow", 1, None, home=served.registry, port=port, route_prefix="/slow",
+                    max_ongoing_requests=1, max_queued_requests=1, batch_max_size=1)  # fmt: skip
+    codes: list[int] = []
+
+    def one() -> None:
+        codes.append(httpx.post(f"{d.url}/predict", json={"records": [{"x": 1}]},
+                                timeout=30).status_code)  # fmt: skip
+
+    try:
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(set(codes)) == [200, 429], codes
+        assert httpx.post(f"{d.url}/predict", json={"records": [{"x": 1}]},
+                          timeout=30).status_code == 200  # fmt: skip
+    finally:
+        stop_serving("slow", home=served.registry)
 
 
 # ---------------------------------------------------------------------------- F23 rollouts

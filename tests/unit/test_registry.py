@@ -279,3 +279,19 @@ def test_models_cli_exits_2_for_unknown_names(home: Path, model, args, message):
     out = CliRunner().invoke(models_group, args)
     assert out.exit_code == 2
     assert message in out.output
+
+
+def test_torch_modules_need_inputs_and_predict_from_records(reg):
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight[:] = torch.tensor([[1.0, -1.0]])
+        net.bias[:] = 0.0
+    with pytest.raises(TypeError, match="inputs"):
+        reg.register("net", net)
+    v = reg.register("net", net, inputs=["x", "y"])
+    assert v.flavor == "torch" and v.inputs == ("x", "y")
+    p = RecordPredictor(reg.load("net"), flavor="torch", inputs=v.inputs)
+    assert p.predict([{"x": 3.0, "y": 1.0}, {"y": 2.0, "x": 0.5}]) == pytest.approx([2.0, -1.5])
+    with pytest.raises(InputError, match="must be a number"):
+        p.predict([{"x": "3", "y": 1.0}])

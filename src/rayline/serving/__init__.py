@@ -196,6 +196,10 @@ class RecordPredictor:
             model.module()
         elif flavor == "torch":
             model.eval()
+            import torch
+
+            if torch.cuda.is_available():  # Ray set CUDA_VISIBLE_DEVICES: the replica has a GPU
+                model.to("cuda")
         names = getattr(model, "feature_names_in_", None)
         self._named = None if names is None else [str(c) for c in names]
         if self._named is not None and self.inputs is not None and set(self._named) - set(self.inputs):
@@ -287,8 +291,9 @@ class RecordPredictor:
                 if isinstance(rec[c], str) or rec[c] is None:
                     raise InputError(f"records[{i}].{c} must be a number, got {_kind(rec[c])}")
         x = np.asarray([[rec[c] for c in cols] for rec in records], dtype=np.float32)
+        device = next(iter(self.model.parameters()), torch.empty(0)).device
         with torch.no_grad():
-            out = self.model(torch.from_numpy(x))
+            out = self.model(torch.from_numpy(x).to(device))
         out = out.detach().cpu().numpy()
         return out.reshape(len(records)) if out.ndim == 2 and out.shape[1] == 1 else out
 

@@ -138,6 +138,8 @@ def deployment_options(*, num_replicas: int, autoscaling: dict[str, Any] | None,
     opts: dict[str, Any] = {
         "max_ongoing_requests": int(max_ongoing_requests or max(64, 2 * batch_max_size)),
         "max_queued_requests": int(max_queued_requests),
+        # Past the queue bound, say "too many requests, retry in 1 s" rather than Serve's 503.
+        "backpressure_config": {"status_code": 429, "retry_after_s": 1},
         "ray_actor_options": actor,
         "health_check_period_s": float(health_check_period_s),
         "health_check_timeout_s": float(health_check_timeout_s),
@@ -172,8 +174,12 @@ def connect_ray(address: str | None = None) -> bool:
     return not address
 
 
-def ensure_serve(host: str, port: int) -> tuple[str, int]:
-    """Start Serve's HTTP proxy on ``host:port`` unless Serve runs already; its (host, port)."""
+def ensure_serve(host: str, port: int, request_timeout_s: float = 60.0) -> tuple[str, int]:
+    """Start Serve's HTTP proxy on ``host:port`` unless Serve runs already; its (host, port).
+
+    Serve's HTTP options are cluster-wide and fixed when Serve starts: a Serve started by
+    someone else keeps its host, port and timeouts (a warning says so if the port differs).
+    """
     import ray
     from ray import serve
 
@@ -185,7 +191,8 @@ def ensure_serve(host: str, port: int) -> tuple[str, int]:
         if host not in _LOOPBACK:
             log.warning("serving on %s: reachable beyond this machine; use a bearer token", host)
         proxy_env = {**PROXY_ENV, **json.loads(os.environ.get("RAYLINE_SERVE_PROXY_ENV", "{}"))}
-        serve.start(http_options={"host": host, "port": int(port)}, logging_config=QUIET_LOGS,
+        http = {"host": host, "port": int(port), "request_timeout_s": float(request_timeout_s)}
+        serve.start(http_options=http, logging_config=QUIET_LOGS,
                     controller_options={"runtime_env": {"env_vars": proxy_env}} if proxy_env else None)
         return host, int(port)
     try:
