@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/rayline run flows/hello.py
+	$(PY) flows/churn.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests flows benchmarks configs

@@ -147,10 +147,12 @@ def describe_model(model: Any, *, features: Any = None, inputs: Any = None) -> M
 
 
 def _inputs_of(model: Any, features: Any) -> list[str] | None:
+    # Features are fitted on training data, label included: a request never carries the label.
+    label = getattr(model, "label", None) if _is_trained_model(model) else None
     for owner, attr in ((features, "input_columns"), (model, "feature_names_in_")):
         cols = getattr(owner, attr, None) if owner is not None else None
         if cols is not None and len(cols):
-            return [str(c) for c in cols]
+            return [str(c) for c in cols if str(c) != label]
     if _is_trained_model(model):
         return [str(c) for c in getattr(model, "features", ())] or None
     return None
