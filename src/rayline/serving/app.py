@@ -15,7 +15,7 @@ With a bearer token configured, ``/predict`` and ``/version`` need ``Authorizati
 401 without one, 403 with a wrong one. The replica only ever sees the token's sha256 (the
 deployment's arguments are stored by Serve's controller), compared in constant time.
 
-The deployment's single argument is a JSON-able ``spec`` (see ``rollout.build_spec``); a new
+The deployment's single argument is a JSON-able ``spec`` (``build_spec``, below); a new
 model version is a new spec, which Serve rolls out in place.
 """
 
@@ -27,13 +27,16 @@ import hmac
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from ray import serve
 from starlette.responses import JSONResponse, Response
 
+from rayline.errors import UsageError
 from rayline.serving import InputError, RecordPredictor
+from rayline.tasks.registry_records import ModelVersion
 
 api = FastAPI(title="rayline model server", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -224,3 +227,80 @@ class ModelServer:
                                f"{self.spec['max_records']}")  # fmt: skip
         return records
 
+
+# ------------------------------------------------------------ the deployment's argument and options
+
+QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
+
+
+def token_sha256(*, env: str | None = None, file: str | Path | None = None) -> str | None:
+    """The sha256 of the bearer token in env var ``env`` or file ``file`` (never the token).
+
+    Raises:
+        UsageError: the variable is unset or empty, or the file is unreadable or empty.
+    """
+    if env and file:
+        raise UsageError("give auth_token_env or auth_token_file, not both")
+    if env:
+        token = os.environ.get(env, "").strip()
+        if not token:
+            raise UsageError(f"auth token variable {env} is not set (or empty)")
+    elif file:
+        try:
+            token = Path(file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise UsageError(f"cannot read the auth token file {file}: {e.strerror}") from e
+        if not token:
+            raise UsageError(f"auth token file {file} is empty")
+    else:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def build_spec(mv: ModelVersion, home: Path, *, alias: str | None, token: str | None,
+               batch_max_size: int, batch_wait_timeout_s: float, max_body_bytes: int,
+               max_records: int) -> dict[str, Any]:  # fmt: skip
+    """The replica's argument: what to load and how to answer. JSON-able, secret-free."""
+    if batch_max_size < 1 or batch_wait_timeout_s < 0:
+        raise UsageError("batch_max_size must be >= 1 and batch_wait_timeout_s >= 0")
+    return {"home": str(home), "name": mv.name, "version": mv.version, "digest": mv.digest,
+            "flavor": mv.flavor, "inputs": None if mv.inputs is None else list(mv.inputs),
+            "features_digest": mv.features_digest, "alias": alias, "token_sha256": token,
+            "batch_max_size": int(batch_max_size),
+            "batch_wait_timeout_s": float(batch_wait_timeout_s),
+            "max_body_bytes": int(max_body_bytes), "max_records": int(max_records)}  # fmt: skip
+
+
+def deployment_options(*, num_replicas: int, autoscaling: dict[str, Any] | None,
+                       max_ongoing_requests: int | None, max_queued_requests: int,
+                       ray_actor_options: dict[str, Any] | None, batch_max_size: int,
+                       health_check_period_s: float,
+                       health_check_timeout_s: float,
+                       max_constructor_retries: int = 3) -> dict[str, Any]:  # fmt: skip
+    """Serve deployment options: replicas or autoscaling bounds, concurrency, health checks."""
+    actor = {"num_cpus": 0.5, **(ray_actor_options or {})}  # surge fits on 2 CPUs
+    opts: dict[str, Any] = {
+        "max_ongoing_requests": int(max_ongoing_requests or max(64, 2 * batch_max_size)),
+        "max_queued_requests": int(max_queued_requests),
+        # Past the queue bound, say "too many requests, retry in 1 s" rather than Serve's 503.
+        "backpressure_config": {"status_code": 429, "retry_after_s": 1},
+        "ray_actor_options": actor,
+        "health_check_period_s": float(health_check_period_s),
+        "health_check_timeout_s": float(health_check_timeout_s),
+        "graceful_shutdown_wait_loop_s": 0.5,
+        "graceful_shutdown_timeout_s": 10.0,
+        "max_constructor_retry_count": int(max_constructor_retries),
+        "max_surge_percent": 100,
+        "logging_config": dict(QUIET_LOGS),
+    }
+    if autoscaling:
+        lo = int(autoscaling.get("min", autoscaling.get("min_replicas", 1)))
+        hi = int(autoscaling.get("max", autoscaling.get("max_replicas", max(lo, 1))))
+        if not 0 <= lo <= hi or hi < 1:
+            raise UsageError(f"autoscaling needs 0 <= min <= max and max >= 1, got {lo}..{hi}")
+        extra = {k: v for k, v in autoscaling.items() if k not in ("min", "max")}
+        opts["autoscaling_config"] = {"min_replicas": lo, "max_replicas": hi,
+                                      "target_ongoing_requests": batch_max_size, **extra}  # fmt: skip
+    else:
+        opts["num_replicas"] = int(num_replicas)
+    return opts

@@ -10,10 +10,13 @@ deployed again (Serve kept its replicas, so nothing restarts), the registry's hi
 ``rollout_failed`` with reason ``rollback: health check failed`` (or ``constructor failed``), an
 alias that pointed at the bad version is rolled back, and ``RolloutError`` is raised.
 
-How we deploy for speed on small machines (see ``benchmarks/serve.py``): one replica by default,
-access logs off and Serve's log level at WARNING (a log line per request costs CPU in the proxy
-and the replica), ``max_ongoing_requests`` well above the batch size (so the proxy never parks
-requests in its router backoff loop), and ``@serve.batch`` in the replica.
+How we deploy for speed on small machines (measured in ``benchmarks/serve.py``; on 2 cores the
+proxy and the replica each burn several ms of CPU per request, so CPU per request is the
+budget): one replica by default; access logs off and Serve's log level at WARNING; the proxy's
+router and the replica's user code on their process's main event loop (``PROXY_ENV``,
+``REPLICA_ENV``: no thread hop per request); ``max_ongoing_requests`` well above the batch size
+(Serve's default of 5 parks requests in the proxy's router backoff loop); ``@serve.batch`` across
+requests; and a numeric fast path in the predictor (a float matrix, not a DataFrame).
 
 Example::
 
@@ -24,7 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,12 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from rayline.errors import RaylineError, UsageError
+from rayline.serving.app import (
+    QUIET_LOGS,
+    ModelServer,
+    build_spec,
+    deployment_options,
+    token_sha256,
+)
 from rayline.tasks.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
 
 ACTOR = "rayline-serve"
-QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Environment of the Serve controller and its HTTP proxy (which inherits it) when rayline
 #: starts Serve: the router on the proxy's own event loop (no thread hop per request) and
@@ -89,79 +97,6 @@ class Deployment:
 # ------------------------------------------------------------------------------ the pieces
 
 
-def token_sha256(*, env: str | None = None, file: str | Path | None = None) -> str | None:
-    """The sha256 of the bearer token in env var ``env`` or file ``file`` (never the token).
-
-    Raises:
-        UsageError: the variable is unset or empty, or the file is unreadable or empty.
-    """
-    if env and file:
-        raise UsageError("give auth_token_env or auth_token_file, not both")
-    if env:
-        token = os.environ.get(env, "").strip()
-        if not token:
-            raise UsageError(f"auth token variable {env} is not set (or empty)")
-    elif file:
-        try:
-            token = Path(file).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise UsageError(f"cannot read the auth token file {file}: {e.strerror}") from e
-        if not token:
-            raise UsageError(f"auth token file {file} is empty")
-    else:
-        return None
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def build_spec(mv: ModelVersion, home: Path, *, alias: str | None, token: str | None,
-               batch_max_size: int, batch_wait_timeout_s: float, max_body_bytes: int,
-               max_records: int) -> dict[str, Any]:  # fmt: skip
-    """The replica's argument: what to load and how to answer. JSON-able, secret-free."""
-    if batch_max_size < 1 or batch_wait_timeout_s < 0:
-        raise UsageError("batch_max_size must be >= 1 and batch_wait_timeout_s >= 0")
-    return {"home": str(home), "name": mv.name, "version": mv.version, "digest": mv.digest,
-            "flavor": mv.flavor, "inputs": None if mv.inputs is None else list(mv.inputs),
-            "features_digest": mv.features_digest, "alias": alias, "token_sha256": token,
-            "batch_max_size": int(batch_max_size),
-            "batch_wait_timeout_s": float(batch_wait_timeout_s),
-            "max_body_bytes": int(max_body_bytes), "max_records": int(max_records)}  # fmt: skip
-
-
-def deployment_options(*, num_replicas: int, autoscaling: dict[str, Any] | None,
-                       max_ongoing_requests: int | None, max_queued_requests: int,
-                       ray_actor_options: dict[str, Any] | None, batch_max_size: int,
-                       health_check_period_s: float,
-                       health_check_timeout_s: float,
-                       max_constructor_retries: int = 3) -> dict[str, Any]:  # fmt: skip
-    """Serve deployment options: replicas or autoscaling bounds, concurrency, health checks."""
-    actor = {"num_cpus": 0.5, **(ray_actor_options or {})}  # surge fits on 2 CPUs
-    opts: dict[str, Any] = {
-        "max_ongoing_requests": int(max_ongoing_requests or max(64, 2 * batch_max_size)),
-        "max_queued_requests": int(max_queued_requests),
-        # Past the queue bound, say "too many requests, retry in 1 s" rather than Serve's 503.
-        "backpressure_config": {"status_code": 429, "retry_after_s": 1},
-        "ray_actor_options": actor,
-        "health_check_period_s": float(health_check_period_s),
-        "health_check_timeout_s": float(health_check_timeout_s),
-        "graceful_shutdown_wait_loop_s": 0.5,
-        "graceful_shutdown_timeout_s": 10.0,
-        "max_constructor_retry_count": int(max_constructor_retries),
-        "max_surge_percent": 100,
-        "logging_config": dict(QUIET_LOGS),
-    }
-    if autoscaling:
-        lo = int(autoscaling.get("min", autoscaling.get("min_replicas", 1)))
-        hi = int(autoscaling.get("max", autoscaling.get("max_replicas", max(lo, 1))))
-        if not 0 <= lo <= hi or hi < 1:
-            raise UsageError(f"autoscaling needs 0 <= min <= max and max >= 1, got {lo}..{hi}")
-        extra = {k: v for k, v in autoscaling.items() if k not in ("min", "max")}
-        opts["autoscaling_config"] = {"min_replicas": lo, "max_replicas": hi,
-                                      "target_ongoing_requests": batch_max_size, **extra}  # fmt: skip
-    else:
-        opts["num_replicas"] = int(num_replicas)
-    return opts
-
-
 def connect_ray(address: str | None = None) -> bool:
     """Connect to Ray (``address``, ``RAY_ADDRESS``) or start a local one; True if started."""
     import ray
@@ -192,7 +127,7 @@ def ensure_serve(host: str, port: int, request_timeout_s: float = 60.0) -> tuple
             log.warning("serving on %s: reachable beyond this machine; use a bearer token", host)
         proxy_env = {**PROXY_ENV, **json.loads(os.environ.get("RAYLINE_SERVE_PROXY_ENV", "{}"))}
         http = {"host": host, "port": int(port), "request_timeout_s": float(request_timeout_s)}
-        serve.start(http_options=http, logging_config=QUIET_LOGS,
+        serve.start(http_options=http, logging_config=dict(QUIET_LOGS),
                     controller_options={"runtime_env": {"env_vars": proxy_env}} if proxy_env else None)
         return host, int(port)
     try:
@@ -214,8 +149,6 @@ def _deploy(app: str, record: dict[str, Any]) -> None:
     """
     from ray import serve
     from ray.serve.api import RunTarget
-
-    from rayline.serving.app import ModelServer
 
     options = dict(record["options"])
     replica_env = {**REPLICA_ENV, **json.loads(os.environ.get("RAYLINE_SERVE_REPLICA_ENV", "{}"))}
