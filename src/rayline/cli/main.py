@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from rayline.cli.drift import drift_group
 from rayline.cli.graph import graph_cmd
 from rayline.cli.models import models_group
 from rayline.cli.run import resume_cmd, run_cmd
@@ -144,6 +145,7 @@ cli.add_command(scheduler_cmd)
 cli.add_command(trigger_cmd)
 cli.add_command(models_group)
 cli.add_command(serve_cmd)
+cli.add_command(drift_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,8 @@ __all__ = [
 TRIGGER_KINDS: dict[str, str] = {
     "cron": "rayline.triggers.schedule:Cron",
     "new_data": "rayline.triggers.newdata:NewData",
+    "drift": "rayline.triggers.drift:Drift",
+    "metric": "rayline.triggers.metric:Metric",
 }
 
 
