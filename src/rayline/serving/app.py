@@ -94,6 +94,16 @@ class ModelServer:
                       "last_batch_requests": 0, "rejected": 0}  # fmt: skip
         self.started_at = time.time()
         self.offload = False
+        from rayline.serving.input_log import InputLogger, input_log_options
+
+        log_opts = input_log_options(spec)  # served-input logging for drift (off by default)
+        self.input_log = None if log_opts is None else InputLogger(
+            spec["home"], spec["name"], spec["version"], **log_opts)  # fmt: skip
+
+    def __del__(self) -> None:
+        input_log = getattr(self, "input_log", None)
+        if input_log is not None:
+            input_log.close()
 
     def check_health(self) -> None:
         """Serve calls this every ``health_check_period_s``; the model's own check counts."""
@@ -155,7 +165,8 @@ class ModelServer:
                 "inputs": spec.get("inputs"), "alias": spec.get("alias"),
                 "batch_max_size": self.max_batch,
                 "batch_wait_timeout_s": spec["batch_wait_timeout_s"], "stats": dict(self.stats),
-                "started_at": self.started_at, "replica": _replica_id(), "pid": os.getpid()}  # fmt: skip
+                "started_at": self.started_at, "replica": _replica_id(), "pid": os.getpid(),
+                "input_log": self.input_log.stats() if self.input_log else None}  # fmt: skip
         return JSONResponse(body, headers=self.headers)
 
     @api.post("/predict")
@@ -178,6 +189,8 @@ class ModelServer:
         except InputError as e:
             self.stats["rejected"] += 1
             return _error(422, str(e))
+        if self.input_log is not None:
+            self.input_log.log(records, result)  # appends to a list; a thread writes Parquet
         headers = {**self.headers, "x-rayline-batch-size": str(batch)}
         return JSONResponse({"predictions": result, **self.identity}, headers=headers)
 
