@@ -93,9 +93,9 @@ def kill_hook(folder: str, k: int) -> KillAtEpoch:
 
 
 @flow
-def learn(n: int = 2000, epochs: int = 4):
+def learn(n: int = 2000, epochs: int = 4, workers: int = 2):
     return train_torch(toy_data(n), model_fn=make_mlp, label="y", epochs=epochs, lr=0.02,
-                       batch_size=128, keep_checkpoints=None)
+                       batch_size=128, keep_checkpoints=None, num_workers=workers)
 
 
 @task
@@ -114,7 +114,8 @@ def killed_midway(folder: str, max_failures: int = 1):
 killed_midway.source = f"{__file__}:killed_midway"  # what `rayline run FILE:FLOW` records
 
 
-def test_one_worker_learns_a_separable_problem_with_a_checkpoint_per_epoch(settings):
+def test_two_ddp_workers_learn_a_separable_problem_with_a_checkpoint_per_epoch(settings):
+    """Both workers hold one CPU each (the task itself none), so this fits the 2-CPU session."""
     run = rayline.run(learn, settings=settings)
     assert run.status == RunStatus.SUCCEEDED, run.error
     model = run.result()
@@ -125,6 +126,7 @@ def test_one_worker_learns_a_separable_problem_with_a_checkpoint_per_epoch(setti
     accuracy = float(np.mean(model.predict(test) == test.column("y").to_numpy()))
     assert accuracy > 0.8, accuracy
     assert model.metrics["accuracy"] > 0.8
+    assert model.metrics["rows"] == 2000  # each worker saw its half; totals are all-reduced
     metrics = evaluate(model, test)
     assert metrics["accuracy"] == pytest.approx(accuracy) and metrics["auc"] > 0.9
     # one checkpoint per epoch, under the artifact store, named by run and node
@@ -181,3 +183,31 @@ def test_empty_data_is_refused_naming_the_task(settings):
     assert "EmptyDataError" in t.error_type and "train_torch" in t.error_message
     with pytest.raises(EmptyDataError, match="0 rows"):
         train_torch(toy_table(10).slice(0, 0), model_fn=make_mlp, label="y")
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp16_asks_for_a_gpu():
+    """The loop every worker runs, in-process: bf16 autocast works on CPU; fp16 needs CUDA."""
+    from rayline.tasks.torch_loop import EpochTrainer, LoopConfig
+
+    table = toy_table(1000)
+    trainer = EpochTrainer(LoopConfig(model_fn=make_mlp, label="y", mixed_precision="bf16", lr=0.02))
+    for _ in range(4):
+        sums = trainer.run_epoch(table.slice(i, 100) for i in range(0, 1000, 100))
+    assert sums["rows"] == 1000 and sums["correct"] / sums["rows"] > 0.8
+    with pytest.raises(ValueError, match="fp16.*needs CUDA"):
+        train_torch(table, model_fn=make_mlp, label="y", mixed_precision="fp16")
+
+
+def test_small_shards_are_kept_as_tensors_after_the_first_epoch_and_large_ones_stream():
+    from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, TensorCache
+
+    table = toy_table(1000)
+    batches = [table.slice(i, 100) for i in range(0, 1000, 100)]
+    trainer = EpochTrainer(LoopConfig(model_fn=make_mlp, label="y", lr=0.02))
+    kept, tiny = TensorCache(), TensorCache(limit=1000)
+    first = trainer.run_epoch(batches, kept)
+    trainer.run_epoch(batches, tiny)
+    assert len(kept.items) == 10 and not kept.overflow
+    assert tiny.overflow and tiny.items == []  # over its limit: nothing held, stream again
+    again = trainer.run_tensors(kept.items)
+    assert again["rows"] == first["rows"] == 1000 and again["loss_sum"] < first["loss_sum"]

@@ -26,7 +26,7 @@ from typing import Any
 from rayline.tasks.models import build_module, feature_matrix, load_state_dict, state_dict_bytes
 from rayline.tasks.training_data import EmptyDataError, table_from_batch
 
-__all__ = ["EpochTrainer", "LoopConfig", "read_meta", "worker_loop"]
+__all__ = ["CACHE_LIMIT_BYTES", "EpochTrainer", "LoopConfig", "TensorCache", "read_meta", "worker_loop"]
 
 LOSSES = ("auto", "bce", "cross_entropy", "mse")
 
@@ -51,9 +51,35 @@ class LoopConfig:
     checkpoint_every: int = 1
     seed: int = 0
     shuffle_buffer: int | None = None
+    cache_data: bool | None = None
     on_epoch_end: Callable[[int, int, dict[str, Any]], None] | None = None
     task_name: str = "train_torch"
     launch: str = ""  # tells the driver whether the final metrics come from this fit()
+
+
+CACHE_LIMIT_BYTES = 512 * 2**20
+
+
+class TensorCache:
+    """A worker's batches as tensors, kept after the first epoch when they fit in ``limit``
+    bytes, so that later epochs skip Ray Data and the Arrow-to-tensor conversion."""
+
+    def __init__(self, limit: int | None = CACHE_LIMIT_BYTES):
+        self.limit = limit
+        self.items: list[tuple[Any, Any, Any]] = []
+        self.nbytes = 0
+        self.overflow = False
+        self.ready = False
+
+    def add(self, batch: tuple[Any, Any, Any]) -> None:
+        if self.overflow or self.ready:
+            return
+        x, y, y_np = batch
+        self.nbytes += x.element_size() * x.nelement() + y.element_size() * y.nelement() + y_np.nbytes
+        if self.limit is not None and self.nbytes > self.limit:
+            self.overflow, self.items = True, []
+            return
+        self.items.append(batch)
 
 
 class EpochTrainer:
@@ -165,9 +191,13 @@ class EpochTrainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         return x, y, y_np
 
-    def train_batch(self, table: Any) -> tuple[float, float, int]:
-        """One optimiser step; returns (loss × rows, correct predictions, rows)."""
-        x, y, y_np = self.tensors(table)
+    def train_batch(self, table: Any) -> tuple[Any, Any, int]:
+        """One optimiser step on an Arrow table; see ``train_tensors``."""
+        return self.train_tensors(*self.tensors(table))
+
+    def train_tensors(self, x: Any, y: Any, y_np: Any) -> tuple[Any, Any, int]:
+        """One optimiser step; returns (loss × rows, correct predictions, rows), the first two
+        as tensors so that a GPU is not synchronised every step."""
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         with self.autocast():
@@ -184,7 +214,7 @@ class EpochTrainer:
             loss.backward()
             self.opt.step()
         n = int(y.shape[0])
-        return float(loss.detach()) * n, self._correct(out.detach(), y), n
+        return loss.detach().float() * n, self._correct(out.detach(), y), n
 
     def _check_labels(self, y: Any) -> None:
         if self.problem == "binary" and self.n_outputs == 1 and len(y) and (y.max() > 1 or y.min() < 0):
@@ -193,14 +223,14 @@ class EpochTrainer:
                 "has one output (binary); give model_fn as many outputs as classes"
             )
 
-    def _correct(self, out: Any, y: Any) -> float:
+    def _correct(self, out: Any, y: Any) -> Any:
         if self.problem == "regression":
             return 0.0
         if out.ndim == 1 or out.shape[1] == 1:
             pred = (out.reshape(-1) > 0).long()
         else:
             pred = out.argmax(dim=1)
-        return float((pred == y.long()).sum())
+        return (pred == y.long()).sum()
 
     def evaluate(self, tables: Iterable[Any]) -> dict[str, float]:
         """Mean loss (and accuracy) over ``tables`` on the unwrapped module, no gradients."""
@@ -214,7 +244,7 @@ class EpochTrainer:
                 x, y, _ = self.tensors(table)
                 out = module(x)
                 total += float(self.loss_fn(out, y)) * len(y)
-                correct += self._correct(out, y)
+                correct += float(self._correct(out, y))
                 n += len(y)
         if not n:
             return {}
@@ -223,17 +253,32 @@ class EpochTrainer:
             m["val_accuracy"] = correct / n
         return m
 
-    def run_epoch(self, tables: Iterable[Any]) -> dict[str, float]:
-        """Train over ``tables`` (Arrow), building the model from the first one if needed."""
+    def run_epoch(self, tables: Iterable[Any], cache: TensorCache | None = None) -> dict[str, float]:
+        """Train over ``tables`` (Arrow), building the model from the first one if needed;
+        the batches' tensors go into ``cache`` (if given) for the next epochs."""
         fitted = self.cfg.fitted_features
-        total = correct = n = 0.0
-        for raw in tables:
-            table = table_from_batch(fitted.transform(raw)) if fitted is not None else raw
-            if self.model is None:
-                self.build(self.columns_for(table))
-            t, c, k = self.train_batch(table)
+
+        def tensors() -> Iterable[tuple[Any, Any, Any]]:
+            for raw in tables:
+                table = table_from_batch(fitted.transform(raw)) if fitted is not None else raw
+                if self.model is None:
+                    self.build(self.columns_for(table))
+                batch = self.tensors(table)
+                if cache is not None:
+                    cache.add(batch)
+                yield batch
+
+        return self.run_tensors(tensors())
+
+    def run_tensors(self, batches: Iterable[tuple[Any, Any, Any]]) -> dict[str, float]:
+        """Train over ``(x, y, y_numpy)`` batches; returns summed loss, correct and rows."""
+        total: Any = 0.0
+        correct: Any = 0.0
+        n = 0
+        for x, y, y_np in batches:
+            t, c, k = self.train_tensors(x, y, y_np)
             total, correct, n = total + t, correct + c, n + k
-        return {"loss_sum": total, "correct": correct, "rows": n}
+        return {"loss_sum": float(total), "correct": float(correct), "rows": n}
 
     # ---------------------------------------------------------------------------- checkpoints
     def meta(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -275,6 +320,12 @@ def _all_reduce(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def _cache_for(cfg: LoopConfig) -> TensorCache | None:
+    if cfg.cache_data is False or (cfg.cache_data is None and cfg.shuffle_buffer):
+        return None  # a shuffle buffer asks for a new order every epoch: keep streaming
+    return TensorCache(None if cfg.cache_data else CACHE_LIMIT_BYTES)
+
+
 def worker_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` for ``TorchTrainer``: resume, train, report every epoch."""
     import ray.train
@@ -294,11 +345,19 @@ def worker_loop(config: dict[str, Any]) -> None:
             trainer.build(restored["meta"]["features"], restored)
     shard = ray.train.get_dataset_shard("train")
     validation = ray.train.get_dataset_shard("validation") if rank == 0 and config.get("has_validation") else None
+    cache = _cache_for(cfg)
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        batches = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
-                                     local_shuffle_buffer_size=cfg.shuffle_buffer)
-        sums = trainer.run_epoch(batches)
+        if cache is not None and cache.ready:
+            sums = trainer.run_tensors(cache.items)
+        else:
+            batches = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
+                                         local_shuffle_buffer_size=cfg.shuffle_buffer)
+            sums = trainer.run_epoch(batches, cache)
+            if cache is not None:  # every rank must agree, or one would wait on the stream
+                overflow = _all_reduce([float(cache.overflow)])[0] > 0
+                cache.ready, cache.items = (False, []) if overflow else (True, cache.items)
+                cache = None if overflow else cache
         loss_sum, correct, rows = _all_reduce([sums["loss_sum"], sums["correct"], sums["rows"]])
         if rows == 0 or trainer.model is None:
             raise EmptyDataError(

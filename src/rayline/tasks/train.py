@@ -130,6 +130,7 @@ def train_torch(
     keep_checkpoints: int | None = 2,
     seed: int = 0,
     shuffle_buffer: int | None = None,
+    cache_data: bool | None = None,
     run_name: str | None = None,
     storage_path: str | None = None,
     on_epoch_end: Any = None,
@@ -154,6 +155,11 @@ def train_torch(
         max_failures: worker-group restarts from the latest checkpoint before giving up.
         checkpoint_every: epochs between checkpoints (the last epoch always checkpoints).
         keep_checkpoints: how many to keep (None: all).
+        shuffle_buffer: rows in each worker's local shuffle buffer (None: data order).
+        cache_data: keep each worker's batches as tensors after the first epoch, so later
+            epochs skip Ray Data: ``None`` (default) when the shard fits in 512 MiB and no
+            ``shuffle_buffer`` is set, ``True`` always, ``False`` never (re-stream every
+            epoch, e.g. for random augmentation in the Dataset).
         run_name / storage_path: override where checkpoints go (see ``checkpoint_dir``).
         on_epoch_end: ``fn(rank, epoch, metrics)`` called on every worker after each epoch.
 
@@ -193,7 +199,7 @@ def train_torch(
         model_params=dict(model_params or {}), epochs=epochs, batch_size=batch_size, lr=lr,
         optimizer=optimizer, weight_decay=weight_decay, loss=loss, problem=problem,
         mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, seed=seed,
-        shuffle_buffer=shuffle_buffer, on_epoch_end=on_epoch_end, launch=launch,
+        shuffle_buffer=shuffle_buffer, cache_data=cache_data, on_epoch_end=on_epoch_end, launch=launch,
     )  # fmt: skip
     datasets = {"train": to_dataset(data, "train_torch")}
     if validation is not None:

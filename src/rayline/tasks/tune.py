@@ -29,7 +29,7 @@ from typing import Any
 
 from rayline.sdk.task import task
 from rayline.tasks.models import TrainedModel, feature_matrix, resolve_store
-from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, read_checkpoint
+from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, TensorCache, read_checkpoint
 from rayline.tasks.training_data import table_from_batch, to_table, training_part
 
 __all__ = ["TRAINING_KEYS", "TuneResult", "parse_search_space", "tune"]
@@ -129,7 +129,10 @@ def _torch_trial(config: dict[str, Any], train: Any, val: Any, spec: _TrialSpec)
         weight_decay=float(knobs.get("weight_decay", 0.0)), optimizer=str(knobs.get("optimizer", "adam")),
         seed=spec.seed, task_name="tune",
     )  # fmt: skip
-    trainer = EpochTrainer(cfg)
+    import torch
+
+    # a trial given a GPU (resources_per_trial={"gpu": …}) sees it through CUDA_VISIBLE_DEVICES
+    trainer = EpochTrainer(cfg, device=torch.device("cuda") if torch.cuda.is_available() else None)
     start = 0
     checkpoint = rt.get_checkpoint()
     if checkpoint is not None:
@@ -140,8 +143,13 @@ def _torch_trial(config: dict[str, Any], train: Any, val: Any, spec: _TrialSpec)
     if spec.fitted is not None:  # transform once per trial, not once per epoch
         train, val = (table_from_batch(spec.fitted.transform(t)) for t in (train, val))
         cfg.fitted_features = None
+    cache = TensorCache(None)  # the trial's data is in memory already: convert it once
     for epoch in range(start + 1, cfg.epochs + 1):
-        sums = trainer.run_epoch(_batches(train, cfg.batch_size))
+        if cache.ready:
+            sums = trainer.run_tensors(cache.items)
+        else:
+            sums = trainer.run_epoch(_batches(train, cfg.batch_size), cache)
+            cache.ready = True
         metrics = {"epoch": epoch, "loss": sums["loss_sum"] / sums["rows"]}
         if trainer.problem != "regression":
             metrics["accuracy"] = sums["correct"] / sums["rows"]
