@@ -320,7 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.duration <= 120 or max(args.concurrency) > 64:
         p.error("keep the load bounded: --duration in (0, 120], at most 64 clients")
     sys.path.insert(0, str(ROOT / "src"))
-    report = run(args)
+    saved = os.dup(1) if args.json else None
+    if saved is not None:  # Ray prints to stdout (raylet notices); keep stdout for the JSON
+        sys.stdout.flush()
+        os.dup2(2, 1)
+    try:
+        report = run(args)
+    finally:
+        if saved is not None:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -3,10 +3,10 @@
 Routes (under the application's route prefix):
 
 * ``POST /predict`` — ``{"records": [{...}, ...]}`` in; ``{"predictions": [...], "model": name,
-  "version": N}`` out. Requests are batched across callers with ``@serve.batch``; a request with
-  as many records as a batch holds is scored on its own. Bad input is a 4xx whose ``detail`` says
-  what was wrong (400 malformed JSON, 413 too large, 415 not JSON, 422 records that do not fit the
-  model) and never takes the replica down.
+  "version": N}`` out. Requests are batched across callers with ``@serve.batch``; a request alone
+  in the replica, or with as many records as a batch holds, is scored at once (no batch wait).
+  Bad input is a 4xx whose ``detail`` says what was wrong (400 malformed JSON, 413 too large, 415
+  not JSON, 422 records that do not fit the model) and never takes the replica down.
 * ``GET /healthz`` — ``{"status": "ok"}``; always open, says nothing about the model.
 * ``GET /version`` — model, version, flavor, inputs, batching settings and counters (the batch
   counters show requests sharing a batch).
@@ -94,6 +94,7 @@ class ModelServer:
                       "last_batch_requests": 0, "rejected": 0}  # fmt: skip
         self.started_at = time.time()
         self.offload = False
+        self.inflight = 0  # /predict requests in this replica now (all on one event loop)
         from rayline.serving.input_log import InputLogger, input_log_options
 
         log_opts = input_log_options(spec)  # served-input logging for drift (off by default)
@@ -175,9 +176,11 @@ class ModelServer:
         denied = self._authorize(request)
         if denied is not None:
             return denied
+        self.inflight += 1
         try:
             records = self.predictor.check(await self._records(request))
-            if len(records) >= self.max_batch:
+            if len(records) >= self.max_batch or self.inflight == 1:
+                # Nobody to share a batch with: do not wait batch_wait_timeout_s for company.
                 result, batch = await self._one(records), 1
             else:
                 result, batch = await self._predict_batch(records)
@@ -189,6 +192,8 @@ class ModelServer:
         except InputError as e:
             self.stats["rejected"] += 1
             return _error(422, str(e))
+        finally:
+            self.inflight -= 1
         if self.input_log is not None:
             self.input_log.log(records, result)  # appends to a list; a thread writes Parquet
         headers = {**self.headers, "x-rayline-batch-size": str(batch)}
