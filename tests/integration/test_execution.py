@@ -155,3 +155,9 @@ def test_tasks_report_warnings_counters_and_watermarks_to_the_run(settings, tmp_
     assert first.counters == {"quarantined": 2} and "set aside 2 files" in first.warnings[0]
     second = rayline.run(f, settings=settings, folder=str(tmp_path))
     assert second.result() == 1  # saw the first run's watermark
+
+
+def test_a_function_from_a_flow_file_can_be_a_task_argument(settings):
+    path = Path(__file__).parent / "flows" / "fn_args.py"
+    run = rayline.run(str(path), settings=settings)  # loaded by path: workers cannot import it
+    assert run.status == RunStatus.SUCCEEDED and run.result() == 42

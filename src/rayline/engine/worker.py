@@ -70,18 +70,41 @@ class NodeCall:
         """Bytes for the wire: C pickle when it can (fast), cloudpickle for closures/lambdas."""
         fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist,
                   self.cache_base, self.flow_name, self.previous)
-        try:
-            return pickle.dumps(fields, protocol=5)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            import cloudpickle
+        if _plain(self.template):
+            try:
+                return pickle.dumps(fields, protocol=5)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                pass
+        from ray import cloudpickle
 
-            return cloudpickle.dumps(fields, protocol=5)
+        return cloudpickle.dumps(fields, protocol=5)
 
     @classmethod
     def unpack(cls, data: bytes) -> NodeCall:
         # Produced by this run's own driver (NodeCall.pack) and carried by Ray, which itself
         # unpickles every task argument: no new trust boundary.
         return cls(*pickle.loads(data))  # noqa: S301
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether a template holds only plain data (and slots), which C pickle ships safely; any
+    other object (a function, a class, an object holding one — e.g. a model_fn defined in a
+    flow file) goes through Ray's cloudpickle, which ships by-value modules instead of naming
+    them."""
+    from rayline.engine.compiler import Slot
+
+    if isinstance(value, _PLAIN) or type(value) is Slot:
+        return True
+    if depth > 8:
+        return False
+    if type(value) in (list, tuple):
+        return all(_plain(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(_plain(v, depth + 1) for v in value.values())
+    return False
 
 
 def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
