@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import rayline
 from rayline import flow, task
 from rayline.engine.states import RunStatus, TaskStatus
 from rayline.tasks.evaluate import evaluate
+from rayline.tasks.ingest import read_parquet
 from rayline.tasks.models import TrainedModel
 from rayline.tasks.train import latest_checkpoint, train_torch
 from rayline.tasks.training_data import EmptyDataError
@@ -93,8 +95,8 @@ def kill_hook(folder: str, k: int) -> KillAtEpoch:
 
 
 @flow
-def learn(n: int = 2000, epochs: int = 4, workers: int = 2):
-    return train_torch(toy_data(n), model_fn=make_mlp, label="y", epochs=epochs, lr=0.02,
+def learn(path: str, epochs: int = 4, workers: int = 2):
+    return train_torch(read_parquet(path), model_fn=make_mlp, label="y", epochs=epochs, lr=0.02,
                        batch_size=128, keep_checkpoints=None, num_workers=workers)
 
 
@@ -114,9 +116,12 @@ def killed_midway(folder: str, max_failures: int = 1):
 killed_midway.source = f"{__file__}:killed_midway"  # what `rayline run FILE:FLOW` records
 
 
-def test_two_ddp_workers_learn_a_separable_problem_with_a_checkpoint_per_epoch(settings):
-    """Both workers hold one CPU each (the task itself none), so this fits the 2-CPU session."""
-    run = rayline.run(learn, settings=settings)
+def test_two_ddp_workers_learn_from_parquet_shards_with_a_checkpoint_per_epoch(settings, tmp_path):
+    """Both workers hold one CPU each (the task itself none) and read their own shard of the
+    Parquet source, so nothing else needs a CPU on the 2-CPU session."""
+    for i in range(4):  # 4 files of 500 rows, 2 row groups each
+        pq.write_table(toy_table(500, seed=10 + i), tmp_path / f"part-{i}.parquet", row_group_size=250)
+    run = rayline.run(learn, settings=settings, path=str(tmp_path))
     assert run.status == RunStatus.SUCCEEDED, run.error
     model = run.result()
     assert isinstance(model, TrainedModel) and model.framework == "torch"
@@ -199,7 +204,8 @@ def test_bf16_autocast_trains_on_cpu_and_fp16_asks_for_a_gpu():
 
 
 def test_small_shards_are_kept_as_tensors_after_the_first_epoch_and_large_ones_stream():
-    from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, TensorCache
+    from rayline.tasks.torch_batches import TensorCache
+    from rayline.tasks.torch_loop import EpochTrainer, LoopConfig
 
     table = toy_table(1000)
     batches = [table.slice(i, 100) for i in range(0, 1000, 100)]
@@ -211,3 +217,12 @@ def test_small_shards_are_kept_as_tensors_after_the_first_epoch_and_large_ones_s
     assert tiny.overflow and tiny.items == []  # over its limit: nothing held, stream again
     again = trainer.run_tensors(kept.items)
     assert again["rows"] == first["rows"] == 1000 and again["loss_sum"] < first["loss_sum"]
+
+
+def test_source_shards_are_cut_into_equal_exact_batches_for_ddp():
+    from rayline.tasks.torch_batches import rebatch
+
+    pieces = [toy_table(n) for n in (300, 50, 700, 10)]  # uneven reads, 1060 rows
+    sizes = [t.num_rows for t in rebatch(pieces, 256, limit=1000)]
+    assert sizes == [256, 256, 256, 232]
+    assert [t.num_rows for t in rebatch(pieces, 256)] == [256, 256, 256, 256, 36]

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from rayline.tasks.models import build_module, feature_matrix, load_state_dict, state_dict_bytes
+from rayline.tasks.torch_batches import TensorCache, cache_for, epoch_batches
 from rayline.tasks.training_data import EmptyDataError, table_from_batch
 
-__all__ = ["CACHE_LIMIT_BYTES", "EpochTrainer", "LoopConfig", "TensorCache", "read_meta", "worker_loop"]
+__all__ = ["EpochTrainer", "LoopConfig", "read_checkpoint", "read_meta", "worker_loop"]
 
 LOSSES = ("auto", "bce", "cross_entropy", "mse")
 
@@ -55,31 +56,6 @@ class LoopConfig:
     on_epoch_end: Callable[[int, int, dict[str, Any]], None] | None = None
     task_name: str = "train_torch"
     launch: str = ""  # tells the driver whether the final metrics come from this fit()
-
-
-CACHE_LIMIT_BYTES = 512 * 2**20
-
-
-class TensorCache:
-    """A worker's batches as tensors, kept after the first epoch when they fit in ``limit``
-    bytes, so that later epochs skip Ray Data and the Arrow-to-tensor conversion."""
-
-    def __init__(self, limit: int | None = CACHE_LIMIT_BYTES):
-        self.limit = limit
-        self.items: list[tuple[Any, Any, Any]] = []
-        self.nbytes = 0
-        self.overflow = False
-        self.ready = False
-
-    def add(self, batch: tuple[Any, Any, Any]) -> None:
-        if self.overflow or self.ready:
-            return
-        x, y, y_np = batch
-        self.nbytes += x.element_size() * x.nelement() + y.element_size() * y.nelement() + y_np.nbytes
-        if self.limit is not None and self.nbytes > self.limit:
-            self.overflow, self.items = True, []
-            return
-        self.items.append(batch)
 
 
 class EpochTrainer:
@@ -260,7 +236,7 @@ class EpochTrainer:
 
         def tensors() -> Iterable[tuple[Any, Any, Any]]:
             for raw in tables:
-                table = table_from_batch(fitted.transform(raw)) if fitted is not None else raw
+                table = table_from_batch(fitted.transform(raw) if fitted is not None else raw)
                 if self.model is None:
                     self.build(self.columns_for(table))
                 batch = self.tensors(table)
@@ -320,12 +296,6 @@ def _all_reduce(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def _cache_for(cfg: LoopConfig) -> TensorCache | None:
-    if cfg.cache_data is False or (cfg.cache_data is None and cfg.shuffle_buffer):
-        return None  # a shuffle buffer asks for a new order every epoch: keep streaming
-    return TensorCache(None if cfg.cache_data else CACHE_LIMIT_BYTES)
-
-
 def worker_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` for ``TorchTrainer``: resume, train, report every epoch."""
     import ray.train
@@ -343,17 +313,15 @@ def worker_loop(config: dict[str, Any]) -> None:
         start = int(restored["meta"]["epoch"])
         if start < cfg.epochs:
             trainer.build(restored["meta"]["features"], restored)
-    shard = ray.train.get_dataset_shard("train")
+    next_epoch = epoch_batches(cfg, config.get("source_shards"), config.get("shard_rows"), rank)
     validation = ray.train.get_dataset_shard("validation") if rank == 0 and config.get("has_validation") else None
-    cache = _cache_for(cfg)
+    cache = cache_for(cfg)
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         if cache is not None and cache.ready:
             sums = trainer.run_tensors(cache.items)
         else:
-            batches = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
-                                         local_shuffle_buffer_size=cfg.shuffle_buffer)
-            sums = trainer.run_epoch(batches, cache)
+            sums = trainer.run_epoch(next_epoch(), cache)
             if cache is not None:  # every rank must agree, or one would wait on the stream
                 overflow = _all_reduce([float(cache.overflow)])[0] > 0
                 cache.ready, cache.items = (False, []) if overflow else (True, cache.items)

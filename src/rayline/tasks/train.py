@@ -32,6 +32,7 @@ from rayline.tasks.models import TrainedModel, feature_matrix, resolve_store
 from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
 from rayline.tasks.training_data import (
     EmptyDataError,
+    is_in_memory,
     is_ray_dataset,
     require_rows,
     table_from_batch,
@@ -92,7 +93,7 @@ def _check_args(epochs: int, batch_size: int, num_workers: int, checkpoint_every
 
 def _preflight(data: Any, label: str, features: Any, fitted: Any) -> None:
     """Catch bad columns before any worker starts (in-memory data only: cheap)."""
-    if is_ray_dataset(data) or not (hasattr(data, "column_names") or hasattr(data, "columns")):
+    if not is_in_memory(data):
         return
     sample = table_from_batch(data).slice(0, 16)
     if fitted is not None:
@@ -131,6 +132,7 @@ def train_torch(
     seed: int = 0,
     shuffle_buffer: int | None = None,
     cache_data: bool | None = None,
+    reader: str = "auto",
     run_name: str | None = None,
     storage_path: str | None = None,
     on_epoch_end: Any = None,
@@ -155,11 +157,15 @@ def train_torch(
         max_failures: worker-group restarts from the latest checkpoint before giving up.
         checkpoint_every: epochs between checkpoints (the last epoch always checkpoints).
         keep_checkpoints: how many to keep (None: all).
-        shuffle_buffer: rows in each worker's local shuffle buffer (None: data order).
+        shuffle_buffer: rows in each worker's local shuffle buffer (Ray Data inputs; None:
+            data order).
         cache_data: keep each worker's batches as tensors after the first epoch, so later
             epochs skip Ray Data: ``None`` (default) when the shard fits in 512 MiB and no
             ``shuffle_buffer`` is set, ``True`` always, ``False`` never (re-stream every
             epoch, e.g. for random augmentation in the Dataset).
+        reader: ``"auto"``: a source with ``shards()`` (``read_parquet``'s output) is split
+            into one shard per worker, each read by its worker with pyarrow; anything else goes
+            through Ray Data (``streaming_split``). ``"ray_data"`` always uses Ray Data.
         run_name / storage_path: override where checkpoints go (see ``checkpoint_dir``).
         on_epoch_end: ``fn(rank, epoch, metrics)`` called on every worker after each epoch.
 
@@ -201,14 +207,22 @@ def train_torch(
         mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, seed=seed,
         shuffle_buffer=shuffle_buffer, cache_data=cache_data, on_epoch_end=on_epoch_end, launch=launch,
     )  # fmt: skip
-    datasets = {"train": to_dataset(data, "train_torch")}
+    per_worker = resources_per_worker or ({"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1})
+    loop_config: dict[str, Any] = {"loop": cfg, "has_validation": validation is not None}
+    datasets: dict[str, Any] = {}
+    if reader == "auto" and _has_shards(data):
+        loop_config["source_shards"], loop_config["shard_rows"] = _source_shards(data, num_workers)
+    else:
+        if reader not in ("auto", "ray_data"):
+            raise ValueError(f"train_torch: reader is 'auto' or 'ray_data', got {reader!r}")
+        datasets["train"] = to_dataset(data, "train_torch")
+        _check_room_for_ray_data(datasets["train"], num_workers, per_worker)
     if validation is not None:
         datasets["validation"] = to_dataset(validation, "train_torch")
     storage, name = checkpoint_dir(run_name, storage_path)
-    per_worker = resources_per_worker or ({"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1})
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"loop": cfg, "has_validation": validation is not None},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
@@ -225,6 +239,44 @@ def train_torch(
     except RayTrainingFailed as exc:
         raise _training_failed(exc, run_dir, max_failures) from exc
     return _trained_model(result, cfg, run_dir)
+
+
+def _has_shards(data: Any) -> bool:
+    return not is_ray_dataset(data) and callable(getattr(data, "shards", None)) and callable(
+        getattr(data, "iter_batches", None))
+
+
+def _source_shards(data: Any, n: int) -> tuple[list[Any], int | None]:
+    """One shard of a source (e.g. ``ParquetSource``) per worker, read by the worker itself
+    with pyarrow: no Ray Data tasks, so no CPU needed beside the workers'."""
+    shards = list(data.shards(n)) if n > 1 else [data]
+    if n == 1:
+        return shards, None
+    rows = [int(s.num_rows) for s in shards]
+    if min(rows) == 0:
+        raise EmptyDataError(
+            f"train_torch: with {n} workers some shards have no rows (rows per shard: {rows}); "
+            "use fewer workers or more data"
+        )
+    return shards, min(rows)  # every rank takes the same number of steps
+
+
+def _check_room_for_ray_data(ds: Any, num_workers: int, per_worker: dict[str, float]) -> None:
+    """A lazy Dataset needs CPUs for its read/map tasks beside the Train workers; if the
+    workers take every CPU the reads never run and training waits forever."""
+    import ray
+
+    if type(ds).__name__ == "MaterializedDataset" or not ray.is_initialized():
+        return
+    total = float(ray.cluster_resources().get("CPU", 0))
+    wanted = num_workers * float(per_worker.get("CPU", 0))
+    if total and wanted >= total:
+        raise ValueError(
+            f"train_torch: {num_workers} worker(s) × {per_worker.get('CPU', 0)} CPU take all {total:g} "
+            "CPUs of the cluster, leaving none for Ray Data to read the input Dataset (training "
+            "would wait forever); use fewer workers or CPUs per worker, ds.materialize() the data "
+            "first, or pass a read_parquet source (its shards are read by the workers themselves)"
+        )
 
 
 def _training_failed(exc: Exception, run_dir: Path, max_failures: int) -> Exception:

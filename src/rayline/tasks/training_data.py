@@ -28,6 +28,7 @@ from rayline.errors import RaylineError
 __all__ = [
     "EmptyDataError",
     "Split",
+    "is_in_memory",
     "is_ray_dataset",
     "iter_tables",
     "known_rows",
@@ -71,6 +72,11 @@ def held_out_part(data: Any) -> Any:
 def is_ray_dataset(data: Any) -> bool:
     """Whether ``data`` is a ``ray.data.Dataset`` (checked without importing Ray)."""
     return type(data).__module__.startswith("ray.data") and hasattr(data, "iter_batches")
+
+
+def is_in_memory(data: Any) -> bool:
+    """Whether ``data`` is an Arrow table/batch or a pandas DataFrame."""
+    return _is_arrow_table(data) or _is_pandas(data)
 
 
 def _is_pandas(data: Any) -> bool:

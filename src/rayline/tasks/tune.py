@@ -29,7 +29,8 @@ from typing import Any
 
 from rayline.sdk.task import task
 from rayline.tasks.models import TrainedModel, feature_matrix, resolve_store
-from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, TensorCache, read_checkpoint
+from rayline.tasks.torch_batches import TensorCache
+from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, read_checkpoint
 from rayline.tasks.training_data import table_from_batch, to_table, training_part
 
 __all__ = ["TRAINING_KEYS", "TuneResult", "parse_search_space", "tune"]
