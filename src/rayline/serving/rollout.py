@@ -12,9 +12,9 @@ alias that pointed at the bad version is rolled back, and ``RolloutError`` is ra
 
 How we deploy for speed on small machines (measured in ``benchmarks/serve.py``; on 2 cores the
 proxy and the replica each burn several ms of CPU per request, so CPU per request is the
-budget): one replica by default; access logs off and Serve's log level at WARNING; the proxy's
-router and the replica's user code on their process's main event loop (``PROXY_ENV``,
-``REPLICA_ENV``: no thread hop per request); ``max_ongoing_requests`` well above the batch size
+budget): one replica by default; the proxy and replicas at normal CPU priority instead of Ray's
+nice 15; access logs off and Serve's log level at WARNING; the proxy's router and the replica's
+user code on their process's main event loop (``PROXY_ENV``, ``REPLICA_ENV``); ``max_ongoing_requests`` well above the batch size
 (Serve's default of 5 parks requests in the proxy's router backoff loop); ``@serve.batch`` across
 requests; and a numeric fast path in the predictor (a float matrix, not a DataFrame).
 
@@ -51,9 +51,12 @@ log = logging.getLogger(__name__)
 ACTOR = "rayline-serve"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Environment of the Serve controller and its HTTP proxy (which inherits it) when rayline
-#: starts Serve: the router on the proxy's own event loop (no thread hop per request) and
-#: request-path logs buffered, not written to stderr. Extra keys: RAYLINE_SERVE_PROXY_ENV (JSON).
+#: starts Serve: normal CPU priority (Ray starts workers at nice 15, meant for batch work, so any
+#: other load on the node starves serving; Ray's own job supervisor opts out the same way), the
+#: router on the proxy's own event loop (no thread hop per request) and request-path logs
+#: buffered, not written to stderr. Extra keys: RAYLINE_SERVE_PROXY_ENV (JSON).
 PROXY_ENV: dict[str, str] = {
+    "RAY_worker_niceness": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     "RAY_SERVE_LOG_TO_STDERR": "0",
