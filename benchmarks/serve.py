@@ -171,8 +171,15 @@ def _procs(server_pid: int | None) -> dict[str, list[Any]]:
     import psutil
 
     found: dict[str, list[Any]] = {"proxy": [], "replica": [], "server": []}
+    me = os.getpid()
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
+        try:  # only our own Ray (its raylet is our child): other Serve instances may be running
+            ours = any(a.pid == me for a in p.parents())
+        except psutil.Error:
+            continue
+        if not ours:
+            continue
         if cmd.startswith("ray::ProxyActor"):
             found["proxy"].append(p)
         elif cmd.startswith("ray::ServeReplica"):
