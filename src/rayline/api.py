@@ -64,9 +64,11 @@ def _import_file(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     parent = str(path.parent)
-    added = parent not in sys.path
-    if added:
-        sys.path.insert(0, parent)
+    if parent not in sys.path:
+        # Appended, not prepended: the flow's sibling modules become importable without a
+        # file such as numbers.py there ever shadowing the standard library (for this process
+        # and for the processes it spawns, which inherit sys.path).
+        sys.path.append(parent)
     try:
         spec.loader.exec_module(module)
     except DefinitionError:

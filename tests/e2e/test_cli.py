@@ -64,7 +64,7 @@ def start_driver(*args: str) -> subprocess.Popen:
 
 # ---------------------------------------------------------------------------- run
 def test_run_success_exits_0_and_prints_exactly_one_json_object():
-    result = rayline("run", FLOWS / "numbers.py", "--local", "--json", "-p", "n=5")
+    result = rayline("run", FLOWS / "number_flow.py", "--local", "--json", "-p", "n=5")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)  # nothing but the one object on stdout
     assert set(data) == {"run_id", "status", "flow", "error", "tasks"}
@@ -76,7 +76,7 @@ def test_run_success_exits_0_and_prints_exactly_one_json_object():
 
 
 def test_run_prints_summary_on_stdout_and_plain_progress_lines_on_stderr():
-    result = rayline("run", FLOWS / "numbers.py", "--local")
+    result = rayline("run", FLOWS / "number_flow.py", "--local")
     assert result.exit_code == 0, result.output
     assert re.search(r"run \w+ \(numbers\): SUCCEEDED in [\d.]+ s", result.stdout)
     assert "4 succeeded" in result.stdout
@@ -100,7 +100,7 @@ def test_run_with_warnings_exits_0_and_lists_them():
 def test_param_values_are_read_as_yaml_and_converted_to_the_annotation():
     from rayline import api
 
-    code, data = run_json(FLOWS / "numbers.py", "-p", "scale=2", "-p", "label=123", "-p", "loud=yes")
+    code, data = run_json(FLOWS / "number_flow.py", "-p", "scale=2", "-p", "label=123", "-p", "loud=yes")
     assert code == 0, data
     # scale int 2 -> float, label "123" stays a str, loud "yes" -> True
     assert api.load_run(data["run_id"]).result() == "123: 28.0"
@@ -165,7 +165,7 @@ def test_set_for_an_unknown_node_is_a_definition_error():
 
 
 def test_unknown_param_exits_2_naming_it():
-    result = rayline("run", FLOWS / "numbers.py", "--local", "-p", "bogus=1")
+    result = rayline("run", FLOWS / "number_flow.py", "--local", "-p", "bogus=1")
     assert result.exit_code == 2
     assert "unknown parameter 'bogus'" in result.stderr
     assert "Traceback" not in result.output
@@ -186,13 +186,13 @@ def test_param_of_the_wrong_type_exits_2():
 
 
 def test_malformed_param_is_a_usage_error():
-    result = rayline("run", FLOWS / "numbers.py", "--local", "-p", "n5")
+    result = rayline("run", FLOWS / "number_flow.py", "--local", "-p", "n5")
     assert result.exit_code == 2
     assert "expected NAME=VALUE" in result.stderr
 
 
 def test_malformed_set_is_a_usage_error():
-    result = rayline("run", FLOWS / "numbers.py", "--local", "--set", "retries=3")
+    result = rayline("run", FLOWS / "number_flow.py", "--local", "--set", "retries=3")
     assert result.exit_code == 2
     assert "NODE.OPTION=VALUE" in result.stderr
 
@@ -212,7 +212,7 @@ def test_missing_flow_file_exits_2():
 
 
 def test_local_and_address_together_are_a_usage_error():
-    result = rayline("run", FLOWS / "numbers.py", "--local", "--address", "ray://x:1")
+    result = rayline("run", FLOWS / "number_flow.py", "--local", "--address", "ray://x:1")
     assert result.exit_code == 2
 
 
@@ -223,18 +223,18 @@ def test_unexpected_error_prints_one_line_and_the_debug_hint(monkeypatch):
         raise RuntimeError("disk on fire\nsecond line")
 
     monkeypatch.setattr(rayline_api, "run", broken)
-    result = rayline("run", FLOWS / "numbers.py", "--local")
+    result = rayline("run", FLOWS / "number_flow.py", "--local")
     assert result.exit_code == 1
     assert "error: unexpected RuntimeError: disk on fire" in result.stderr
     assert "RAYLINE_DEBUG=1" in result.stderr and "Traceback" not in result.stderr
     monkeypatch.setenv("RAYLINE_DEBUG", "1")
-    result = rayline("run", FLOWS / "numbers.py", "--local")
+    result = rayline("run", FLOWS / "number_flow.py", "--local")
     assert result.exit_code == 1 and "Traceback" in result.stderr
 
 
 # ---------------------------------------------------------------------------- runs
 def test_runs_list_json_newest_first_with_filters():
-    _, ok = run_json(FLOWS / "numbers.py")
+    _, ok = run_json(FLOWS / "number_flow.py")
     _, bad = run_json(FLOWS / "failing.py")
     result = rayline("runs", "list", "--json")
     assert result.exit_code == 0
@@ -249,7 +249,7 @@ def test_runs_list_json_newest_first_with_filters():
 
 
 def test_runs_list_plain_columns_when_not_a_terminal():
-    _, ok = run_json(FLOWS / "numbers.py")
+    _, ok = run_json(FLOWS / "number_flow.py")
     result = rayline("runs", "list")
     assert result.exit_code == 0
     header, row = result.stdout.splitlines()[:2]
@@ -313,7 +313,7 @@ def test_graph_does_not_import_ray():
         "import sys\n"
         "from click.testing import CliRunner\n"
         "from rayline.cli.main import cli\n"
-        f"r = CliRunner().invoke(cli, ['graph', {str(FLOWS / 'numbers.py')!r}])\n"
+        f"r = CliRunner().invoke(cli, ['graph', {str(FLOWS / 'number_flow.py')!r}])\n"
         "assert r.exit_code == 0, r.output\n"
         "assert 'ray' not in sys.modules, 'graph imported ray'\n"
         "print('ok')\n"
@@ -356,7 +356,7 @@ def test_cancel_interrupts_a_live_driver_which_records_cancelled():
 
 
 def test_cancel_of_a_finished_run_says_so():
-    _, ok = run_json(FLOWS / "numbers.py")
+    _, ok = run_json(FLOWS / "number_flow.py")
     result = rayline("cancel", ok["run_id"])
     assert result.exit_code == 0
     assert "already finished: SUCCEEDED" in result.stdout
@@ -377,7 +377,7 @@ def test_version():
 
 def test_console_script_runs_a_flow_with_json_on_stdout_only():
     proc = subprocess.run(
-        [str(RAYLINE), "run", str(FLOWS / "numbers.py"), "--local", "--json", "-p", "n=2"],
+        [str(RAYLINE), "run", str(FLOWS / "number_flow.py"), "--local", "--json", "-p", "n=2"],
         capture_output=True, text=True, timeout=120, env=os.environ.copy(),
     )
     assert proc.returncode == 0, proc.stderr
@@ -387,7 +387,7 @@ def test_console_script_runs_a_flow_with_json_on_stdout_only():
 
 
 def test_console_script_exit_codes():
-    usage = subprocess.run([str(RAYLINE), "run", str(FLOWS / "numbers.py"), "--local", "-p", "x"],
+    usage = subprocess.run([str(RAYLINE), "run", str(FLOWS / "number_flow.py"), "--local", "-p", "x"],
                            capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2
     failed = subprocess.run([str(RAYLINE), "run", str(FLOWS / "failing.py"), "--local", "-q"],
