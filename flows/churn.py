@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 from rayline import flow, task
-from rayline.tasks.evaluate import evaluate, split
+from rayline.tasks.evaluation import evaluate, split
 from rayline.tasks.features import fit_features
 from rayline.tasks.ingest import read_parquet
 from rayline.tasks.registry import register_model
 from rayline.tasks.train import train_torch
-from rayline.tasks.tune import tune
+from rayline.tasks.tuning import tune
 
 #: The declared contract of the input: a file with another type for a column fails the ingest.
 SCHEMA = {

@@ -80,7 +80,7 @@ def test_drift_retrain_gate_rollout_with_zero_failed_requests(ray_session, home,
     from sklearn.linear_model import LogisticRegression
 
     from rayline.serving.rollout import serve_model
-    from rayline.tasks.evaluate import split
+    from rayline.tasks.evaluation import split
     from rayline.tasks.gate import gate_and_promote, rollout_if_promoted
     from rayline.tasks.registry import ModelRegistry
     from rayline.tasks.train import train_sklearn

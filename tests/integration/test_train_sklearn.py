@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 import rayline
 from rayline import flow, task
 from rayline.engine.states import RunStatus
-from rayline.tasks.evaluate import evaluate, split
+from rayline.tasks.evaluation import evaluate, split
 from rayline.tasks.features import fit_features
 from rayline.tasks.models import TrainedModel
 from rayline.tasks.train import train_sklearn

@@ -17,7 +17,7 @@ import pytest
 import rayline
 from rayline import flow, task
 from rayline.engine.states import RunStatus, TaskStatus
-from rayline.tasks.evaluate import evaluate
+from rayline.tasks.evaluation import evaluate
 from rayline.tasks.ingest import read_parquet
 from rayline.tasks.models import TrainedModel
 from rayline.tasks.train import latest_checkpoint, train_torch

@@ -9,8 +9,8 @@ import pytest
 import rayline
 from rayline import flow, task
 from rayline.engine.states import RunStatus
-from rayline.tasks.evaluate import evaluate
-from rayline.tasks.tune import TuneResult, parse_search_space, tune
+from rayline.tasks.evaluation import evaluate
+from rayline.tasks.tuning import TuneResult, parse_search_space, tune
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

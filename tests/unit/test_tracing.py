@@ -187,3 +187,14 @@ def test_worker_retries_option_reaches_the_ray_options():
         return once()
 
     assert compile_plan(f.graph(), {}).node("once").ray_options["max_retries"] == 0
+
+
+def test_built_in_tasks_are_reachable_by_name_even_after_their_modules_were_imported():
+    import importlib
+
+    import rayline.tasks as tasks
+    from rayline.sdk.task import Task
+
+    for name in tasks.__all__:
+        importlib.import_module(tasks._TASKS[name])
+        assert isinstance(getattr(tasks, name), Task), name

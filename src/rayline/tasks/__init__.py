@@ -21,12 +21,13 @@ _TASKS: dict[str, str] = {
     "read_parquet": "rayline.tasks.ingest",
     "fit_features": "rayline.tasks.features",
     "apply_features": "rayline.tasks.features",
-    "split": "rayline.tasks.evaluate",
-    "evaluate": "rayline.tasks.evaluate",
+    "split": "rayline.tasks.evaluation",
+    "evaluate": "rayline.tasks.evaluation",
     "train_torch": "rayline.tasks.train",
     "train_sklearn": "rayline.tasks.train",
-    "tune": "rayline.tasks.tune",
+    "tune": "rayline.tasks.tuning",
     "register_model": "rayline.tasks.registry",
+    "gate_and_promote": "rayline.tasks.gate",
 }
 
 

@@ -85,7 +85,7 @@ class RolloutOutcome:
 def _prediction_metric(name: str, y: Any, pred: Any) -> float:
     import numpy as np
 
-    from rayline.tasks.evaluate import _classification, _regression
+    from rayline.tasks.evaluation import _classification, _regression
 
     if name in ("rmse", "mae", "r2"):
         return _regression(name, np.asarray(y, dtype=float), np.asarray(pred, dtype=float))
@@ -104,7 +104,7 @@ def measure(model: Any, data: Any, *, metric: str, label: str | None = None,
     A ``TrainedModel`` is scored by ``evaluate.score``; anything else (a registered scikit-learn
     estimator, a pyfunc model) through the serving predictor, on prediction-only metrics.
     """
-    from rayline.tasks.evaluate import score
+    from rayline.tasks.evaluation import score
     from rayline.tasks.models import TrainedModel
     from rayline.tasks.training_data import held_out_part, to_table
 

@@ -174,7 +174,7 @@ def _fit_estimator(spec: _TrialSpec, config: dict[str, Any], train: Any) -> tupl
 def _sklearn_trial(config: dict[str, Any], train: Any, val: Any, spec: _TrialSpec) -> None:
     from ray import tune as rt
 
-    from rayline.tasks.evaluate import score
+    from rayline.tasks.evaluation import score
 
     est, cols = _fit_estimator(spec, config, train)
     model = _sklearn_model(spec, est, cols, train)
