@@ -96,3 +96,14 @@ def test_regression_metrics(settings, home):
     assert set(m) == {"rows", "rmse", "mae", "r2"} and m["r2"] > 0.99
     with pytest.raises(ValueError, match="auc not available for a regression model"):
         evaluate(model, parts, metrics=["auc"])
+
+
+def test_estimators_and_model_functions_can_be_named_as_yaml_flows_do(home):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=300)
+    table = pa.table({"x": x, "y": 2 * x})
+    model = train_sklearn(table, estimator={"class": "sklearn.linear_model:Ridge", "params": {"alpha": 0.01}},
+                          label="y")
+    assert type(model.estimator()).__name__ == "Ridge" and evaluate(model, table)["r2"] > 0.99
+    with pytest.raises(ValueError, match="'package.module:attribute'"):
+        train_sklearn(table, estimator="Ridge", label="y")

@@ -34,6 +34,8 @@ __all__ = [
     "build_module",
     "feature_matrix",
     "load_state_dict",
+    "resolve_estimator",
+    "resolve_object",
     "resolve_store",
     "state_dict_bytes",
 ]
@@ -75,6 +77,35 @@ def build_module(model_fn: Callable[..., Any], n_features: int, params: Mapping[
     takes_n = "n_features" in sig.parameters or bool(positional) or any(
         p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
     return model_fn(n_features, **params) if takes_n else model_fn(**params)
+
+
+def resolve_object(ref: Any, what: str) -> Any:
+    """``ref`` itself, or the object a ``"package.module:name"`` string names (YAML flows).
+
+    Example::
+
+        resolve_object("sklearn.linear_model:LogisticRegression", "estimator")
+    """
+    if not isinstance(ref, str):
+        return ref
+    import importlib
+
+    module, _, name = ref.partition(":")
+    if not module or not name:
+        raise ValueError(f"{what}: name it as 'package.module:attribute', got {ref!r}")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def resolve_estimator(spec: Any) -> Any:
+    """An estimator object, a ``"module:Class"`` string, or ``{"class": ..., "params": {...}}``."""
+    if isinstance(spec, Mapping) and "class" in spec:
+        return resolve_object(spec["class"], "estimator")(**dict(spec.get("params") or {}))
+    if isinstance(spec, str):
+        return resolve_object(spec, "estimator")()
+    return spec
 
 
 def feature_matrix(table: Any, columns: tuple[str, ...] | list[str]) -> Any:

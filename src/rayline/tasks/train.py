@@ -28,7 +28,13 @@ from typing import Any
 
 from rayline.errors import RaylineError
 from rayline.sdk.task import task
-from rayline.tasks.models import TrainedModel, feature_matrix, resolve_store
+from rayline.tasks.models import (
+    TrainedModel,
+    feature_matrix,
+    resolve_estimator,
+    resolve_object,
+    resolve_store,
+)
 from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
 from rayline.tasks.training_data import (
     EmptyDataError,
@@ -141,8 +147,9 @@ def train_torch(
 
     Args:
         data: training data (table, DataFrame, ``ray.data.Dataset``, source, or ``Split``).
-        model_fn: builds the ``nn.Module``: ``model_fn(n_features, **model_params)``. For
-            classification it outputs logits (1 for binary, k for k classes).
+        model_fn: builds the ``nn.Module``: ``model_fn(n_features, **model_params)`` (or its
+            ``"package.module:function"`` name). For classification it outputs logits (1 for
+            binary, k for k classes).
         label: the label column (integer class ids, or floats for regression).
         features: ``None`` (every column but the label), a list of columns, or
             ``FittedFeatures`` applied to each batch on the workers (and kept with the model).
@@ -193,6 +200,7 @@ def train_torch(
         lr, weight_decay = float(best.pop("lr", lr)), float(best.pop("weight_decay", weight_decay))
         optimizer = str(best.pop("optimizer", optimizer))
         model_params = {**best, **(model_params or {})}
+    model_fn = resolve_object(model_fn, "train_torch: model_fn")
     _check_args(epochs, batch_size, num_workers, checkpoint_every, mixed_precision, use_gpu, max_failures)
     data = training_part(data)
     require_rows(data, "train_torch")
@@ -337,7 +345,8 @@ def train_sklearn(
     ``TrainedModel`` holds its digest and reads it back (checked) on ``predict``.
 
     Args:
-        estimator: an unfitted estimator; it is cloned, never mutated.
+        estimator: an unfitted estimator (cloned, never mutated), its ``"module:Class"``
+            name, or ``{"class": "module:Class", "params": {...}}`` (YAML flows).
         features: ``None`` (every column but the label), a list of columns, or ``FittedFeatures``.
         problem: ``auto`` (a classifier if it has ``predict_proba``), or ``binary``,
             ``multiclass``, ``regression``.
@@ -362,7 +371,7 @@ def train_sklearn(
         c for c in table.column_names if c != label]
     x = feature_matrix(table, cols)
     y = table.column(label).to_numpy(zero_copy_only=False)
-    est = clone(estimator)
+    est = clone(resolve_estimator(estimator))
     est.fit(x, y, **(fit_params or {}))
     classifier = is_classifier(est) or hasattr(est, "predict_proba")
     if problem == "auto":

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from rayline.sdk.task import task
-from rayline.tasks.models import TrainedModel, feature_matrix, resolve_store
+from rayline.tasks.models import (
+    TrainedModel,
+    feature_matrix,
+    resolve_estimator,
+    resolve_object,
+    resolve_store,
+)
 from rayline.tasks.torch_batches import TensorCache
 from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, read_checkpoint
 from rayline.tasks.training_data import table_from_batch, to_table, training_part
@@ -274,7 +280,8 @@ def tune(
     """Search hyper-parameters with Ray Tune; returns the best trial's config, metrics and model.
 
     Give exactly one of ``model_fn`` (torch), ``estimator`` (scikit-learn/dask-ml) or
-    ``trainable`` (``fn(config, train_table, val_table)`` calling ``ray.tune.report``).
+    ``trainable`` (``fn(config, train_table, val_table)`` calling ``ray.tune.report``); each
+    may also be named as in ``train_torch``/``train_sklearn`` (``"module:name"``, YAML flows).
 
     Args:
         data: training data (a ``Split`` uses ``.train``); read into memory once and shared
@@ -302,6 +309,9 @@ def tune(
 
     from rayline.tasks.features import FittedFeatures
 
+    model_fn = resolve_object(model_fn, "tune: model_fn") if model_fn is not None else None
+    estimator = resolve_estimator(estimator) if estimator is not None else None
+    trainable = resolve_object(trainable, "tune: trainable") if trainable is not None else None
     given = [n for n, v in (("model_fn", model_fn), ("estimator", estimator), ("trainable", trainable)) if v is not None]
     if len(given) != 1:
         raise ValueError(f"tune: give exactly one of model_fn, estimator or trainable (got {', '.join(given) or 'none'})")
