@@ -28,6 +28,7 @@ from typing import Any
 log = logging.getLogger("rayline.pool")
 
 IDLE_S = 5.0
+NAMESPACE = "rayline"  # Ray internal-KV namespace for task definitions shipped to the pool
 _POOLS: dict[str, WarmPool] = {}
 _LOCK = threading.Lock()
 
@@ -38,16 +39,25 @@ def _actor_class(max_task_retries: int) -> Any:
     from rayline.engine.worker import NodeCall, execute_node
 
     class PoolWorker:
-        """Runs ``execute_node`` for any task; keeps each task's static part by key."""
+        """Runs ``execute_node`` for any task; keeps each task's static part by key. The static
+        part is read once per actor from Ray's internal KV store (where the driver put it), so a
+        call carries only a key string and the call bytes."""
 
         def __init__(self) -> None:
             self._statics: dict[str, Any] = {}
 
         @ray.method(num_returns=2)
-        def run(self, key: str, static_box: list[Any], call: bytes, *resolved: Any) -> tuple[Any, dict[str, Any]]:
+        def run(self, key: str, call: bytes, *resolved: Any) -> tuple[Any, dict[str, Any]]:
             static = self._statics.get(key)
             if static is None:
-                static = self._statics[key] = ray.get(static_box[0])
+                from ray import cloudpickle
+                from ray.experimental.internal_kv import _internal_kv_get
+
+                data = _internal_kv_get(key, namespace=NAMESPACE)
+                if data is None:
+                    raise RuntimeError(f"rayline pool: the task definition {key} is gone (its run ended)")
+                # Written by this job's own driver (WarmPool.submit) into Ray's GCS.
+                static = self._statics[key] = cloudpickle.loads(data)  # noqa: S301
             return execute_node(static, NodeCall.unpack(call), *resolved)
 
         def forget(self) -> None:
@@ -64,29 +74,36 @@ class WarmPool:
         cls = _actor_class(max_task_retries)
         self.size = size
         self.actors = [cls.remote() for _ in range(size)]
-        self._static_refs: dict[str, Any] = {}
+        self._static_keys: set[str] = set()
         self._next = 0
         self.last_used = time.monotonic()
         self.busy = False
 
     def begin(self) -> None:
+        import uuid
+
         self.busy = True
-        self._static_refs.clear()
+        self.run_tag = uuid.uuid4().hex[:12]  # keys of one run never meet another run's
 
     def submit(self, key: str, static: Any, call: bytes, args: list[Any]) -> tuple[Any, Any]:
-        import ray
+        if key not in self._static_keys:
+            from ray import cloudpickle
+            from ray.experimental.internal_kv import _internal_kv_put
 
-        ref = self._static_refs.get(key)
-        if ref is None:
-            ref = self._static_refs[key] = ray.put(static)
+            _internal_kv_put(key, cloudpickle.dumps(static), overwrite=True, namespace=NAMESPACE)
+            self._static_keys.add(key)
         actor = self.actors[self._next % self.size]
         self._next += 1
-        return actor.run.remote(key, [ref], call, *args)
+        return actor.run.remote(key, call, *args)
 
     def end(self) -> None:
+        from ray.experimental.internal_kv import _internal_kv_del
+
         for a in self.actors:
             a.forget.remote()  # runs after every queued call of this run (actor order)
-        self._static_refs.clear()
+        for key in self._static_keys:
+            _internal_kv_del(key, namespace=NAMESPACE)
+        self._static_keys.clear()
         self.busy = False
         self.last_used = time.monotonic()
 

@@ -137,7 +137,8 @@ class RayExecutor:
         if call.cache_base is not None:  # upstream digests make the cache key
             metas = [{"status": "SUCCEEDED", "digest": i.digest} if isinstance(i, Stored) else i.meta_ref for i in inputs]
         if node.id in self._pooled:
-            value_ref, meta_ref = self._pool.submit(str(id(static)), static, call.pack(), [*values, *metas])
+            key = f"static/{self._pool.run_tag}/{id(static)}"
+            value_ref, meta_ref = self._pool.submit(key, static, call.pack(), [*values, *metas])
         else:
             value_ref, meta_ref = self._remote_for(node, static).remote(call.pack(), *values, *metas)
         return RayHandle(node.id, value_ref, meta_ref)
