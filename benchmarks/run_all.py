@@ -22,7 +22,7 @@ BENCHMARKS = {
     "startup": ("startup.py", [], ["--nodes", "2000", "--reps", "2"]),
     "ingest": ("ingest.py", [], ["--small"]),
     "train": ("train.py", [], ["--quick"]),
-    "serve": ("serve.py", [], ["--quick"]),
+    "serve": ("serve.py", [], ["--duration", "2", "--warmup", "1"]),
     "trigger": ("trigger.py", [], ["--quick"]),
 }
 
