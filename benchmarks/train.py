@@ -93,16 +93,6 @@ def bench_data(rows: int, features: int):
     return make_table(rows, features)
 
 
-@task
-def model_builder():
-    # model_fn and the hook come from tasks so that they travel by value: the engine C-pickles
-    # constant arguments, which sends __main__ objects by name (an engine issue, reported).
-    return make_mlp
-
-
-@task
-def pacing_hook(folder: str):
-    return PacedClock(folder)
 
 
 class PlainLoop:
@@ -148,9 +138,9 @@ def run_paired(args: argparse.Namespace, folder: Path) -> dict:
 
     @flow(name="bench_train")
     def bench():
-        return train_torch(bench_data(rows, features), model_fn=model_builder(), label="y", epochs=epochs,
+        return train_torch(bench_data(rows, features), model_fn=make_mlp, label="y", epochs=epochs,
                            batch_size=args.batch_size, lr=args.lr, resources_per_worker={"CPU": cpus},
-                           keep_checkpoints=None, on_epoch_end=pacing_hook(str(folder)))
+                           keep_checkpoints=None, on_epoch_end=PacedClock(str(folder)))
 
     outcome: dict = {}
 

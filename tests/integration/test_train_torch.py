@@ -107,8 +107,9 @@ def model_builder() -> object:
 
 @flow
 def killed_midway(folder: str, max_failures: int = 1):
-    # model_fn and the hook come from upstream tasks, so that `resume` adopts them as stored
-    # values instead of re-reading this file's functions by reference on the workers
+    # model_fn and the hook come from upstream tasks: on `resume` only train_torch (a rayline
+    # task) runs again, and the engine ships this file's objects by value only for modules whose
+    # own tasks run (reported); adopted upstream values avoid that
     return train_torch(toy_data(2000), model_fn=model_builder(), label="y", epochs=4, lr=0.02,
                        batch_size=128, max_failures=max_failures, on_epoch_end=kill_hook(folder, 2))
 
