@@ -161,3 +161,9 @@ def test_a_function_from_a_flow_file_can_be_a_task_argument(settings):
     path = Path(__file__).parent / "flows" / "fn_args.py"
     run = rayline.run(str(path), settings=settings)  # loaded by path: workers cannot import it
     assert run.status == RunStatus.SUCCEEDED and run.result() == 42
+
+
+def test_a_flow_file_function_reaches_a_task_defined_in_another_module(settings):
+    path = Path(__file__).parent / "flows" / "fn_to_builtin.py"
+    run = rayline.run(str(path), settings=settings)
+    assert run.status == RunStatus.SUCCEEDED and run.result() == 42

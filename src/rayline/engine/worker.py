@@ -107,6 +107,20 @@ def _plain(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def code_in(value: Any, depth: int = 0) -> list[Any]:
+    """Functions and classes in a template (and the classes of objects in it): the driver ships
+    their modules by value when workers could not import them (a flow file loaded by path)."""
+    if isinstance(value, _PLAIN) or depth > 8:
+        return []
+    if type(value) in (list, tuple):
+        return [c for v in value for c in code_in(v, depth + 1)]
+    if type(value) is dict:
+        return [c for v in value.values() for c in code_in(v, depth + 1)]
+    if callable(value):
+        return [value]
+    return [type(value)]
+
+
 def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
     """Run one node. ``resolved`` holds the upstream values, then — only when the cache is on —
     the upstream metas (their digests make the cache key)."""

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from rayline.engine.compiler import PlannedNode
-from rayline.engine.worker import NodeCall, Stored, TaskStatic, execute_node
+from rayline.engine.worker import NodeCall, Stored, TaskStatic, code_in, execute_node
 
 log = logging.getLogger("rayline.executor")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -132,6 +132,8 @@ class RayExecutor:
 
     def submit(self, node: PlannedNode, static: TaskStatic, call: NodeCall, inputs: list[Any]) -> RayHandle:
         self._pickle_by_value(static.fn)
+        for obj in code_in(call.template):  # e.g. a model_fn from the flow file, for a built-in task
+            self._pickle_by_value(obj)
         values = [i if isinstance(i, Stored) else i.value for i in inputs]
         metas = []
         if call.cache_base is not None:  # upstream digests make the cache key
