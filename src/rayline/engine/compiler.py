@@ -53,6 +53,17 @@ class Plan:
     def node(self, node_id: str) -> PlannedNode:
         return self._index[node_id]
 
+    def jsonable_params(self) -> dict[str, Any]:
+        """Parameter values as the run store records them (``repr`` for non-JSON values)."""
+        out: dict[str, Any] = {}
+        for k, v in self.params.items():
+            try:
+                json.dumps(v)
+                out[k] = v
+            except TypeError:
+                out[k] = repr(v)
+        return out
+
     def descendants(self, node_id: str) -> set[str]:
         out: set[str] = set()
         stack = [node_id]

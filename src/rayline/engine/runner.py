@@ -90,7 +90,7 @@ class Runner:
         run_id, created = self.store.create_run(
             flow_name=plan.graph.name,
             source=plan.graph.source,
-            params=_jsonable(plan.params),
+            params=plan.jsonable_params(),
             plan_hash=plan.plan_hash,
             plan_json=plan.to_json(),
             node_ids=[n.id for n in plan.nodes],
@@ -395,16 +395,3 @@ def _old_code_hashes(plan_json: str | None) -> dict[str, str]:
         return {n["id"]: n["code_hash"] for n in json.loads(plan_json)["nodes"]}
     except (ValueError, KeyError, TypeError):
         return {}
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    out = {}
-    for k, v in params.items():
-        try:
-            json.dumps(v)
-            out[k] = v
-        except TypeError:
-            out[k] = repr(v)
-    return out

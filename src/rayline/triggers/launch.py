@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -68,7 +67,7 @@ def planned_run(
     return NewRun(
         flow_name=graph.name,
         source=graph.source,
-        params=_jsonable(plan.params),
+        params=plan.jsonable_params(),
         plan_hash=plan.plan_hash,
         plan_json=plan.to_json(),
         node_ids=tuple(n.id for n in plan.nodes),
@@ -233,17 +232,6 @@ class ProcessLauncher:
                 child.kill()
                 child.wait()
         self.children.clear()
-
-
-def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in params.items():
-        try:
-            json.dumps(v)
-            out[k] = v
-        except TypeError:
-            out[k] = repr(v)
-    return out
 
 
 def plain_log_lines() -> None:
