@@ -32,6 +32,34 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
+def _last_json(stdout: str) -> dict | None:
+    """The benchmark's JSON object: the whole output, or its last line that parses."""
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        pass
+    for line in reversed(stdout.splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _sections() -> list[str]:
+    """One section per stored result (benchmarks/results/<name>.json), in BENCHMARKS order."""
+    out = []
+    for name in BENCHMARKS:
+        path = os.path.join(HERE, "results", f"{name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                stored = json.load(f)
+            out.append(f"## {name}\n\nCommand: `{stored['command']}`\n\n```json\n{json.dumps(stored['result'], indent=2)}\n```\n")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated benchmark names")
@@ -49,14 +77,17 @@ def main() -> int:
         shown = "python benchmarks/" + " ".join([script, *cmd[2:]])
         print(f"== {shown}", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
+        result = _last_json(proc.stdout)
+        if proc.returncode != 0 or result is None:
             failed += 1
             sections.append(f"## {name}\n\n`{shown}` failed (exit {proc.returncode}):\n\n```\n{proc.stderr[-2000:]}\n```\n")
             continue
-        result = json.loads(lines[-1])
         print(json.dumps(result), flush=True)
-        sections.append(f"## {name}\n\nCommand: `{shown}`\n\n```json\n{json.dumps(result, indent=2)}\n```\n")
+        if not args.quick:
+            os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+            with open(os.path.join(HERE, "results", f"{name}.json"), "w") as f:
+                json.dump({"command": shown, "result": result}, f, indent=2)
+    sections = [s for s in sections if "failed (exit" in s] + _sections()
     if not args.quick:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         head = (
