@@ -3,8 +3,9 @@ the built-in train_torch): the file's module must still reach the workers."""
 
 from __future__ import annotations
 
-from rayline import flow
 from tests.integration.flows.apply_task import apply
+
+from rayline import flow
 
 
 def triple(x: int) -> int:
