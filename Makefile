@@ -19,7 +19,7 @@ demo: install
 	$(PY) flows/churn.py
 
 lint: install
-	$(VENV)/bin/ruff check src tests flows benchmarks configs
+	$(VENV)/bin/ruff check --no-cache src tests flows benchmarks configs
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
