@@ -36,6 +36,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from rayline.engine.store.artifacts import ArtifactStore, validate_name
+from rayline.engine.store.runs_sql import READ_OPTION
 from rayline.errors import StoreError
 from rayline.sdk.task import task
 from rayline.tasks import registry_records as rr
@@ -88,7 +89,7 @@ class ModelRegistry:
         self._home = _home_of(settings_or_home)
         self._home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._engine, self._where = sql.open_engine(self._home)
-        self._reader = self._engine.execution_options(**{sql.READ_OPTION: True})
+        self._reader = self._engine.execution_options(**{READ_OPTION: True})
         self._store: ArtifactStore | None = None
 
     @property

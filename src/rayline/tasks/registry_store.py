@@ -4,8 +4,9 @@ The registry lives in its own SQLite file, ``RAYLINE_HOME/registry.db``, apart f
 store: models are registered from inside tasks on Ray workers, and only the driver writes the run
 store. The connection discipline is the run store's (``make_engine`` from
 ``rayline.engine.store.runs_sql``): WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` for every write,
-a 0600 file in a 0700 directory, refusal of network filesystems. Timestamps are float epoch
-seconds; metrics, lineage and specs are JSON text; every statement is parameterised.
+a 0600 file in a 0700 directory, refusal of network filesystems; and so is ``migrate``, which
+applies ``MIGRATIONS``. Timestamps are float epoch seconds; metrics, lineage and specs are JSON
+text; every statement is parameterised.
 
 Tables::
 
@@ -35,20 +36,22 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from rayline.engine.store.runs_sql import READ_OPTION, make_engine
+from rayline.engine.store.runs_sql import make_engine, migrate
 from rayline.errors import StoreError
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = 1
 
 FILE_NAME = "registry.db"
+
+#: What messages call this database.
+LABEL = "model registry"
 
 
 def _define_v1(md: MetaData) -> None:
@@ -129,49 +132,6 @@ def _migration_1(conn: Connection) -> None:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1}
 
 
-def _read_version(conn: Connection) -> int:
-    if not inspect(conn).has_table("registry_schema"):
-        return 0
-    found = conn.execute(select(registry_schema.c.version).where(registry_schema.c.id == 1))
-    return int(found.scalar() or 0)
-
-
-def _too_new(found: int, where: str) -> StoreError:
-    return StoreError(
-        f"model registry at {where} has schema version {found}; this rayline understands up to "
-        f"{SCHEMA_VERSION}. Upgrade rayline"
-    )
-
-
-def migrate(engine: Engine, where: str) -> int:
-    """Bring the registry to ``SCHEMA_VERSION`` in one write transaction; return the version found.
-
-    A crash leaves the database at the old version or the new one; two processes opening a fresh
-    registry at once migrate it once (the second waits on ``BEGIN IMMEDIATE``, then sees it done).
-
-    Raises:
-        StoreError: the registry was written by a newer rayline.
-    """
-    with engine.execution_options(**{READ_OPTION: True}).connect() as conn:
-        found = _read_version(conn)
-    if found > SCHEMA_VERSION:
-        raise _too_new(found, where)
-    if found == SCHEMA_VERSION:
-        return found
-    with engine.begin() as conn:
-        registry_schema.create(conn, checkfirst=True)
-        found = _read_version(conn)
-        if found > SCHEMA_VERSION:
-            raise _too_new(found, where)
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[version](conn)
-        if found == 0:
-            conn.execute(registry_schema.insert().values(id=1, version=SCHEMA_VERSION))
-        else:
-            conn.execute(registry_schema.update().values(version=SCHEMA_VERSION))
-    return found
-
-
 def open_engine(home: Path) -> tuple[Engine, str]:
     """The migrated engine for ``home/registry.db`` and a printable location.
 
@@ -180,9 +140,9 @@ def open_engine(home: Path) -> tuple[Engine, str]:
             than this rayline.
     """
     path = Path(home).expanduser().absolute() / FILE_NAME
-    engine = make_engine(make_url(f"sqlite:///{path}"))
+    engine = make_engine(make_url(f"sqlite:///{path}"), label=LABEL)
     try:
-        migrate(engine, str(path))
+        migrate(engine, registry_schema, MIGRATIONS, SCHEMA_VERSION, where=str(path), label=LABEL)
     except DBAPIError as e:
         engine.dispose()
         raise StoreError(f"cannot open the model registry at {path}: {e.orig}") from e

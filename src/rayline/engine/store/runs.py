@@ -48,7 +48,7 @@ from rayline.engine.store.run_records import (
 from rayline.engine.store.runs_sql import (
     READ_OPTION,
     make_engine,
-    migrate,
+    migrate_run_store,
     plans,
     runs,
     task_attempts,
@@ -155,7 +155,7 @@ class RunStore:
         self._reader = self._engine.execution_options(**{READ_OPTION: True})
         self._host = socket.gethostname()
         try:
-            migrate(self._engine, self._where)
+            migrate_run_store(self._engine, self._where)
         except DBAPIError as e:
             self._engine.dispose()
             raise StoreError(f"cannot open the run store at {self._where}: {e.orig}") from e

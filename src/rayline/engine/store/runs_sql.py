@@ -1,7 +1,8 @@
 """The run store's SQL layer: tables, numbered migrations and the engine set-up.
 
 ``runs.py`` holds the records and the ``RunStore`` API; this module holds what the database looks
-like and how a connection is opened. Timestamps are float epoch seconds (UTC); params, trigger and
+like and how a connection is opened. ``make_engine`` and ``migrate`` serve the model registry
+(``rayline.tasks.registry_store``) too; ``label`` names the store in their messages. Timestamps are float epoch seconds (UTC); params, trigger and
 counters are JSON text. No pickled blobs, and every statement is parameterised.
 
 SQLite gets WAL, ``busy_timeout=30000``, ``synchronous=NORMAL`` (``FULL`` with
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -206,48 +207,73 @@ def _migration_2(conn: Connection) -> None:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1, 2: _migration_2}
 
 
-def _too_new(found: int, where: str) -> StoreError:
-    return StoreError(
-        f"run store at {where} has schema version {found}, this rayline understands up to "
-        f"{SCHEMA_VERSION}; upgrade rayline"
-    )
-
-
-def _read_version(conn: Connection) -> int:
-    if not inspect(conn).has_table("schema_version"):
+def _read_version(conn: Connection, version_table: Table) -> int:
+    if not inspect(conn).has_table(version_table.name):
         return 0
-    found = conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
-    return int(found or 0)
+    q = select(version_table.c.version).where(version_table.c.id == 1)
+    return int(conn.execute(q).scalar() or 0)
 
 
-def migrate(engine: Engine, where: str) -> int:
-    """Bring the database to ``SCHEMA_VERSION`` in one transaction; return the version found.
+def migrate(
+    engine: Engine,
+    version_table: Table,
+    migrations: Mapping[int, Callable[[Connection], None]],
+    target: int,
+    *,
+    where: str,
+    label: str,
+) -> int:
+    """Bring a database to version ``target`` in one transaction; return the version found.
 
-    The version check and every pending migration share one write transaction, so a crash leaves
-    the database at the old version or the new one, never in between, and two processes opening
-    a fresh database at once migrate it once.
+    ``version_table`` is a one-row table (``id`` 1, ``version``); ``migrations[n]`` takes the
+    database from version n-1 to n. The version check and every pending migration share one
+    write transaction, so a crash leaves the database at the old version or the new one, never in
+    between, and two processes opening a fresh database at once migrate it once (the second waits
+    on ``BEGIN IMMEDIATE``, then sees it done). Both the run store and the model registry use it.
+
+    Example::
+
+        migrate(engine, schema_version, MIGRATIONS, SCHEMA_VERSION, where=url, label="run store")
+
+    Raises:
+        StoreError: the database was written by a newer rayline (``label`` names it).
+    """
+
+    def too_new(found: int) -> StoreError:
+        return StoreError(
+            f"{label} at {where} has schema version {found}, this rayline understands up to "
+            f"{target}; upgrade rayline"
+        )
+
+    with engine.execution_options(**{READ_OPTION: True}).connect() as conn:
+        found = _read_version(conn, version_table)
+    if found > target:
+        raise too_new(found)
+    if found == target:
+        return found
+    with engine.begin() as conn:
+        version_table.create(conn, checkfirst=True)
+        found = _read_version(conn, version_table)
+        if found > target:
+            raise too_new(found)
+        for version in range(found + 1, target + 1):
+            migrations[version](conn)
+        if found == 0:
+            conn.execute(version_table.insert().values(id=1, version=target))
+        else:
+            conn.execute(version_table.update().values(version=target))
+    return found
+
+
+def migrate_run_store(engine: Engine, where: str) -> int:
+    """``migrate`` the run store to ``SCHEMA_VERSION``; return the version found.
 
     Raises:
         StoreError: the database was written by a newer rayline.
     """
-    with engine.execution_options(**{READ_OPTION: True}).connect() as conn:
-        found = _read_version(conn)
-    if found > SCHEMA_VERSION:
-        raise _too_new(found, where)
-    if found == SCHEMA_VERSION:
-        return found
-    with engine.begin() as conn:
-        schema_version.create(conn, checkfirst=True)
-        found = _read_version(conn)
-        if found > SCHEMA_VERSION:
-            raise _too_new(found, where)
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[version](conn)
-        if found == 0:
-            conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION))
-        else:
-            conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
-    return found
+    return migrate(
+        engine, schema_version, MIGRATIONS, SCHEMA_VERSION, where=where, label="run store"
+    )
 
 
 def network_fs_type(path: Path) -> str | None:
@@ -274,36 +300,38 @@ def network_fs_type(path: Path) -> str | None:
     return None
 
 
-def _prepare_sqlite_file(path: Path) -> None:
+def _prepare_sqlite_file(path: Path, label: str) -> None:
     """Create the directory (0700) and the file (0600); refuse a network filesystem."""
     parent = path.parent
     fs = network_fs_type(parent.resolve())
     if fs:
         log.warning(
-            "run store %s is on a network filesystem (%s): SQLite's WAL mode needs a local disk "
-            "and can corrupt the database there; use a local RAYLINE_HOME or a PostgreSQL URL",
+            "%s %s is on a network filesystem (%s): SQLite's WAL mode needs a local disk and can "
+            "corrupt the database there; use a local RAYLINE_HOME (the run store also takes a "
+            "PostgreSQL URL)",
+            label,
             path,
             fs,
         )
         if not os.environ.get("RAYLINE_ALLOW_NETWORK_FS"):
             raise StoreError(
-                f"refusing to open the SQLite run store {path} on a network filesystem ({fs}); "
-                "point RAYLINE_HOME at a local disk, use a PostgreSQL URL, or set "
-                "RAYLINE_ALLOW_NETWORK_FS=1 to accept the risk"
+                f"refusing to open the SQLite {label} {path} on a network filesystem ({fs}); "
+                "point RAYLINE_HOME at a local disk (the run store also takes a PostgreSQL URL), "
+                "or set RAYLINE_ALLOW_NETWORK_FS=1 to accept the risk"
             )
     if not parent.exists():
         parent.mkdir(parents=True, mode=0o700)
         os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
     if path.is_symlink():
-        raise StoreError(f"run store {path} is a symbolic link; refusing to follow it")
+        raise StoreError(f"{label} {path} is a symbolic link; refusing to follow it")
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         if path.stat().st_mode & 0o077:
-            log.warning("run store %s is readable by other users; chmod 600 it", path)
+            log.warning("%s %s is readable by other users; chmod 600 it", label, path)
         return
     except OSError as e:
-        raise StoreError(f"cannot create the run store {path}: {e.strerror}") from e
+        raise StoreError(f"cannot create the {label} {path}: {e.strerror}") from e
     os.close(fd)
     os.chmod(path, 0o600)
 
@@ -335,8 +363,10 @@ def _guard_fork(engine: Engine) -> None:
     event.listen(engine, "checkout", on_checkout)
 
 
-def make_engine(url: URL) -> Engine:
+def make_engine(url: URL, *, label: str = "run store") -> Engine:
     """A SQLAlchemy engine for ``url``, with the SQLite set-up described in the module docstring.
+
+    ``label`` names the store in messages and warnings ("run store", "model registry").
 
     Raises:
         StoreError: the SQLite file would live on a network filesystem (unless allowed), or
@@ -348,7 +378,7 @@ def make_engine(url: URL) -> Engine:
         return engine
     db = url.database or ""
     if db and db != ":memory:" and not db.startswith("file:"):
-        _prepare_sqlite_file(Path(db).expanduser().absolute())
+        _prepare_sqlite_file(Path(db).expanduser().absolute(), label)
     sync = _sync_mode()
     engine = create_engine(url, connect_args={"timeout": 30.0})
 
@@ -360,7 +390,7 @@ def make_engine(url: URL) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()
             if db and db != ":memory:" and (not mode or str(mode[0]).lower() != "wal"):
-                log.warning("run store %s could not switch to WAL mode (got %s)", db, mode)
+                log.warning("%s %s could not switch to WAL mode (got %s)", label, db, mode)
             cur.execute(f"PRAGMA synchronous={sync}")  # one of two constants
             cur.execute("PRAGMA foreign_keys=ON")
         finally:
