@@ -14,15 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import rayline
 from rayline.engine.states import RunStatus, TaskStatus
 from rayline.engine.store.runs import RunStore
+from tests.coordination import ledger, pid_alive, read_pid, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -35,39 +34,6 @@ HOPELESS_SLOWLY = f"{FLOWS / 'faults.py'}:hopeless_slowly"
 
 
 # ---------------------------------------------------------------------------- helpers
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns something truthy (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def pid_alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def ledger(folder: Path, name: str) -> int:
-    p = folder / f"ran-{name}"
-    return len(p.read_text().split()) if p.exists() else 0
-
-
 def driver_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAYLINE_RAY_ADDRESS", "RAYLINE_DB_URL")}
     env.update(

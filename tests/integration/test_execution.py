@@ -10,14 +10,10 @@ import pytest
 import rayline
 from rayline import flow, task
 from rayline.engine.states import RunStatus, TaskStatus
+from tests.coordination import ledger
 from tests.integration.flows import reliability as rf
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def ledger(folder: Path, name: str) -> int:
-    p = folder / f"ran-{name}"
-    return len(p.read_text().split()) if p.exists() else 0
 
 
 @task

@@ -15,10 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,6 +25,7 @@ from rayline import flow, task
 from rayline.config import Settings
 from rayline.engine.states import RunStatus, TaskStatus
 from rayline.engine.store.runs import RunStore
+from tests.coordination import ledger, pid_alive, read_pid, wait_for
 from tests.integration.flows import faults
 from tests.integration.flows import reliability as rf
 
@@ -35,39 +34,6 @@ TWO_NODE_SCRIPT = Path(__file__).with_name("two_node_placement.py")
 
 
 # ---------------------------------------------------------------------------- helpers
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns something truthy (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):  # not written yet, or caught half-written
-        return None
-
-
-def pid_alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def ledger(folder: Path, name: str) -> int:
-    p = folder / f"ran-{name}"
-    return len(p.read_text().split()) if p.exists() else 0
-
-
 def object_files(home: Path) -> list[Path]:
     objects = home / "artifacts" / "objects"
     return sorted(p for p in objects.rglob("*") if p.is_file()) if objects.exists() else []

@@ -11,17 +11,10 @@ import pytest
 
 import rayline
 from rayline.engine.states import RunStatus, TaskStatus
+from tests.coordination import wait_for
 from tests.integration.flows import pooled
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not met in {timeout}s")
-        time.sleep(0.05)
 
 
 def test_small_tasks_run_on_warm_actors_reused_across_runs(settings):

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,20 +29,12 @@ from rayline.engine.states import RunStatus
 from rayline.engine.store.runs import RunStore
 from rayline.engine.store.slots import FlowSlots, NewRun
 from rayline.engine.store.trigger_states import TriggerStates
+from tests.coordination import wait_for
 
 FLOWS = Path(__file__).parent / "flows"
 SCHEDULED = FLOWS / "scheduled.py"
 SPAWN = mp.get_context("spawn")
 RACE_ROUNDS = 50  # RELIABILITY.md F6 asks 100×; 50 keeps the suite fast on 2 cores (same interleavings)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def _run(flow: str, key: str) -> NewRun:
