@@ -25,12 +25,13 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from rayline._lazy import lazy_exports
 
 __all__ = [
     "InputError",
@@ -53,12 +54,7 @@ _LAZY = {
     "ServingClient": "rayline.serving.client",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rayline.serving' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 @runtime_checkable

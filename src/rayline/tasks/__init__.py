@@ -13,8 +13,7 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rayline._lazy import lazy_exports
 
 # Public task name -> the module that defines it (extend this table when adding a task module).
 _TASKS: dict[str, str] = {
@@ -31,15 +30,5 @@ _TASKS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _TASKS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rayline.tasks' has no task {name!r}; tasks: {', '.join(sorted(_TASKS))}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(_TASKS)
-
-
+__getattr__, __dir__ = lazy_exports(__name__, _TASKS, noun="task")
 __all__ = sorted(_TASKS)

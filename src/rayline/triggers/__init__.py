@@ -21,8 +21,7 @@ Modules: ``schedule`` (Cron, DST semantics), ``policy`` (overlap, catch-up), ``n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rayline._lazy import lazy_exports
 
 _LAZY = {
     "Cron": "rayline.triggers.schedule",
@@ -44,15 +43,5 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rayline.triggers' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(_LAZY)
-
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 __all__ = sorted(_LAZY)
