@@ -67,7 +67,7 @@ def make_mlp(n_features: int, hidden: int = 256):
 
 
 class PacedClock:
-    """``on_epoch_end`` hook: logs ``end <epoch> <t> <threads>``, writes ``done-<epoch>``, waits
+    """``on_epoch_end`` hook: logs ``end <epoch> <t> <threads> <niceness>``, writes ``done-<epoch>``, waits
     for ``go-<epoch>`` (the plain epoch in the driver), then logs ``go <epoch> <t>``."""
 
     def __init__(self, folder: str):
@@ -80,7 +80,7 @@ class PacedClock:
     def __call__(self, rank: int, epoch: int, metrics: dict) -> None:
         import torch
 
-        self.log(f"end {epoch} {time.perf_counter()} {torch.get_num_threads()}")
+        self.log(f"end {epoch} {time.perf_counter()} {torch.get_num_threads()} {os.nice(0)}")
         (self.folder / f"done-{epoch}").touch()
         deadline = time.monotonic() + 600
         while not (self.folder / f"go-{epoch}").exists() and time.monotonic() < deadline:
@@ -165,15 +165,16 @@ def run_paired(args: argparse.Namespace, folder: Path) -> dict:
     if not run.status.ok:
         raise SystemExit(f"rayline run failed: {run.error}")
     log = [line.split() for line in (folder / "clock.txt").read_text().splitlines()]
-    ends = {int(e): float(t) for kind, e, t, _ in log if kind == "end"}
-    gos = {int(e): float(t) for kind, e, t, _ in log if kind == "go"}
-    threads = int(next(n for kind, _, _, n in log if kind == "end"))
+    ends = {int(e): float(t) for kind, e, t, *_ in log if kind == "end"}
+    gos = {int(e): float(t) for kind, e, t, *_ in log if kind == "go"}
+    threads, worker_nice = (int(v) for v in next(rest for kind, _, _, *rest in log if kind == "end"))
     model = run.result()
     first = next(m["epoch_time_s"] for m in model.history if m["epoch"] == 1) if any(
         m["epoch"] == 1 for m in model.history) else float("nan")
     ours = [first] + [ends[e] - gos[e - 1] for e in range(2, epochs + 1)]
     passes = {m["epoch"]: m["epoch_time_s"] for m in model.history}
     return {"rayline_s": ours, "plain_s": plain_s, "pass_s": [passes.get(e) for e in range(1, epochs + 1)], "wall_s": outcome["wall_s"], "threads": threads,
+            "worker_niceness": worker_nice,
             "rayline_accuracy": model.metrics.get("accuracy"), "plain_accuracy": plain.accuracy()}
 
 
@@ -193,11 +194,13 @@ def main() -> int:
 
     import ray
 
-    # Ray runs its workers at niceness 15 (RAY_worker_niceness); this process takes the same, so
-    # that on a shared, loaded machine background load hits both sides alike (on an idle machine
-    # it changes nothing)
-    os.nice(max(0, WORKER_NICENESS - os.nice(0)))
+    # Ray runs its workers at niceness +15 (RAY_worker_niceness) relative to the raylet; this
+    # process takes the same niceness so that on a shared, loaded machine background load hits
+    # both sides alike (on an idle machine it changes nothing). It does so *after* ray.init:
+    # Ray's processes inherit the driver's niceness, so renicing first would push the Train
+    # worker to 19 while this loop runs at 15.
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    os.nice(max(0, WORKER_NICENESS - os.nice(0)))
     with tempfile.TemporaryDirectory(prefix="rayline-bench-train-") as tmp:
         r = run_paired(args, Path(tmp))
     ray.shutdown()
@@ -218,7 +221,7 @@ def main() -> int:
         "rayline_wall_s": round(r["wall_s"], 2),
         "train_accuracy": {"rayline": r["rayline_accuracy"], "plain": round(r["plain_accuracy"], 4)},
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
-        "niceness": os.nice(0),
+        "niceness": os.nice(0), "worker_niceness": r["worker_niceness"],
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }  # fmt: skip
     if args.json:

@@ -169,12 +169,14 @@ class EpochTrainer:
 
     def train_batch(self, table: Any) -> tuple[Any, Any, int]:
         """One optimiser step on an Arrow table; see ``train_tensors``."""
+        if self.model is not None:
+            self.model.train()
         return self.train_tensors(*self.tensors(table))
 
     def train_tensors(self, x: Any, y: Any, y_np: Any) -> tuple[Any, Any, int]:
         """One optimiser step; returns (loss × rows, correct predictions, rows), the first two
-        as tensors so that a GPU is not synchronised every step."""
-        self.model.train()
+        as tensors so that a GPU is not synchronised every step. The model must be in training
+        mode (``run_tensors`` and ``train_batch`` set it once, not every step)."""
         self.opt.zero_grad(set_to_none=True)
         with self.autocast():
             out = self.model(x)
@@ -251,7 +253,9 @@ class EpochTrainer:
         total: Any = 0.0
         correct: Any = 0.0
         n = 0
-        for x, y, y_np in batches:
+        for i, (x, y, y_np) in enumerate(batches):
+            if i == 0:
+                self.model.train()  # once per epoch (evaluate() leaves it in eval mode)
             t, c, k = self.train_tensors(x, y, y_np)
             total, correct, n = total + t, correct + c, n + k
         return {"loss_sum": float(total), "correct": float(correct), "rows": n}
