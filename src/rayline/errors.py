@@ -16,10 +16,12 @@ what to do. Validation collects every problem and raises them together.
     ├── RunCancelledError        a run was cancelled (exit code 130)
     ├── TaskTimeoutError         one attempt of a task ran past its timeout
     ├── SkipRun                  a task decided there is nothing to do (context.skip)
-    ├── StoreError               the run store or artifact store refused an operation
+    ├── StoreError               a store (runs, artifacts, models) refused an operation
     │   ├── ArtifactIntegrityError   a stored artifact failed its checksum or signature
     │   ├── UnsafeNameError          a name that could escape the store's root
-    │   └── LeaseLostError           another process owns the run now
+    │   ├── LeaseLostError           another process owns the run now
+    │   └── ModelNotFoundError       no such model, version or alias (exit code 2)
+    ├── RolloutError             a new model version failed to deploy; the previous one serves
     └── InfrastructureError      Ray lost a worker, a node or the owner of an object
 """
 
@@ -119,7 +121,7 @@ class SkipRun(RaylineError):
 
 
 class StoreError(RaylineError):
-    """The run store or artifact store refused an operation."""
+    """The run store, artifact store or model registry refused an operation."""
 
 
 class ArtifactIntegrityError(StoreError):
@@ -132,6 +134,20 @@ class UnsafeNameError(StoreError, ValueError):
 
 class LeaseLostError(StoreError):
     """Another process took over the run; this one must stop writing."""
+
+
+class ModelNotFoundError(StoreError, LookupError):
+    """No such model, version or alias in the registry (the CLI exits with code 2)."""
+
+    exit_code = 2
+
+
+class RolloutError(RaylineError):
+    """A new version failed to deploy; ``serving`` is the version serving now (or None)."""
+
+    def __init__(self, message: str, *, app: str, failed: int, serving: int | None) -> None:
+        super().__init__(message)
+        self.app, self.failed, self.serving = app, failed, serving
 
 
 class InfrastructureError(RaylineError):

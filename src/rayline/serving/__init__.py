@@ -50,7 +50,7 @@ _LAZY = {
     "stop_serving": "rayline.serving.rollout",
     "serving_status": "rayline.serving.rollout",
     "Deployment": "rayline.serving.rollout",
-    "RolloutError": "rayline.serving.rollout",
+    "RolloutError": "rayline.errors",
     "ServingClient": "rayline.serving.client",
 }
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayline.errors import RaylineError, UsageError
+from rayline.errors import RaylineError, RolloutError, UsageError
 from rayline.serving.app import (
     QUIET_LOGS,
     ModelServer,
@@ -68,14 +68,6 @@ REPLICA_ENV: dict[str, str] = {
     **PROXY_ENV,
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
 }
-
-
-class RolloutError(RaylineError):
-    """A new version failed to deploy; ``serving`` is the version serving now (or None)."""
-
-    def __init__(self, message: str, *, app: str, failed: int, serving: int | None) -> None:
-        super().__init__(message)
-        self.app, self.failed, self.serving = app, failed, serving
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from rayline.engine.store.files import check_digest, validate_name
-from rayline.errors import StoreError, UnsafeNameError
+from rayline.errors import ModelNotFoundError, StoreError, UnsafeNameError
 
 if TYPE_CHECKING:
     from rayline.engine.store.artifacts import ArtifactStore
@@ -33,12 +33,6 @@ __all__ = [
     "parse_ref",
     "to_json",
 ]
-
-
-class ModelNotFoundError(StoreError, LookupError):
-    """No such model, version or alias in the registry (the CLI exits with code 2)."""
-
-    exit_code = 2
 
 
 def utc(ts: float | None) -> datetime | None:
