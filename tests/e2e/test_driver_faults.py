@@ -226,3 +226,49 @@ def test_flow_file_with_a_helper_function_runs_on_ray(settings, ray_address, tmp
     causes = [ln.strip() for ln in done.stderr.splitlines() if "Error:" in ln and "ray::" not in ln]
     assert (done.returncode, out["status"]) == (0, "SUCCEEDED"), f"{out['error']}; on the worker: {causes[-3:]}"
     assert [ledger(folder, n) for n in ("start", "gated", "finish")] == [1, 1, 1]
+
+
+# ---------------------------------------------------------------------------- F21
+TRAIN_GATED = f"{FLOWS / 'train_faults.py'}:train_gated"
+
+
+def _progress(folder: Path) -> tuple[int, int]:
+    try:
+        pid, epoch = map(int, (folder / "progress").read_text().split())
+    except (FileNotFoundError, ValueError):
+        return 0, -1
+    return pid, epoch
+
+
+def test_f21_driver_killed_during_training_resume_continues_from_the_checkpoint(settings, ray_address, tmp_path):
+    """F21: SIGKILL the driver while the Train worker sits after epoch 2 (checkpoint reported);
+    `resume` rebuilds the trainer with the same RunConfig name and storage path and starts from
+    that checkpoint, not from epoch 0."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    driver = Driver(settings.resolved_home, tmp_path / "logs", TRAIN_GATED, "-p", f"folder={folder}",
+                    "--address", ray_address, "--json")
+    try:
+        wait_for(lambda: _progress(folder)[1] == 2 or driver.proc.poll() is not None, 240,
+                 "training to reach epoch 2")
+        assert driver.proc.poll() is None, f"the driver exited early: {driver.stderr()[-3000:]}"
+        worker_pid = _progress(folder)[0]
+        run_id = wait_for(lambda: only_run_id(settings), 10, "the run to be recorded")
+        os.kill(driver.pid, signal.SIGKILL)
+        assert driver.proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        driver.stop()
+
+    # Ray stops the dead driver's task, and with it the Train controller and worker it owned.
+    wait_for(lambda: not pid_alive(worker_pid), 60, f"Ray to stop the dead driver's Train worker (pid {worker_pid})")
+    run = rayline.load_run(run_id, settings=settings)
+    assert run.status == RunStatus.INTERRUPTED, (run.status, run.error)
+    assert run.task("train_torch").status == TaskStatus.INTERRUPTED
+
+    (folder / "go").touch()
+    resumed = rayline.resume(run_id, settings=settings)
+    assert resumed.status == RunStatus.SUCCEEDED, resumed.error
+    model = resumed.result()
+    assert model.resumed_from >= 1, model.history  # F21: the start epoch is greater than 0
+    assert model.epochs_completed == 4
+    assert _progress(folder)[1] == 4
