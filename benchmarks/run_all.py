@@ -1,6 +1,10 @@
 """`make bench`: run every benchmark (each against its baseline in the same run) one after
 another, each in its own process, and write benchmarks/RESULTS.md.
 
+Each result is kept as benchmarks/results/<name>.json (with when it was measured), and
+RESULTS.md is rebuilt from all of them, so ``--only trigger`` re-runs one benchmark and leaves
+the others' last results in place.
+
     python benchmarks/run_all.py [--only overhead,startup] [--quick]
 """
 
@@ -11,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -56,7 +61,8 @@ def _sections() -> list[str]:
         if os.path.exists(path):
             with open(path) as f:
                 stored = json.load(f)
-            out.append(f"## {name}\n\nCommand: `{stored['command']}`\n\n```json\n{json.dumps(stored['result'], indent=2)}\n```\n")
+            when = f" (measured {stored['measured_at']})" if stored.get("measured_at") else ""
+            out.append(f"## {name}\n\nCommand: `{stored['command']}`{when}\n\n```json\n{json.dumps(stored['result'], indent=2)}\n```\n")
     return out
 
 
@@ -68,6 +74,7 @@ def main() -> int:
     names = [n for n in BENCHMARKS if not args.only or n in args.only.split(",")]
     sections = []
     failed = 0
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     for name in names:
         script, full, quick = BENCHMARKS[name]
         path = os.path.join(HERE, script)
@@ -86,13 +93,18 @@ def main() -> int:
         if not args.quick:
             os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
             with open(os.path.join(HERE, "results", f"{name}.json"), "w") as f:
-                json.dump({"command": shown, "result": result}, f, indent=2)
+                json.dump({"command": shown, "measured_at": stamp, "result": result}, f, indent=2)
     sections = [s for s in sections if "failed (exit" in s] + _sections()
     if not args.quick:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        written = f"Written by `make bench` ({stamp})"
+        if args.only:  # keep the last full run's date; say what was re-run since
+            old = os.path.join(HERE, "RESULTS.md")
+            found = re.search(r"Written by `make bench` \(([^)]*)\)", open(old).read()) if os.path.exists(old) else None
+            written = (f"Written by `make bench` ({found.group(1) if found else 'date unknown'}); "
+                       f"re-run since with `run_all.py --only`: {', '.join(names)} ({stamp})")  # fmt: skip
         head = (
             "# Benchmark results\n\n"
-            f"Written by `make bench` ({stamp}). Machine: {machine()}.\n"
+            f"{written}. Machine: {machine()}.\n"
             "Each benchmark runs in its own process and compares rayline against a baseline "
             "measured in the same run; `ratio` is rayline / baseline.\n\n"
         )
