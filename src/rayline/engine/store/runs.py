@@ -4,7 +4,8 @@ Only the driver writes it; Ray workers never touch it. Each write is one short t
 the driver batches task updates into ``record_tasks``. The run's owner holds a lease (pid, host,
 heartbeat) and a fencing token, ``generation``: every write made on the owner's behalf names its
 generation, and one that no longer matches (because ``take_over`` or
-``mark_interrupted_if_stale`` moved it on) raises ``LeaseLostError`` and writes nothing.
+``mark_interrupted_if_stale`` moved it on) raises ``LeaseLostError`` and writes nothing. The lease
+rules themselves live in ``leases.py``.
 
 Example::
 
@@ -33,6 +34,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from rayline.engine.states import RunStatus, TaskStatus
+from rayline.engine.store import leases
+from rayline.engine.store.leases import pid_alive as _pid_alive  # noqa: F401 (slots.py imports it)
 from rayline.engine.store.run_records import (
     AttemptRecord,
     AttemptUpdate,
@@ -43,7 +46,6 @@ from rayline.engine.store.run_records import (
     run_from_row,
     task_from_row,
     to_json,
-    to_ts,
 )
 from rayline.engine.store.runs_sql import (
     READ_OPTION,
@@ -55,7 +57,7 @@ from rayline.engine.store.runs_sql import (
     tasks,
 )
 from rayline.engine.store.task_batches import apply_task_writes, task_writes
-from rayline.errors import LeaseLostError, StoreError
+from rayline.errors import StoreError
 
 __all__ = [
     "AttemptRecord",
@@ -67,17 +69,6 @@ __all__ = [
     "insert_run_rows",
     "sqlite_url",
 ]
-
-
-def _pid_alive(pid: int) -> bool:
-    import psutil  # lazy: only resume and the scheduler ask
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -203,27 +194,12 @@ class RunStore:
             raise StoreError(f"run store at {self._where}: {e.orig}") from e
 
     def _missing(self, run_id: str) -> StoreError:
-        return StoreError(f"no run '{run_id}' in {self._where}; `rayline runs list` shows the runs")
+        return leases.missing_run(run_id, self._where)
 
     def _fence(self, conn: Connection, run_id: str, held: int, values: dict[str, Any]) -> None:
-        """Update the run with ``values`` if generation ``held`` still holds its lease.
-
-        The generation check and the write are one conditional UPDATE, so it is atomic on any
-        backend. Raises LeaseLostError (or StoreError for a missing run) otherwise.
-        """
-        values = {"heartbeat_at": time.time(), **values}
-        stmt = update(runs).where(runs.c.run_id == run_id, runs.c.generation == held)
-        if conn.execute(stmt.values(**values)).rowcount == 1:
-            return
-        row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
-        if row is None:
-            raise self._missing(run_id)
-        now = row._mapping
-        raise LeaseLostError(
-            f"run {run_id} is no longer ours: this process holds lease generation {held}, "
-            f"but the run is at generation {now['generation']} (status {now['status']}, owner "
-            f"pid {now['owner_pid']} on {now['owner_host']}); stopping without writing"
-        )
+        """Update the run with ``values`` if generation ``held`` still holds its lease
+        (``leases.fence``). Raises LeaseLostError (or StoreError for a missing run) otherwise."""
+        leases.fence(conn, run_id, held, values, where=self._where)
 
     # ------------------------------------------------------------------------------ writes
 
@@ -341,27 +317,8 @@ class RunStore:
             StoreError: the run is RUNNING under a live lease, or does not exist.
         """
         with self._tx() as conn:
-            row = conn.execute(
-                select(runs).where(runs.c.run_id == run_id).with_for_update()
-            ).first()
-            if row is None:
-                raise self._missing(run_id)
-            run = run_from_row(row)
-            if run.status == RunStatus.RUNNING and not self.is_stale(run, lease_ttl):
-                beat = run.heartbeat_at or run.created_at
-                ago = max(0.0, time.time() - beat.timestamp())
-                raise StoreError(
-                    f"run {run_id} is still running in pid {run.owner_pid} on host "
-                    f"{run.owner_host} (heartbeat {ago:.0f} s ago); cancel it first or wait"
-                )
-            now = time.time()
-            lease = {
-                "owner_pid": owner_pid, "owner_host": owner_host, "heartbeat_at": now,
-                "generation": run.generation + 1, "status": str(RunStatus.RUNNING),
-                "started_at": now, "ended_at": None, "error": None,
-            }  # fmt: skip
-            self._fence(conn, run_id, run.generation, lease)
-            return run.generation + 1
+            return leases.take_over(conn, run_id, owner_pid=owner_pid, owner_host=owner_host,
+                                    lease_ttl=lease_ttl, host=self._host, where=self._where)  # fmt: skip
 
     def is_stale(self, run: RunRecord, lease_ttl: float) -> bool:
         """Whether a RUNNING run's owner is gone.
@@ -369,13 +326,7 @@ class RunStore:
         Stale when its owner pid is dead on this host, or its last heartbeat (or, before the
         first, its start) is older than ``lease_ttl`` seconds. Runs in other states are not.
         """
-        if run.status != RunStatus.RUNNING:
-            return False
-        if run.owner_host == self._host and run.owner_pid is not None:
-            if not _pid_alive(run.owner_pid):
-                return True
-        beat = run.heartbeat_at or run.started_at or run.created_at
-        return time.time() - beat.timestamp() > lease_ttl
+        return leases.is_stale(run, lease_ttl, host=self._host)
 
     def mark_interrupted_if_stale(self, run_id: str, lease_ttl: float) -> bool:
         """Mark a stale RUNNING run INTERRUPTED (its RUNNING tasks too) and revoke its lease.
@@ -384,29 +335,8 @@ class RunStore:
             True if the run was stale and is now INTERRUPTED.
         """
         with self._tx() as conn:
-            row = conn.execute(
-                select(runs).where(runs.c.run_id == run_id).with_for_update()
-            ).first()
-            if row is None:
-                raise self._missing(run_id)
-            run = run_from_row(row)
-            if not self.is_stale(run, lease_ttl):
-                return False
-            why = (
-                f"owner pid {run.owner_pid} on {run.owner_host} stopped "
-                f"(no heartbeat within {lease_ttl:g} s or process gone)"
-            )
-            revoked = {
-                "status": str(RunStatus.INTERRUPTED), "ended_at": time.time(), "error": why,
-                "generation": run.generation + 1, "heartbeat_at": to_ts(run.heartbeat_at),
-            }  # fmt: skip
-            self._fence(conn, run_id, run.generation, revoked)
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.run_id == run_id, tasks.c.status == str(TaskStatus.RUNNING))
-                .values(status=str(TaskStatus.INTERRUPTED))
-            )
-            return True
+            return leases.interrupt_if_stale(conn, run_id, lease_ttl, host=self._host,
+                                             where=self._where)  # fmt: skip
 
     # ------------------------------------------------------------------------------- reads
 
