@@ -168,18 +168,32 @@ def run(
     trigger: dict[str, Any] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     on_event: Any = None,
+    overlap: str | None = None,
     **param_kwargs: Any,
 ) -> Run:
     """Compile and run a flow; returns the finished ``Run`` (check ``run.status``).
+
+    ``overlap`` (``skip``, ``queue`` or ``allow``; ``rayline run`` passes the flow's declared
+    policy, default ``skip``) runs it through the flow's slot, so that overlapping calls never
+    run the flow twice at once: under ``skip`` a busy flow gives a SKIPPED ``Run`` at once
+    (its ``error`` names the run holding the slot), under ``queue`` the call waits its turn
+    (see ``rayline.triggers.launch.run_in_slot``). Without it the run starts regardless.
 
     Example::
 
         run = rayline.run(hello, n=5)          # local Ray started on demand
         run.result()                           # the flow's outputs
+        rayline.run(hello, overlap="skip")     # SKIPPED while another run of hello is going
     """
     graph = _as_graph(flow)
     all_params = {**(params or {}), **param_kwargs}
     with Engine(settings, executor, address) as eng:
+        if overlap is not None:
+            from rayline.triggers.launch import run_in_slot
+
+            run_id = run_in_slot(eng, graph, all_params, overlap=overlap, overrides=overrides, run_key=run_key,
+                                 trigger=trigger, on_event=on_event, executor=executor, address=address)  # fmt: skip
+            return Run.load(eng, run_id, graph=graph)
         ex = eng.executor()
         plan = eng.compile(graph, all_params, ex, overrides)
         outcome = eng.runner(ex, on_event).run(plan, run_key=run_key, trigger=trigger)

@@ -1,8 +1,9 @@
 """The ``rayline`` command: a click group whose ``main`` maps outcomes to exit codes.
 
 Exit codes: 0 succeeded, 1 the run failed (or an unexpected error), 2 a definition,
-validation or usage error, 130 cancelled. Only click is imported at the top so that
-``rayline --help`` stays fast; the engine (and Ray) load inside the commands that need them.
+validation or usage error, 3 skipped (the flow was busy: ``run``, ``trigger``), 130 cancelled.
+Only click is imported at the top so that ``rayline --help`` stays fast; the engine (and Ray)
+load inside the commands that need them.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def cli() -> None:
       rayline resume 1a2b3c                      re-run what did not finish
       rayline graph flows/hello.py --format mermaid
 
-    Exit codes: 0 succeeded, 1 run failed, 2 definition or usage error, 130 cancelled.
+    Exit codes: 0 succeeded, 1 run failed, 2 definition or usage error, 3 skipped (the
+    flow was busy), 130 cancelled.
     Set RAYLINE_DEBUG=1 for tracebacks, RAYLINE_LOG_LEVEL=DEBUG for more logging.
     """
     configure_logging()

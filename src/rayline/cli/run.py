@@ -17,6 +17,7 @@ import click
 from rayline.cli.progress import make_progress
 
 _EXIT_BY_STATUS = {"SUCCEEDED": 0, "SUCCEEDED_WITH_WARNINGS": 0, "SKIPPED": 0, "CANCELLED": 130}
+EXIT_SKIPPED = 3  # `rayline run` found its flow busy (overlap skip) and ran nothing; as `rayline trigger`
 
 
 # ---------------------------------------------------------------------------- commands
@@ -31,16 +32,28 @@ _EXIT_BY_STATUS = {"SUCCEEDED": 0, "SUCCEEDED_WITH_WARNINGS": 0, "SKIPPED": 0, "
 @click.option("--address", metavar="ADDRESS", help="Ray cluster to run on (default: $RAY_ADDRESS, "
               "or a local Ray started on demand).")
 @click.option("--local", is_flag=True, help="Run in this process without Ray (debugging, tests).")
+@click.option("--overlap", type=click.Choice(["skip", "queue", "allow"]),
+              help="While another run of the flow is going: skip (exit 3), queue (wait for it) or "
+                   "allow (run anyway). Default: the policy of the flow's declared schedule, else skip.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display on stderr.")
 def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address: str | None,
-            local: bool, as_json: bool, quiet: bool) -> int:
+            local: bool, overlap: str | None, as_json: bool, quiet: bool) -> int:
     """Run a flow and wait for it to finish.
 
     PATH is a Python file with a @flow (add :FLOW when it holds several) or a YAML flow file.
-    Progress goes to stderr; a summary (or, with --json, one JSON object) to stdout. The exit
-    code is 0 if the run succeeded, 1 if it failed, 2 for a definition or usage error and 130
-    if it was cancelled. A failed run can be resumed with `rayline resume RUN_ID`.
+    Progress goes to stderr; a summary (or, with --json, one JSON object) to stdout. A failed
+    run can be resumed with `rayline resume RUN_ID`.
+
+    The run holds the flow's slot in the run store, so overlapping invocations (say, from
+    system cron) never run the same flow twice at once: with the overlap policy skip (the
+    default) an invocation that finds a run of the flow going records a SKIPPED run, says
+    which run holds the slot, and exits 3 without running anything. A killed run's slot is
+    taken over once its lease expires.
+
+    \b
+    Exit codes: 0 succeeded, 1 failed, 2 definition or usage error,
+    3 skipped (the flow was busy), 130 cancelled.
 
     \b
     Examples:
@@ -49,18 +62,23 @@ def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address
       rayline run configs/churn.yaml --address ray://head:10001 --json
     """
     from rayline import api
+    from rayline.triggers.launch import declared_overlap
 
     if local and address:
         raise click.UsageError("--local runs without Ray, so it cannot be combined with --address")
-    graph = api.load_flow(absolute_target(target))
+    target = absolute_target(target)
+    graph = api.load_flow(target)
     values = parse_params(params, graph)
     overrides = parse_sets(sets)
+    policy = overlap or declared_overlap(target)
     executor = "local" if local else None
     started = time.monotonic()
     with json_stdout(as_json) as out:
         with make_progress(enabled=not quiet) as progress:
-            result = api.run(graph, values, executor=executor, address=address,
+            result = api.run(graph, values, executor=executor, address=address, overlap=policy,
                              overrides=overrides or None, on_event=progress.on_event)
+        if result.status.value == "SKIPPED":
+            return report_skipped(result, as_json, out)
         return report(result, time.monotonic() - started, as_json, resume_flags(local, address), out)
 
 
@@ -250,6 +268,17 @@ def report(result: Any, seconds: float, as_json: bool, flags: str = "", out: Tex
     else:
         click.echo(summary(result, seconds, flags), file=out)
     return exit_code_for(status)
+
+
+def report_skipped(result: Any, as_json: bool, out: TextIO | None = None) -> int:
+    """One line (or JSON object) for a run that was skipped because its flow was busy."""
+    held_by = (result.record.trigger or {}).get("held_by")
+    if as_json:
+        doc = {**run_json(result), "reason": result.error, "held_by": held_by}
+        click.echo(json.dumps(doc, default=str), file=out)
+    else:
+        click.echo(f"run {result.run_id} ({result.flow_name}): SKIPPED, nothing ran: {result.error}", file=out)
+    return EXIT_SKIPPED
 
 
 def run_json(result: Any) -> dict[str, Any]:

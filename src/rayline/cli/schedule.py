@@ -242,7 +242,7 @@ def trigger_cmd(target: str, params: tuple[str, ...], reason: str, key: str | No
                 local: bool, address: str | None, no_wait: bool, as_json: bool) -> int:  # fmt: skip
     """Fire a flow by hand, recording why (kind manual, reason, user, host) on its run.
 
-    Unlike `rayline run`, the run goes through the flow's overlap policy: if a run of the flow
+    As with `rayline run`, the run goes through the flow's overlap policy: if a run of the flow
     is going, it is skipped (exit 3) or queued and run when the slot frees.
 
     \b

@@ -7,7 +7,8 @@ slot (``SlotGuardedStore``), so only the slot's holder can become RUNNING. Two l
 ``InProcessLauncher`` (``rayline schedule tick`` and ``rayline trigger``: run now, wait) and
 ``ProcessLauncher`` (``rayline scheduler``: one child process per run,
 ``python -m rayline.triggers.launch RUN_ID``, so the loop never blocks and a crashing run cannot
-take the scheduler down).
+take the scheduler down). ``run_in_slot`` is ``rayline run`` and ``rayline.run(..., overlap=...)``:
+reserve, then run here and wait, with the same guarded start.
 
 Example::
 
@@ -37,7 +38,7 @@ from rayline.sdk.graph import Graph
 
 log = logging.getLogger("rayline.triggers")
 
-__all__ = ["InProcessLauncher", "ProcessLauncher", "planned_run", "start_run"]
+__all__ = ["InProcessLauncher", "ProcessLauncher", "declared_overlap", "planned_run", "run_in_slot", "start_run"]
 
 
 def planned_run(
@@ -119,7 +120,6 @@ def start_run(
         StoreError: the run does not hold its flow's slot (it stays queued), or is not PENDING.
     """
     from rayline import api
-    from rayline.engine.runner import Runner
 
     with api.Engine(settings, executor, address) as eng:
         slots = FlowSlots(eng.runs, eng.settings.lease_ttl)
@@ -130,21 +130,132 @@ def start_run(
                 ex = eng.executor()
                 plan = eng.compile(graph, record.params, ex)
         except Exception as exc:
-            why = f"could not start the run: {type(exc).__name__}: {exc}"
-            if eng.runs.get_run(run_id).status == RunStatus.PENDING:
-                eng.runs.set_run_status(run_id, RunStatus.FAILED, error=why)
+            _unreserve(eng.runs, run_id, exc)
             raise
-        runner = Runner(
-            SlotGuardedStore(eng.runs, slots),
-            eng.artifacts,
-            ex,
-            lease_ttl=eng.settings.lease_ttl,
-            heartbeat_interval=eng.settings.heartbeat_interval,
-            inline_limit=eng.settings.inline_limit,
-            on_event=on_event,
-        )
-        runner.resume(plan, run_id)
+        _guarded_runner(eng, slots, ex, on_event).resume(plan, run_id)
         return api.Run.load(eng, run_id, graph=graph)
+
+
+def _guarded_runner(eng: Any, slots: FlowSlots, ex: Any, on_event: Any) -> Any:
+    """A ``Runner`` whose ``take_over`` (PENDING -> RUNNING) only succeeds for the slot holder."""
+    from rayline.engine.runner import Runner
+
+    s = eng.settings
+    return Runner(SlotGuardedStore(eng.runs, slots), eng.artifacts, ex, lease_ttl=s.lease_ttl,
+                  heartbeat_interval=s.heartbeat_interval, inline_limit=s.inline_limit,
+                  on_event=on_event)  # fmt: skip
+
+
+def _unreserve(store: Any, run_id: str, exc: BaseException) -> None:
+    """End a reserved run that never started (FAILED, or CANCELLED on Ctrl-C): that frees the
+    flow's slot, or drops the run from the flow's queue."""
+    if store.get_run(run_id).status != RunStatus.PENDING:
+        return
+    if isinstance(exc, KeyboardInterrupt):
+        store.set_run_status(run_id, RunStatus.CANCELLED, error="cancelled (SIGINT) before it started")
+    else:
+        store.set_run_status(run_id, RunStatus.FAILED, error=f"could not start the run: {type(exc).__name__}: {exc}")
+
+
+def declared_overlap(target: str) -> str:
+    """The overlap policy the flow at ``target`` declares with its schedule or trigger (the
+    first one), ``skip`` when it declares none: what ``rayline run`` uses."""
+    from rayline.triggers.catalog import declared_triggers
+
+    declared = declared_triggers(target)
+    return declared[0].trigger.overlap if declared else "skip"
+
+
+def run_in_slot(
+    eng: Any,
+    graph: Graph,
+    params: Mapping[str, Any],
+    *,
+    overlap: str,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    run_key: str | None = None,
+    trigger: Mapping[str, Any] | None = None,
+    on_event: Any = None,
+    executor: Any = None,
+    address: str | None = None,
+    poll_interval: float = 1.0,
+) -> str:
+    """Run ``graph`` here through its flow's slot under ``overlap`` and wait; return the run id.
+
+    The run is reserved before the executor (Ray) starts, so finding the flow busy costs little:
+
+    - ``skip``: busy -> a SKIPPED record at once (its ``error`` names the run holding the slot,
+      its trigger has ``held_by``); nothing runs, and ``run_key`` stays free for later.
+    - ``queue``: busy -> the run waits in the flow's queue (one waiting run at most, else it is
+      skipped); as the slot frees, this process starts the queued runs ahead of it, then its own.
+      If another process (``rayline scheduler``) starts it meanwhile, this waits for its end.
+    - ``allow``: it runs regardless.
+    - a run with ``run_key`` exists: that run's id; nothing runs.
+
+    The slot is freed by the run ending in any state (SUCCEEDED, FAILED, CANCELLED on Ctrl-C,
+    INTERRUPTED when the driver fails). A run reserved here that could not start is marked
+    FAILED (CANCELLED on Ctrl-C); a killed process's slot passes on once its lease is stale.
+    ``executor`` and ``address`` start other processes' queued runs that this call must start.
+
+    Raises:
+        DefinitionError: the flow does not compile with these params (before any reservation).
+    """
+    from rayline.engine.compiler import compile_plan
+
+    slots = FlowSlots(eng.runs, eng.settings.lease_ttl)
+    plan = compile_plan(graph, params, cluster=None, overrides=overrides,
+                        persist_all=eng.settings.persist == "all")  # fmt: skip
+    new = NewRun(flow_name=graph.name, source=graph.source, params=plan.jsonable_params(),
+                 plan_hash=plan.plan_hash, plan_json=plan.to_json(), node_ids=tuple(n.id for n in plan.nodes),
+                 run_key=run_key, trigger=dict(trigger or {}))  # fmt: skip
+    got = slots.reserve(new, overlap=overlap, skip_takes_key=False)
+    others = InProcessLauncher(eng.settings, executor, address)
+    run_id, mine = got.run_id or "", got.action == "start"
+    try:
+        if got.promoted:  # older queued work that this reservation moved into the free slot
+            log.info("starting queued run %s of flow '%s' first", got.promoted, graph.name)
+            others.start(got.promoted)
+        if got.action == "queued":
+            mine = _wait_in_queue(slots, run_id, graph.name, others, poll_interval)
+        if mine:
+            with _KeepReserved(slots, run_id, eng.settings.heartbeat_interval):
+                ex = eng.executor()
+                plan = eng.compile(graph, params, ex, overrides)
+            _guarded_runner(eng, slots, ex, on_event).resume(plan, run_id)  # it ends the run
+    except BaseException as exc:
+        if got.action in ("start", "queued"):
+            _unreserve(eng.runs, run_id, exc)  # only if it is still PENDING
+        raise
+    if got.action == "skipped":
+        log.warning("run %s of flow '%s' skipped: %s", run_id, graph.name, got.reason)
+    elif got.action == "queued" and not mine:
+        _wait_until_ended(eng.runs, run_id, eng.settings.lease_ttl, poll_interval)
+    return run_id
+
+
+def _wait_in_queue(slots: FlowSlots, run_id: str, flow: str, others: InProcessLauncher,
+                   poll_interval: float) -> bool:  # fmt: skip
+    """Wait for the queued ``run_id``'s turn: True when this process now holds the slot for it
+    (and must start it), False when another process started it (or it ended)."""
+    log.info("run %s of flow '%s' is queued; waiting for the flow's slot", run_id, flow)
+    while slots.store.get_run(run_id).status == RunStatus.PENDING:
+        nxt = slots.claim_next(flow)
+        if nxt == run_id:
+            return True
+        if nxt is None:
+            time.sleep(poll_interval)  # the slot is busy (maybe with ours, claimed elsewhere)
+            continue
+        others.start(nxt)  # an older queued run: ours waits behind it
+    return False
+
+
+def _wait_until_ended(store: Any, run_id: str, lease_ttl: float, poll_interval: float) -> None:
+    """Wait for a run that another process runs (an INTERRUPTED one if that process died)."""
+    while True:
+        store.mark_interrupted_if_stale(run_id, lease_ttl)
+        if store.get_run(run_id).status.terminal:
+            return
+        time.sleep(poll_interval)
 
 
 class InProcessLauncher:

@@ -8,8 +8,8 @@ JSON says ``{"kind": "manual", "reason": ..., "user": ..., "host": ..., "fired_a
 With a ``key`` the trigger is idempotent: a second trigger with the same key returns the first
 run (``<flow>/manual@<key>``).
 
-(``rayline run`` itself does not take the flow's slot: it is the tool for running a flow
-regardless of schedules.)
+(``rayline run`` takes the flow's slot the same way, through ``launch.run_in_slot``; a trigger
+adds the record of who asked and why, an idempotency key and ``--no-wait``.)
 
 Example::
 

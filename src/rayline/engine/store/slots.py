@@ -69,9 +69,10 @@ class Reservation:
     """What ``reserve`` did.
 
     ``action``: ``start`` (the caller owns ``run_id``, PENDING, and must start it), ``queued``
-    (``run_id`` waits for the slot), ``skipped`` (``run_id`` is the SKIPPED record, or None when
-    no record was asked for) or ``exists`` (a run with the key exists: ``run_id``). ``promoted``:
-    a queued run that this call moved into the free slot; the caller owns it and must start it.
+    (``run_id`` waits for the slot), ``skipped`` (``run_id`` is the SKIPPED record, whose
+    trigger names the slot's holder as ``held_by``, or None when no record was asked for) or
+    ``exists`` (a run with the key exists: ``run_id``). ``promoted``: a queued run that this call
+    moved into the free slot; the caller owns it and must start it.
     """
 
     action: Action
@@ -242,7 +243,8 @@ class FlowSlots:
         if not record_skip:
             return Reservation("skipped", None, reason, promoted)
         record = new if skip_takes_key else replace(new, run_key=None)
-        self._insert(conn, record, run_id, now, {**trigger, "skipped": reason}, RunStatus.SKIPPED, reason)
+        skipped = {**trigger, "skipped": reason, "held_by": holder}
+        self._insert(conn, record, run_id, now, skipped, RunStatus.SKIPPED, reason)
         return Reservation("skipped", run_id, reason, promoted)
 
     def _insert(

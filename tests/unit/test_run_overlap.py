@@ -1,0 +1,160 @@
+"""``rayline.run(..., overlap=...)`` (what ``rayline run`` calls) and the flow's slot, in this
+process with the local executor (no Ray), on a real SQLite run store: a failed run frees the
+slot, a busy flow is skipped naming the holder (``skip``), waits for its turn (``queue``) or
+runs anyway (``allow``). Tasks wait for a ``go`` file, so "busy" is a state, not a race."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rayline
+from rayline import flow, task
+from rayline.engine.states import RunStatus
+from rayline.engine.store.runs import RunStore
+from rayline.engine.store.slots import FlowSlots
+
+
+@task
+def gated(tag: str, folder: str) -> str:
+    """Marks that it started (``entered-TAG``), then waits for the file ``go``."""
+    root = Path(folder)
+    (root / f"entered-{tag}").touch()
+    deadline = time.monotonic() + 30
+    while not (root / "go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never created 'go'")
+        time.sleep(0.02)
+    return tag
+
+
+@flow
+def held(tag: str, folder: str):
+    return gated(tag, folder)
+
+
+@task
+def maybe_fail(fail: bool) -> int:
+    if fail:
+        raise ValueError("asked to fail")
+    return 1
+
+
+@flow
+def fickle(fail: bool = False):
+    return maybe_fail(fail)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+    (tmp_path / "go").touch()  # never leave a test's thread waiting
+
+
+def run(flow_obj: Any, settings: Any, overlap: str, **params: Any) -> rayline.Run:
+    return rayline.run(flow_obj, settings=settings, executor="local", overlap=overlap, **params)
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["run"] = call()
+        except BaseException as exc:  # reported by the test, never lost in the thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
+
+
+def entered(folder: Path, tag: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (folder / f"entered-{tag}").exists():
+        assert time.monotonic() < deadline, f"the gated task of run '{tag}' did not start"
+        time.sleep(0.02)
+
+
+def result_of(t: threading.Thread, box: dict[str, Any]) -> rayline.Run:
+    t.join(timeout=60)
+    assert not t.is_alive(), "the run did not finish"
+    if "error" in box:
+        raise box["error"]
+    return box["run"]
+
+
+def test_a_failed_run_frees_the_slot_and_the_next_run_proceeds(settings):
+    failed = run(fickle, settings, "skip", fail=True)
+    assert failed.status == RunStatus.FAILED
+    after = run(fickle, settings, "skip", fail=False)
+    assert after.status == RunStatus.SUCCEEDED, after.error
+    with RunStore(settings.run_store_url) as store:
+        assert FlowSlots(store).holder("fickle") == after.run_id  # it held the slot
+        assert [r.status for r in store.list_runs()] == [RunStatus.SUCCEEDED, RunStatus.FAILED]
+
+
+def test_a_busy_flow_is_skipped_naming_the_holder_and_runs_once_the_holder_ended(settings, folder):
+    t, box = in_thread(lambda: run(held, settings, "skip", tag="first", folder=str(folder)))
+    entered(folder, "first")
+    with RunStore(settings.run_store_url) as store:
+        [holder] = store.list_runs(status=RunStatus.RUNNING)
+    skipped = run(held, settings, "skip", tag="second", folder=str(folder))
+    assert skipped.status == RunStatus.SKIPPED
+    assert skipped.error == f"flow 'held' is busy: run {holder.run_id} is RUNNING (overlap=skip)"
+    assert skipped.record.trigger["held_by"] == holder.run_id
+    assert skipped.tasks == [] and not (folder / "entered-second").exists()  # nothing ran
+    (folder / "go").touch()
+    first = result_of(t, box)
+    assert first.run_id == holder.run_id and first.result() == "first"
+    again = run(held, settings, "skip", tag="third", folder=str(folder))
+    assert again.status == RunStatus.SUCCEEDED and again.result() == "third"
+
+
+def test_a_run_key_stays_free_when_its_run_was_skipped(settings, folder):
+    t, box = in_thread(lambda: run(held, settings, "skip", tag="first", folder=str(folder)))
+    entered(folder, "first")
+    keyed = {"settings": settings, "executor": "local", "overlap": "skip", "run_key": "held/nightly@1",
+             "tag": "keyed", "folder": str(folder)}
+    skipped = rayline.run(held, **keyed)
+    assert skipped.status == RunStatus.SKIPPED and skipped.record.run_key is None
+    (folder / "go").touch()
+    result_of(t, box)
+    later = rayline.run(held, **keyed)
+    assert later.status == RunStatus.SUCCEEDED and later.record.run_key == "held/nightly@1"
+
+
+def test_queue_waits_for_the_holder_to_end_then_runs(settings, folder):
+    t1, box1 = in_thread(lambda: run(held, settings, "queue", tag="first", folder=str(folder)))
+    entered(folder, "first")
+    t2, box2 = in_thread(lambda: run(held, settings, "queue", tag="second", folder=str(folder)))
+    with RunStore(settings.run_store_url) as store:
+        slots = FlowSlots(store)
+        deadline = time.monotonic() + 30
+        while not slots.queued("held") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [queued] = slots.queued("held")
+        assert store.get_run(queued).status == RunStatus.PENDING
+    time.sleep(1.5)  # more than the queue's poll interval: the second run still waits
+    assert not (folder / "entered-second").exists()
+    (folder / "go").touch()
+    first, second = result_of(t1, box1), result_of(t2, box2)
+    assert (first.status, second.status) == (RunStatus.SUCCEEDED, RunStatus.SUCCEEDED)
+    assert second.run_id == queued and second.result() == "second"
+    assert second.record.started_at >= first.record.ended_at  # never both RUNNING
+
+
+def test_allow_runs_next_to_the_holder(settings, folder):
+    t1, box1 = in_thread(lambda: run(held, settings, "skip", tag="first", folder=str(folder)))
+    entered(folder, "first")
+    t2, box2 = in_thread(lambda: run(held, settings, "allow", tag="second", folder=str(folder)))
+    entered(folder, "second")  # both tasks are running at once
+    with RunStore(settings.run_store_url) as store:
+        assert len(store.list_runs(status=RunStatus.RUNNING)) == 2
+    (folder / "go").touch()
+    assert {result_of(t1, box1).result(), result_of(t2, box2).result()} == {"first", "second"}
