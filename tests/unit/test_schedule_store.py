@@ -152,7 +152,7 @@ def test_a_clock_jump_back_does_not_make_a_live_holder_look_dead(store, slots, m
 
 def test_a_reserved_run_whose_starter_died_goes_back_to_the_head_of_the_queue(store, slots, monkeypatch):
     a = slots.reserve(new("k1"))
-    monkeypatch.setattr("rayline.engine.store.slots._pid_alive", lambda pid: False)
+    monkeypatch.setattr("rayline.engine.store.leases.pid_alive", lambda pid: False)
     b = slots.reserve(new("k2"), overlap="queue")
     assert b.promoted == a.run_id and b.action == "queued"
     assert slots.holder("churn") == a.run_id

@@ -115,13 +115,25 @@ def take_over(
             f"run {run_id} is still running in pid {run.owner_pid} on host "
             f"{run.owner_host} (heartbeat {ago:.0f} s ago); cancel it first or wait"
         )
+    return grant(conn, run, owner_pid=owner_pid, owner_host=owner_host, where=where)
+
+
+def grant(conn: Connection, run: RunRecord, *, owner_pid: int, owner_host: str, where: str) -> int:
+    """Give ``run`` (read in this transaction) a new lease held by ``owner_pid`` on
+    ``owner_host``: RUNNING, a fresh ``started_at``, no ``ended_at``, no error. The caller has
+    checked that it may (``take_over``, or ``FlowSlots.start`` for the slot holder). Returns the
+    new generation.
+
+    Raises:
+        LeaseLostError: the run moved to another generation since it was read.
+    """
     now = time.time()
     lease = {
         "owner_pid": owner_pid, "owner_host": owner_host, "heartbeat_at": now,
         "generation": run.generation + 1, "status": str(RunStatus.RUNNING),
         "started_at": now, "ended_at": None, "error": None,
     }  # fmt: skip
-    fence(conn, run_id, run.generation, lease, where=where)
+    fence(conn, run.run_id, run.generation, lease, where=where)
     return run.generation + 1
 
 
@@ -139,18 +151,24 @@ def interrupt_if_stale(
     run = _locked_run(conn, run_id, where)
     if not is_stale(run, lease_ttl, host=host):
         return False
+    interrupt(conn, run, lease_ttl, where=where)
+    return True
+
+
+def interrupt(conn: Connection, run: RunRecord, lease_ttl: float, *, where: str, found_by: str = "") -> None:
+    """Mark ``run`` (read in this transaction and found stale) INTERRUPTED, its RUNNING tasks
+    too, and revoke its lease; ``found_by`` ends the recorded reason (e.g. "the scheduler")."""
     why = (
         f"owner pid {run.owner_pid} on {run.owner_host} stopped "
         f"(no heartbeat within {lease_ttl:g} s or process gone)"
-    )
+    ) + (f"; found by {found_by}" if found_by else "")
     revoked = {
         "status": str(RunStatus.INTERRUPTED), "ended_at": time.time(), "error": why,
         "generation": run.generation + 1, "heartbeat_at": to_ts(run.heartbeat_at),
     }  # fmt: skip
-    fence(conn, run_id, run.generation, revoked, where=where)
+    fence(conn, run.run_id, run.generation, revoked, where=where)
     conn.execute(
         update(tasks)
-        .where(tasks.c.run_id == run_id, tasks.c.status == str(TaskStatus.RUNNING))
+        .where(tasks.c.run_id == run.run_id, tasks.c.status == str(TaskStatus.RUNNING))
         .values(status=str(TaskStatus.INTERRUPTED))
     )
-    return True

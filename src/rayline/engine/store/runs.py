@@ -35,7 +35,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from rayline.engine.states import RunStatus, TaskStatus
 from rayline.engine.store import leases
-from rayline.engine.store.leases import pid_alive as _pid_alive  # noqa: F401 (slots.py imports it)
 from rayline.engine.store.run_records import (
     AttemptRecord,
     AttemptUpdate,

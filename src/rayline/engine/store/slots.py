@@ -36,10 +36,11 @@ from uuid import uuid4
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rayline.engine.states import RunStatus, TaskStatus
+from rayline.engine.states import RunStatus
+from rayline.engine.store import leases
 from rayline.engine.store.run_records import RunRecord, run_from_row, to_json
-from rayline.engine.store.runs import RunStore, _pid_alive, insert_run_rows
-from rayline.engine.store.runs_sql import flow_slots, run_queue, runs, tasks
+from rayline.engine.store.runs import RunStore, insert_run_rows
+from rayline.engine.store.runs_sql import flow_slots, run_queue, runs
 from rayline.errors import StoreError
 
 Overlap = Literal["skip", "queue", "allow"]
@@ -170,14 +171,7 @@ class FlowSlots:
                         f"run {run_id} of flow '{run.flow_name}' does not hold the flow's slot "
                         f"(held by {holder or 'nobody'}); it waits its turn"
                     )
-            now = time.time()
-            lease = {
-                "owner_pid": owner_pid, "owner_host": owner_host, "heartbeat_at": now,
-                "generation": run.generation + 1, "status": str(RunStatus.RUNNING),
-                "started_at": now, "ended_at": None, "error": None,
-            }  # fmt: skip
-            self.store._fence(conn, run_id, run.generation, lease)
-            return run.generation + 1
+            return leases.grant(conn, run, owner_pid=owner_pid, owner_host=owner_host, where=self.store._where)
 
     def touch(self, run_id: str) -> None:
         """Refresh the heartbeat of a reserved (PENDING) run while its starter gets ready."""
@@ -311,22 +305,13 @@ class FlowSlots:
         return holder, False
 
     def _unstarted_and_abandoned(self, run: RunRecord) -> bool:
-        if run.owner_host == self._host and run.owner_pid is not None and not _pid_alive(run.owner_pid):
+        if run.owner_host == self._host and run.owner_pid is not None and not leases.pid_alive(run.owner_pid):
             return True
         beat = run.heartbeat_at or run.created_at
         return time.time() - beat.timestamp() > self.lease_ttl
 
     def _interrupt(self, conn: Connection, run: RunRecord) -> None:
-        why = (f"owner pid {run.owner_pid} on {run.owner_host} stopped (no heartbeat within "
-               f"{self.lease_ttl:g} s or process gone); found by the scheduler")  # fmt: skip
-        stmt = update(runs).where(runs.c.run_id == run.run_id, runs.c.generation == run.generation)
-        conn.execute(stmt.values(status=str(RunStatus.INTERRUPTED), ended_at=time.time(), error=why,
-                                 generation=run.generation + 1))  # fmt: skip
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.run_id == run.run_id, tasks.c.status == str(TaskStatus.RUNNING))
-            .values(status=str(TaskStatus.INTERRUPTED))
-        )
+        leases.interrupt(conn, run, self.lease_ttl, where=self.store._where, found_by="the scheduler")
 
 
 class SlotGuardedStore:
