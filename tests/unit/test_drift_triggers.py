@@ -54,6 +54,23 @@ def test_drift_fires_once_per_window_and_records_why(home, tmp_path):
     assert "drift in churn" in text.output and "yes" in text.output
 
 
+def test_drift_reads_a_log_dir_and_records_the_report_it_decided_on(home, tmp_path):
+    from rayline.engine.store.artifacts import ArtifactStore
+
+    ref = tmp_path / "train.parquet"
+    pd.DataFrame({"a": np.random.default_rng(1).normal(0, 1, 2000)}).to_parquet(ref)
+    lg = InputLogger(home, "churn", 1, flush_seconds=60, dir=tmp_path / "logs")
+    lg.log([{"a": float(v)} for v in np.random.default_rng(2).normal(2, 1, 400)])
+    lg.close()
+    assert Drift("churn", reference=str(ref), min_rows=100, window_s=1e10).poll(NOW, {}).fires == ()
+    trig = Drift("churn", reference="train.parquet", min_rows=100, window_s=1e10, log_dir="logs")
+    trig = trig.resolved(tmp_path)
+    assert trig.log_dir == str(tmp_path / "logs") and trig.reference == str(ref)
+    (fire,) = trig.poll(NOW, {}).fires
+    report = ArtifactStore.open(home).get(fire.info["report"])
+    assert report["window"]["digest"] == fire.info["window"] and report["drifted_features"] == ["a"]
+
+
 def test_drift_show_without_a_report_is_a_usage_error(home):
     from rayline.cli.main import cli
 

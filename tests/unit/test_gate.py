@@ -59,6 +59,16 @@ def test_better_challenger_must_beat_the_margin(reg):
     assert promote.event == "promote" and "beats champion v1" in (promote.reason or "")
 
 
+def test_challenger_registered_by_register_model_is_gated_not_registered_again(reg):
+    good = train_sklearn(_data(300, 0), estimator=LogisticRegression(), label="label")
+    mv = reg.register("churn", good)
+    d = gate_and_promote(mv, _data(200, 1), model_name="churn", home=reg)
+    assert d.promoted and d.challenger_version == mv.version == 1
+    assert [v.version for v in reg.versions("churn")] == [1]
+    with pytest.raises(ValueError, match="version of 'churn', not of 'other'"):
+        gate_and_promote(mv, _data(200, 1), model_name="other", home=reg)
+
+
 def test_champion_registered_as_a_plain_estimator_is_scored_on_the_same_rows(reg):
     df = _data(300, 0)
     reg.register("churn", DummyClassifier(strategy="most_frequent").fit(df[["a", "b"]], df.label))

@@ -55,6 +55,7 @@ def serve_cmd() -> None:
     \b
     Examples:
       rayline serve churn@production --port 8000
+      rayline serve churn@production --log-inputs      # for the drift trigger
       rayline serve churn@7 --detach --address 127.0.0.1:6379
       rayline serve status
       rayline serve stop churn
@@ -68,6 +69,14 @@ def _autoscale(text: str | None) -> dict[str, int] | None:
     if not sep or not lo.isdigit() or not hi.isdigit():
         raise click.BadParameter("use MIN:MAX, e.g. 1:4", param_hint="--autoscale")
     return {"min": int(lo), "max": int(hi)}
+
+
+def _input_log(on: bool | None, log_dir: str | None, flush_s: float | None) -> bool | dict[str, Any] | None:
+    """``serve_model``'s ``input_log`` from ``--[no-]log-inputs``, ``--log-dir``, ``--log-flush-s``."""
+    options = {k: v for k, v in (("dir", log_dir), ("flush_seconds", flush_s)) if v is not None}
+    if on is False and options:
+        raise click.UsageError("--no-log-inputs contradicts --log-dir/--log-flush-s")
+    return options or on
 
 
 @serve_cmd.command("start", short_help="Serve MODEL[@ALIAS|@N] (the default subcommand).")
@@ -85,15 +94,28 @@ def _autoscale(text: str | None) -> dict[str, int] | None:
 @click.option("--batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--token-env", metavar="VAR", help="Require Bearer auth; token in env var VAR.")
 @click.option("--token-file", metavar="PATH", help="Require Bearer auth; token in this file.")
+@click.option("--log-inputs/--no-log-inputs", default=None,
+              help="Log the served records to Parquet for drift monitoring (default: as the "
+                   "version being replaced did, else $RAYLINE_INPUT_LOG in the replicas).")
+@click.option("--log-dir", metavar="PATH", type=click.Path(file_okay=False),
+              help="Log the served records under PATH/<model>/ instead of "
+                   "$RAYLINE_HOME/monitor/ (implies --log-inputs).")
+@click.option("--log-flush-s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Write the logged records at least this often (default 5; implies --log-inputs).")
 @click.option("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local Ray).")
 @click.option("--detach", is_flag=True, help="Return once serving (needs a running cluster).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment as JSON.")
 def start_cmd(ref: str, port: int, host: str, app_name: str | None, route_prefix: str,
               replicas: int, autoscale: str | None, num_cpus: float | None,
               num_gpus: float | None, max_batch: int, batch_wait_ms: float,
-              token_env: str | None, token_file: str | None, address: str | None,
+              token_env: str | None, token_file: str | None, log_inputs: bool | None,
+              log_dir: str | None, log_flush_s: float | None, address: str | None,
               detach: bool, as_json: bool) -> int:  # fmt: skip
-    """Deploy MODEL (its 'production' alias), MODEL@ALIAS or MODEL@N, or update it in place."""
+    """Deploy MODEL (its 'production' alias), MODEL@ALIAS or MODEL@N, or update it in place.
+
+    With --log-inputs the records of /predict requests land as Parquet under
+    $RAYLINE_HOME/monitor/<model>/ (or --log-dir), where the drift trigger reads them.
+    """
     import os
 
     from rayline.serving.rollout import serve_model, stop_serving
@@ -108,12 +130,13 @@ def start_cmd(ref: str, port: int, host: str, app_name: str | None, route_prefix
             "--address or set RAY_ADDRESS", 2)  # fmt: skip
     actor = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if v is not None}
     alias = alias or (None if version is not None else "production")
+    input_log = _input_log(log_inputs, log_dir, log_flush_s)
     d = _call(serve_model, name, version, alias,
               app_name=app_name, route_prefix=route_prefix, num_replicas=replicas,
               autoscaling=_autoscale(autoscale), batch_max_size=max_batch,
               batch_wait_timeout_s=batch_wait_ms / 1000.0, ray_actor_options=actor or None,
               auth_token_env=token_env, auth_token_file=token_file, host=host, port=port,
-              address=address)  # fmt: skip
+              address=address, input_log=input_log)  # fmt: skip
     if as_json:
         click.echo(json.dumps(d.to_dict()))
     else:

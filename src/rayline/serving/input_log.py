@@ -11,9 +11,14 @@ The request path only appends to a list (``log``); the thread flushes every
 ``max_buffered`` unflushed records new ones are dropped and counted (``dropped``): logging never
 slows or fails a request. ``close`` flushes what is left.
 
-Turn it on for a deployment with the spec key ``input_log`` (``True`` or
-``{"flush_records": 1000, "flush_seconds": 5}``) or, for every rayline replica, with
-``RAYLINE_SERVE_REPLICA_ENV='{"RAYLINE_INPUT_LOG": "1"}'`` (or a JSON object of the same options).
+Turn it on for a deployment with ``serve_model(..., input_log=True)`` (or a dict of options:
+``{"flush_records": 1000, "flush_seconds": 5, "max_buffered": 100000, "dir": "/data/monitor"}``;
+``dir`` replaces ``<home>/monitor``, give the drift trigger the same ``log_dir``), with
+``rayline serve MODEL --log-inputs [--log-dir PATH]``, or in a flow through
+``rollout_if_promoted(..., input_log=...)``. An in-place update that does not say keeps the
+logging of the version it replaces. The fallback, for every rayline replica whose deployment
+does not say: ``RAYLINE_SERVE_REPLICA_ENV='{"RAYLINE_INPUT_LOG": "1"}'`` (or a JSON object of the
+same options as the value of ``RAYLINE_INPUT_LOG``).
 """
 
 from __future__ import annotations
@@ -30,19 +35,60 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENV", "InputLogger", "input_log_options", "monitor_dir"]
+__all__ = ["ENV", "OPTIONS", "InputLogger", "input_log_options", "input_log_spec", "monitor_dir"]
 
 ENV = "RAYLINE_INPUT_LOG"
 
 
-def monitor_dir(home: str | Path, model: str) -> Path:
-    """``<home>/monitor/<model>``: where the logged inputs of ``model`` are."""
-    return Path(home) / "monitor" / model
+#: The logger options a deployment's ``input_log`` dict may set, with their types.
+OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "flush_records": int, "flush_seconds": (int, float), "max_buffered": int, "dir": (str, Path),
+}  # fmt: skip
+
+
+def monitor_dir(home: str | Path, model: str, log_dir: str | Path | None = None) -> Path:
+    """Where the logged inputs of ``model`` are: ``<log_dir>/<model>``, by default
+    ``<home>/monitor/<model>``."""
+    root = Path(log_dir).expanduser() if log_dir else Path(home) / "monitor"
+    return root / model
+
+
+def input_log_spec(value: Any) -> bool | dict[str, Any] | None:
+    """``serve_model``'s ``input_log`` argument, checked, as the JSON-able spec value.
+
+    ``None`` (not said), ``True``/``False`` (on with defaults / off even where
+    ``$RAYLINE_INPUT_LOG`` is set) or a mapping of ``OPTIONS`` (logging on with them; ``dir``
+    made absolute).
+
+    Raises:
+        UsageError: another type, an unknown option, or an option of the wrong type.
+    """
+    from rayline.errors import UsageError
+
+    if value is None or isinstance(value, bool):
+        return value
+    if not isinstance(value, Mapping):
+        raise UsageError(f"input_log must be True, False, None or a dict of options, got {value!r}")
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        kind = OPTIONS.get(key)
+        if kind is None:
+            raise UsageError(f"input_log: unknown option {key!r}; options: {', '.join(OPTIONS)}")
+        if key == "dir":
+            if not isinstance(v, str | Path) or not str(v).strip():
+                raise UsageError(f"input_log: dir must be a folder path, got {v!r}")
+            out[key] = str(Path(v).expanduser().absolute())
+        elif isinstance(v, bool) or not isinstance(v, kind) or v <= 0:
+            raise UsageError(f"input_log: {key} must be a positive number, got {v!r}")
+        else:
+            out[key] = v
+    return out
 
 
 def input_log_options(spec: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The logger options a replica should use: the spec's ``input_log``, else ``$RAYLINE_INPUT_LOG``
-    (``1``/``true`` or a JSON object); None when logging is off."""
+    """The logger options a replica should use: the spec's ``input_log`` (``serve_model``'s
+    option), else ``$RAYLINE_INPUT_LOG`` (``1``/``true`` or a JSON object); None when logging is
+    off."""
     value: Any = spec.get("input_log")
     if value is None:
         raw = os.environ.get(ENV, "").strip()
@@ -59,8 +105,8 @@ class InputLogger:
 
     def __init__(self, home: str | Path, model: str, version: int | None = None, *,
                  flush_records: int = 1000, flush_seconds: float = 5.0,
-                 max_buffered: int = 100_000) -> None:  # fmt: skip
-        self.root = monitor_dir(home, model)
+                 max_buffered: int = 100_000, dir: str | Path | None = None) -> None:  # noqa: A002  # fmt: skip
+        self.root = monitor_dir(home, model, dir)
         self.version = version
         self.flush_records, self.flush_seconds = int(flush_records), float(flush_seconds)
         self.max_buffered = int(max_buffered)

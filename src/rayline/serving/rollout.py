@@ -44,6 +44,7 @@ from rayline.serving.app import (
     deployment_options,
     token_sha256,
 )
+from rayline.serving.input_log import input_log_spec
 from rayline.tasks.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ def serve_model(
     bake_s: float | None = None,
     timeout_s: float = 180.0,
     address: str | None = None,
+    input_log: bool | dict[str, Any] | None = None,
 ) -> Deployment:
     """Serve version ``version`` (else the one ``alias`` points at) of model ``name`` over HTTP.
 
@@ -249,6 +251,9 @@ def serve_model(
         bake_s: how long an update is watched after it runs (default: 2 health-check periods;
             0 for a first deployment).
         address: the Ray cluster (default ``RAY_ADDRESS``, else a local Ray in this process).
+        input_log: log served records for drift (``True``, or logger options ``{"flush_seconds":
+            2, "dir": ...}``, see ``serving.input_log``; ``False``: off). None: an update keeps
+            what it replaces had, else ``RAYLINE_INPUT_LOG`` in the replicas' environment.
 
     Example::
 
@@ -259,6 +264,7 @@ def serve_model(
         ModelNotFoundError: no such model, version or alias.
         RolloutError: the new version failed; the previous one serves again (if there was one).
     """
+    log_spec = input_log_spec(input_log)
     registry = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
     mv = registry.get(name, version=version, alias=None if version is not None else alias)
     app = app_name or name
@@ -279,9 +285,13 @@ def serve_model(
     bound_host, bound_port = ensure_serve(host, port)
     prefix = "/" + route_prefix.strip("/")
     url = f"http://{bound_host}:{bound_port}{'' if prefix == '/' else prefix}"
+    previous = _live_previous(registry, app)
+    if log_spec is None and previous is not None:  # an update keeps the input logging it had
+        log_spec = previous["spec"]["spec"].get("input_log")
+    if log_spec is not None:
+        spec["input_log"] = log_spec
     record = {"spec": spec, "options": options, "route_prefix": prefix, "url": url,
               "address": ray.get_runtime_context().gcs_address}  # fmt: skip
-    previous = _live_previous(registry, app)
     if previous is not None and previous["spec"] == record:
         return _deployment(app, mv, spec["alias"], url, "RUNNING", previous["version"], spec)
     _deploy(app, record)

@@ -27,6 +27,7 @@ _TASKS: dict[str, str] = {
     "tune": "rayline.tasks.tuning",
     "register_model": "rayline.tasks.registry",
     "gate_and_promote": "rayline.tasks.gate",
+    "rollout_if_promoted": "rayline.tasks.gate",
 }
 
 

@@ -7,12 +7,13 @@ history keeps every candidate) and the alias moves to it only if it wins by ``ma
 decision, with both scores and the reason, is recorded in the registry's history (``promote``
 with the reason, or ``gate_rejected``) and returned as a ``GateDecision``.
 
-``rollout_if_promoted`` moves serving to the promoted version with ``serve_model`` (an in-place
-update: zero failed requests; a version whose constructor or health check fails is rolled back
-there), then watches the new version for ``watch_s`` seconds: health checks and, given
-``probe`` records, predictions. If the error rate exceeds ``max_error_rate`` or the application
-turns unhealthy, the alias is rolled back, the previous version serves again (again in place),
-and the event ``rollout_watch_failed`` is recorded.
+``rollout_if_promoted`` (a task too, so a retraining flow can end with it) moves serving to the
+promoted version with ``serve_model`` (an in-place update: zero failed requests; a version whose
+constructor or health check fails is rolled back there), then watches the new version for
+``watch_s`` seconds: health checks and, given ``probe`` records, predictions. If the error rate
+exceeds ``max_error_rate`` or the application turns unhealthy, the alias is rolled back, the
+previous version serves again (again in place), and the event ``rollout_watch_failed`` is
+recorded.
 
 Example::
 
@@ -20,7 +21,8 @@ Example::
     def retrain(path: str):
         parts = split(read_parquet(path), test_fraction=0.25, seed=0)
         model = train_sklearn(parts, estimator=LogisticRegression(), label="churned")
-        return gate_and_promote(model, parts, model_name="churn", metric="accuracy", margin=0.01)
+        decision = gate_and_promote(model, parts, model_name="churn", metric="accuracy", margin=0.01)
+        return rollout_if_promoted(decision, app_name="churn", input_log=True)
 
     decision = gate_and_promote(model, parts, model_name="churn")
     rollout_if_promoted(decision, app_name="churn", probe=[{"a": 1.0, "b": 0.0}])
@@ -146,7 +148,8 @@ def gate_and_promote(
     """Register ``challenger``, compare it with the ``alias`` version on ``data``, promote if better.
 
     Args:
-        challenger: a trained model to register, or the version number of a registered one.
+        challenger: a trained model to register, or a registered one (its version number, or
+            the ``ModelVersion`` that ``register_model`` returned).
         data: held-out data with the label (a ``Split``: its test part); both models see it all.
         mode: ``max`` (higher is better) or ``min`` (``rmse``, ``mae``, ``logloss``).
         margin: how much better the challenger must be (in the metric's units); ties promote
@@ -171,6 +174,11 @@ def gate_and_promote(
     own = not isinstance(home, ModelRegistry)
     reg = ModelRegistry(home if home is not None else (rr.home_from_context(ctx) or _home_of(None))) if own else home
     try:
+        if isinstance(challenger, rr.ModelVersion):
+            if challenger.name != model_name:
+                raise ValueError(f"gate: the challenger is a version of '{challenger.name}', "
+                                 f"not of '{model_name}'")  # fmt: skip
+            challenger = challenger.version
         if isinstance(challenger, int):
             mv = reg.get(model_name, challenger)
         else:
@@ -241,6 +249,7 @@ def _watch(url: str, app: str, watch_s: float, interval_s: float, probe: Sequenc
             time.sleep(interval_s)
 
 
+@task(cpus=0, name="rollout_if_promoted")  # it waits on Serve; the replicas have their own CPUs
 def rollout_if_promoted(
     decision: GateDecision | Mapping[str, Any],
     *,
@@ -257,16 +266,23 @@ def rollout_if_promoted(
     """Serve the promoted version as ``app_name``, watch it, and restore the previous one if it
     goes bad (see the module docstring). Nothing happens if the gate did not promote.
 
-    ``serve_kwargs`` go to ``serve_model`` (port, health_check_period_s, bake_s, …).
+    ``serve_kwargs`` go to ``serve_model`` (port, health_check_period_s, bake_s,
+    ``input_log=True`` or ``{"flush_seconds": 2}`` to log served inputs for drift, …; an update
+    that does not say keeps the logging of the version it replaces). ``home``: the registry's
+    home or a ``ModelRegistry`` (default: the run's, else RAYLINE_HOME).
     """
     d = decision.to_dict() if isinstance(decision, GateDecision) else dict(decision)
     name, alias, version = d["model_name"], d["alias"], d["challenger_version"]
     if not d["promoted"]:
         return RolloutOutcome("none", app_name, d.get("champion_version"), "not promoted: " + d["reason"])
+    from rayline import context
     from rayline.errors import RaylineError
     from rayline.serving.rollout import ACTOR, RolloutError, serve_model
     from rayline.tasks.registry import ModelRegistry
+    from rayline.tasks.registry_records import home_from_context
 
+    if home is None:  # inside a run: the run's registry, also on a Ray worker
+        home = home_from_context(context.current())
     reg = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
     try:
         try:

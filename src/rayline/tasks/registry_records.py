@@ -284,7 +284,8 @@ def home_from_context(ctx: Any) -> Path | None:
 
 def lineage_from_run(ctx: Any, home: Path) -> dict[str, Any]:
     """Run id, node, flow; and, read from the run store when it is the default SQLite file in
-    ``home``: the run's parameters, plan hash and a code hash of every task upstream."""
+    ``home``: the run's parameters, plan hash, a code hash of every task upstream and, for a run
+    a trigger started, why (the run's ``trigger`` record: kind, reason, drift scores …)."""
     if ctx is None:
         return {}
     out: dict[str, Any] = {"run_id": ctx.run_id, "node_id": ctx.node_id,
@@ -309,4 +310,6 @@ def lineage_from_run(ctx: Any, home: Path) -> dict[str, Any]:
     text = "\n".join(f"{nid}:{nodes[nid].get('code_hash')}" for nid in sorted(seen))
     out.update(run_params=rec.params, plan_hash=rec.plan_hash,
                code_hash=hashlib.sha256(text.encode()).hexdigest() if seen else None)
+    if rec.trigger:
+        out["trigger"] = rec.trigger
     return out

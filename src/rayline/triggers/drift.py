@@ -1,12 +1,13 @@
 """The drift trigger: retrain when the served inputs drift away from the training reference.
 
 Each poll (every ``interval`` s) reads the window of logged inputs of ``model`` (the Parquet files
-the serving deployment's input logger wrote under ``RAYLINE_HOME/monitor/<model>/``, modified in
-the last ``window_s`` seconds, at most ``max_rows`` of the newest rows), compares it per feature
-with ``reference`` (a Parquet file, directory or glob: the training data) and stores the
-``DriftReport`` as the artifact ``named/drift/<model>`` (``rayline drift show MODEL``). If the
-score (the largest PSI) exceeds ``threshold`` it fires a run that records why: ``trigger =
-{"kind": "drift", "score": …, "features": {name: psi, …}, "drifted": [...], "report": digest}``.
+the serving deployment's input logger wrote under ``RAYLINE_HOME/monitor/<model>/``, or
+``log_dir``, modified in the last ``window_s`` seconds, at most ``max_rows`` of the newest rows),
+compares it per feature with ``reference`` (a Parquet file, directory or glob: the training data)
+and stores the ``DriftReport`` as the artifact ``named/drift/<model>`` (``rayline drift show
+MODEL``). If the score (the largest PSI) exceeds ``threshold`` it fires a run that records why:
+``trigger = {"kind": "drift", "score": …, "features": {name: psi, …}, "drifted": [...],
+"report": digest}`` (the report's artifact digest: ``ArtifactStore.get(digest)``).
 
 A window fires once: the run key hashes the window's files, so the same logged data never starts
 two retraining runs; new traffic that still drifts makes a new window (and, after ``cooldown``
@@ -39,12 +40,14 @@ from rayline.triggers.trigger import Fire, Poll
 __all__ = ["Drift", "check_drift", "read_window", "window_files"]
 
 
-def window_files(home: str | Path, model: str, *, since: float | None = None) -> list[Path]:
-    """The logged-input files of ``model`` (oldest first), those modified at or after ``since``."""
+def window_files(home: str | Path, model: str, *, since: float | None = None,
+                 log_dir: str | Path | None = None) -> list[Path]:  # fmt: skip
+    """The logged-input files of ``model`` (oldest first), those modified at or after ``since``;
+    under ``log_dir`` when the deployment logs there (``input_log={"dir": ...}``)."""
     from rayline.serving.input_log import monitor_dir
 
     out = []
-    for name in glob.glob(str(monitor_dir(home, model) / "*" / "part-*.parquet")):
+    for name in glob.glob(str(monitor_dir(home, model, log_dir) / "*" / "part-*.parquet")):
         try:
             mtime = os.stat(name).st_mtime
         except FileNotFoundError:
@@ -80,13 +83,13 @@ def _digest(files: list[Path]) -> str:
 
 def check_drift(model: str, reference: Any, *, home: Any = None, since: float | None = None,
                 max_rows: int | None = 50_000, min_rows: int = 1, save: bool = True,
-                **compare_kwargs: Any) -> DriftReport | None:  # fmt: skip
+                log_dir: str | Path | None = None, **compare_kwargs: Any) -> DriftReport | None:  # fmt: skip
     """Compare the logged inputs of ``model`` (since ``since``) with ``reference``; store and
     return the report, or None when fewer than ``min_rows`` rows were logged."""
     from rayline.config import Settings
 
     home = Path(home) if home is not None else Settings().resolved_home
-    files = window_files(home, model, since=since)
+    files = window_files(home, model, since=since, log_dir=log_dir)
     current = read_window(files, max_rows)
     if current.num_rows < max(min_rows, 1):
         return None
@@ -111,6 +114,8 @@ class Drift:
         min_rows: fewer logged rows never fire (default 200); max_rows: newest rows compared.
         cooldown: seconds after a fire before another (default 0).
         features: the columns to compare (default: every shared column).
+        log_dir: where the deployment logs its inputs, when not ``<home>/monitor``
+            (``serve_model(..., input_log={"dir": ...})``).
     """
 
     model: str
@@ -123,6 +128,7 @@ class Drift:
     cooldown: float = 0.0
     home: str | None = None
     features: tuple[str, ...] | None = None
+    log_dir: str | None = None
     overlap: str = "skip"
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     kind: ClassVar[str] = "drift"
@@ -138,10 +144,13 @@ class Drift:
             object.__setattr__(self, "features", tuple(self.features))
 
     def resolved(self, base: Path) -> Drift:
-        """This trigger with a relative local reference made absolute against ``base``."""
-        if "://" in self.reference or os.path.isabs(os.path.expanduser(self.reference)):
-            return self
-        return replace(self, reference=str(base / self.reference))
+        """This trigger with a relative local reference (and log_dir) made absolute against ``base``."""
+        out = self
+        if "://" not in self.reference and not os.path.isabs(os.path.expanduser(self.reference)):
+            out = replace(out, reference=str(base / self.reference))
+        if self.log_dir and not os.path.isabs(os.path.expanduser(self.log_dir)):
+            out = replace(out, log_dir=str(base / self.log_dir))
+        return out
 
     @property
     def key(self) -> str:
@@ -158,10 +167,12 @@ class Drift:
         if t - float(st.get("fired_at", -1e18)) < self.cooldown:
             return Poll((), st, nxt)
         report = check_drift(self.model, self.reference, home=self.home, since=t - self.window_s,
-                             max_rows=self.max_rows, min_rows=self.min_rows,
-                             psi_threshold=self.threshold, features=self.features)  # fmt: skip
+                             max_rows=self.max_rows, min_rows=self.min_rows, save=False,
+                             log_dir=self.log_dir, psi_threshold=self.threshold,
+                             features=self.features)  # fmt: skip
         if report is None:
             return Poll((), st, nxt, note=None)
+        digest = save_report(report, self.home)
         st.update(score=report.score, checked_at=t)
         window = str(report.window.get("digest", ""))
         if not report.score > self.threshold or window == st.get("fired"):
@@ -171,7 +182,7 @@ class Drift:
                   f"{', '.join(report.drifted_features) or '-'} ({report.current_rows} served rows)")  # fmt: skip
         info = {"kind": "drift", "model": self.model, "score": report.score, "threshold": self.threshold,
                 "features": scores, "drifted": report.drifted_features, "rows": report.current_rows,
-                "window": window}  # fmt: skip
+                "window": window, "report": digest}  # fmt: skip
         fire = Fire(run_key=f"drift@{window[:40]}", reason=reason, info=info,
                     record_skip=st.get("skipped") != window, skip_takes_key=False)  # fmt: skip
         return Poll((fire,), st, nxt)
