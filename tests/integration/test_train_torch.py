@@ -216,6 +216,13 @@ def test_small_shards_are_kept_as_tensors_after_the_first_epoch_and_large_ones_s
     trainer.run_epoch(batches, tiny)
     assert len(kept.items) == 10 and not kept.overflow
     assert tiny.overflow and tiny.items == []  # over its limit: nothing held, stream again
+    before = [(x.clone(), y.clone()) for x, y, _ in kept.items]
+    kept.seal()
+    tiny.seal()
+    assert kept.ready and not tiny.ready
+    # sealed: the same batches, now views of one contiguous tensor per field
+    assert len({x.untyped_storage().data_ptr() for x, _, _ in kept.items}) == 1
+    assert all(x.equal(bx) and y.equal(by) for (x, y, _), (bx, by) in zip(kept.items, before, strict=True))
     again = trainer.run_tensors(kept.items)
     assert again["rows"] == first["rows"] == 1000 and again["loss_sum"] < first["loss_sum"]
 

@@ -45,6 +45,26 @@ class TensorCache:
             return
         self.items.append(batch)
 
+    def seal(self) -> None:
+        """The first epoch is over: the cache is ``ready``. Unless it overflowed, its batches
+        become views of one contiguous tensor (and array) per field, as in a plain loop that
+        slices one big tensor — a thousand separate small tensors, allocated between the
+        reader's buffers, made each later epoch measurably slower (benchmarks/train.py).
+        Concatenating briefly holds two copies, so only caches within ``CACHE_LIMIT_BYTES``."""
+        if self.overflow:
+            return
+        self.ready = True
+        if len(self.items) < 2 or self.nbytes > CACHE_LIMIT_BYTES:
+            return
+        import numpy as np
+        import torch
+
+        xs, ys, y_nps = zip(*self.items, strict=True)
+        ends = np.cumsum([len(y) for y in ys]).tolist()
+        x, y, y_np = torch.cat(xs), torch.cat(ys), np.concatenate(y_nps)
+        del xs, ys, y_nps
+        self.items = [(x[a:b], y[a:b], y_np[a:b]) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
 
 def epoch_batches(cfg: Any, shards: list[Any] | None, rows: int | None, rank: int) -> Callable[[], Iterable[Any]]:
     """A function giving one epoch's batches for this worker: its Ray Data shard, or its

@@ -328,8 +328,9 @@ def worker_loop(config: dict[str, Any]) -> None:
             sums = trainer.run_epoch(next_epoch(), cache)
             if cache is not None:  # every rank must agree, or one would wait on the stream
                 overflow = _all_reduce([float(cache.overflow)])[0] > 0
-                cache.ready, cache.items = (False, []) if overflow else (True, cache.items)
                 cache = None if overflow else cache
+                if cache is not None:
+                    cache.seal()
         loss_sum, correct, rows = _all_reduce([sums["loss_sum"], sums["correct"], sums["rows"]])
         if rows == 0 or trainer.model is None:
             raise EmptyDataError(

@@ -156,7 +156,7 @@ def _torch_trial(config: dict[str, Any], train: Any, val: Any, spec: _TrialSpec)
             sums = trainer.run_tensors(cache.items)
         else:
             sums = trainer.run_epoch(_batches(train, cfg.batch_size), cache)
-            cache.ready = True
+            cache.seal()
         metrics = {"epoch": epoch, "loss": sums["loss_sum"] / sums["rows"]}
         if trainer.problem != "regression":
             metrics["accuracy"] = sums["correct"] / sums["rows"]
