@@ -97,6 +97,15 @@ def test_run_with_warnings_exits_0_and_lists_them():
     assert shown["counters"] == {"quarantined": 2}
 
 
+def test_a_run_that_skips_itself_exits_0_not_the_busy_flow_code():
+    result = rayline("run", FLOWS / "nothing_new.py", "--local")
+    assert result.exit_code == 0, result.output  # 3 is only for "the flow was busy"
+    assert "SKIPPED" in result.stdout and "nothing ran" not in result.stdout
+    code, data = run_json(FLOWS / "nothing_new.py")
+    assert code == 0 and data["status"] == "SKIPPED"
+    assert {t["node_id"]: t["status"] for t in data["tasks"]} == {"look": "SKIPPED", "train": "SKIPPED"}
+
+
 def test_param_values_are_read_as_yaml_and_converted_to_the_annotation():
     from rayline import api
 

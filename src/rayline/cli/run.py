@@ -77,8 +77,8 @@ def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address
         with make_progress(enabled=not quiet) as progress:
             result = api.run(graph, values, executor=executor, address=address, overlap=policy,
                              overrides=overrides or None, on_event=progress.on_event)
-        if result.status.value == "SKIPPED":
-            return report_skipped(result, as_json, out)
+        if result.status.value == "SKIPPED" and (result.record.trigger or {}).get("held_by"):
+            return report_skipped(result, as_json, out)  # the flow was busy; not context.skip()
         return report(result, time.monotonic() - started, as_json, resume_flags(local, address), out)
 
 
