@@ -555,3 +555,34 @@ def test_a_writer_killed_mid_transaction_leaves_a_sound_database(home: Path, tmp
         t = time.perf_counter()
         store.heartbeat(run_id, 1)  # the dead writer's lock is gone
         assert time.perf_counter() - t < 5
+
+
+def _open_at(url: str, at: float, results) -> None:
+    while time.time() < at:
+        pass
+    try:
+        with RunStore(url) as s:
+            s.list_runs()
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_opening_a_fresh_store_at_the_same_moment_all_succeed(tmp_path: Path):
+    """Two cron invocations on a new RAYLINE_HOME: switching the fresh file to WAL at once made
+    one of them fail with 'database is locked' (SQLite skips the busy handler there)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    failures = []
+    for i in range(12):
+        url = f"sqlite:///{tmp_path / f'home{i}' / 'runs.db'}"
+        results = ctx.Queue()
+        at = time.time() + 0.2
+        procs = [ctx.Process(target=_open_at, args=(url, at, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        failures += [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+    assert failures == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -320,8 +321,11 @@ def _prepare_sqlite_file(path: Path, label: str) -> None:
                 "or set RAYLINE_ALLOW_NETWORK_FS=1 to accept the risk"
             )
     if not parent.exists():
-        parent.mkdir(parents=True, mode=0o700)
-        os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
+        try:
+            parent.mkdir(parents=True, mode=0o700)
+            os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:
+            pass  # another process made it a moment ago
     if path.is_symlink():
         raise StoreError(f"{label} {path} is a symbolic link; refusing to follow it")
     try:
@@ -363,6 +367,24 @@ def _guard_fork(engine: Engine) -> None:
     event.listen(engine, "checkout", on_checkout)
 
 
+def _switch_to_wal(cur: Any, timeout: float = 30.0) -> Any:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock.
+
+    Switching a fresh (rollback-journal) database to WAL needs an exclusive lock, and SQLite
+    answers "database is locked" at once, without the busy handler, when two processes switch
+    it at the same moment (two cron invocations on a new RAYLINE_HOME did)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return cur.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def make_engine(url: URL, *, label: str = "run store") -> Engine:
     """A SQLAlchemy engine for ``url``, with the SQLite set-up described in the module docstring.
 
@@ -388,7 +410,7 @@ def make_engine(url: URL, *, label: str = "run store") -> Engine:
         cur = dbapi_conn.cursor()
         try:
             cur.execute("PRAGMA busy_timeout=30000")
-            mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()
+            mode = _switch_to_wal(cur)
             if db and db != ":memory:" and (not mode or str(mode[0]).lower() != "wal"):
                 log.warning("%s %s could not switch to WAL mode (got %s)", label, db, mode)
             cur.execute(f"PRAGMA synchronous={sync}")  # one of two constants
