@@ -56,6 +56,16 @@ class SickLater:
             raise RuntimeError("accelerator lost")
 
 
+class SickAtOnce:
+    """Loads fine, but its very first health check fails: refused before it serves."""
+
+    def predict(self, records):
+        return [-2 for _ in records]
+
+    def check_health(self) -> None:
+        raise RuntimeError("no accelerator")
+
+
 class Slow:
     """A pyfunc model that takes half a second per call (for overload)."""
 
@@ -104,6 +114,7 @@ def served(ray_session, tmp_path_factory):
     reg.register("churn", LogisticRegression(C=0.01).fit(x, y), metrics={"auc": 0.91})  # v2
     reg.register("churn", Broken())                                                     # v3
     reg.register("churn", SickLater(healthy_s=2.0))                                     # v4
+    reg.register("churn", SickAtOnce())                                                 # v5
     reg.register("slow", Slow())
     reg.promote("churn", 1, "production")
     token = secrets.token_urlsafe(24)
@@ -305,10 +316,12 @@ def test_bounded_overload_gets_429_not_a_crash(served):
 
 
 def test_f23_good_rollout_under_load_has_no_failures_and_switches_monotonically(served):
+    pid = served.info()["pid"]
     with Load(served, clients=4, max_requests=3000, max_s=60) as load:
         d = _update(served, 2)
         time.sleep(1.0)
     assert d.version == 2 and d.previous_version == 1
+    assert served.info()["pid"] == pid  # swapped inside the running replica: no new process
     assert load.failures() == []
     versions = {v for *_, v in load.results}
     assert versions == {1, 2}, versions
@@ -332,6 +345,19 @@ def test_f23_constructor_failure_keeps_the_old_version_serving(served):
     last = served.registry.history("churn")[-1]
     assert (last.event, last.from_version, last.to_version) == ("rollout_failed", 2, 3)
     assert last.reason.startswith("rollback: constructor failed")
+
+
+def test_f23_model_failing_its_first_health_check_never_serves(served):
+    from rayline.serving.rollout import RolloutError
+
+    with Load(served, clients=2, max_requests=2000, max_s=60) as load:
+        with pytest.raises(RolloutError) as info:
+            _update(served, 5)
+    assert info.value.failed == 5 and info.value.serving == 2
+    assert "no accelerator" in str(info.value)
+    assert load.failures() == []
+    assert {v for *_, v in load.results} == {2}
+    assert served.info()["version"] == 2
 
 
 def test_f23_failing_health_check_is_rolled_back_and_reported(served):

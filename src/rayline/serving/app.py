@@ -15,8 +15,10 @@ With a bearer token configured, ``/predict`` and ``/version`` need ``Authorizati
 401 without one, 403 with a wrong one. The replica only ever sees the token's sha256 (the
 deployment's arguments are stored by Serve's controller), compared in constant time.
 
-The deployment's single argument is a JSON-able ``spec`` (``build_spec``, below); a new
-model version is a new spec, which Serve rolls out in place.
+The model version to serve is a JSON-able ``spec`` (``build_spec``, below), given as the
+deployment's ``user_config``: a new version is a new spec, which Serve hands to the running
+replicas' ``reconfigure`` (a lightweight update: the new model is loaded and probed next to the
+old one and swapped in at once; if it fails, the old one keeps serving). See ``ModelServer``.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
@@ -26,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -64,89 +67,151 @@ def _replica_id() -> str | None:
         return None
 
 
-# Serve serialises the class when it is decorated: every module-level name its methods use
-# must be defined above this line.
-@serve.deployment(name=DEPLOYMENT_NAME)
-@serve.ingress(api)
-class ModelServer:
-    """One replica: the model, its predictor, the request checks and the batch counters."""
+class _Loaded:
+    """One loaded model version and everything a request needs from it (swapped as one)."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], predictor: Any) -> None:
+        from rayline.serving.input_log import InputLogger, input_log_options
+
+        self.spec, self.predictor = spec, predictor
+        self.identity = {"model": spec["name"], "version": spec["version"]}
+        self.headers = {"x-rayline-model": spec["name"], "x-rayline-version": str(spec["version"])}
+        log_opts = input_log_options(spec)  # served-input logging for drift (off by default)
+        self.input_log = None if log_opts is None else InputLogger(
+            spec["home"], spec["name"], spec["version"], **log_opts)  # fmt: skip
+
+    @staticmethod
+    def model_of(spec: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(spec.get(k) for k in ("home", "digest", "flavor", "inputs", "features_digest"))
+
+    @classmethod
+    def load(cls, spec: dict[str, Any], same: "_Loaded | None" = None) -> "_Loaded":
+        """Load ``spec``'s model (reusing ``same``'s when it is the same model): raises if the
+        model cannot load, its ``setup`` raises or its first ``check_health`` fails."""
+        if same is not None and cls.model_of(same.spec) == cls.model_of(spec):
+            return cls(spec, same.predictor)
         from rayline.engine.store.artifacts import ArtifactStore
         from rayline.tasks.registry_records import load_features
 
-        self.spec = spec
         store = ArtifactStore.open(spec["home"])
         model = store.get(spec["digest"])  # sha256 and HMAC checked before unpickling
         setup = getattr(model, "setup", None)
         if callable(setup):  # a pyfunc model may load resources; raising fails this version
             setup()
-        self.predictor = RecordPredictor(
+        predictor = RecordPredictor(
             model, flavor=spec["flavor"], inputs=spec.get("inputs"),
             features=load_features(store, spec.get("features_digest")), store=store,
         )  # fmt: skip
-        self.max_batch = int(spec["batch_max_size"])
-        self._predict_batch.set_max_batch_size(self.max_batch)
-        self._predict_batch.set_batch_wait_timeout_s(float(spec["batch_wait_timeout_s"]))
-        self.identity = {"model": spec["name"], "version": spec["version"]}
-        self.headers = {"x-rayline-model": spec["name"], "x-rayline-version": str(spec["version"])}
+        check = getattr(model, "check_health", None)
+        if callable(check):  # probed before it serves a single request
+            check()
+        return cls(spec, predictor)
+
+    def close(self) -> None:
+        if self.input_log is not None:
+            self.input_log.close()
+
+
+# Serve serialises the class when it is decorated: every module-level name its methods use
+# must be defined above this line.
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class ModelServer:
+    """One replica: the loaded model version, the request checks and the batch counters.
+
+    The model comes in ``reconfigure(spec)`` (Serve's ``user_config``), not the constructor, so
+    a new version replaces the model inside the running replica (no new process): the new model
+    is loaded and probed next to the old one, then swapped in at once. If it fails, the old one
+    keeps serving and ``rollout_state()`` says why; at replica start a failure fails the replica.
+    """
+
+    def __init__(self, restart_key: Any = None) -> None:
+        self.restart_key = restart_key  # a new value starts new replicas (see rollout._deploy)
+        self.state: _Loaded | None = None
+        self.max_batch = 32
+        self.attempt: dict[str, Any] = {"spec": None, "error": None}
         self.stats = {"requests": 0, "batches": 0, "batched_requests": 0, "max_batch_requests": 0,
                       "last_batch_requests": 0, "rejected": 0}  # fmt: skip
         self.started_at = time.time()
         self.offload = False
         self.inflight = 0  # /predict requests in this replica now (all on one event loop)
-        from rayline.serving.input_log import InputLogger, input_log_options
 
-        log_opts = input_log_options(spec)  # served-input logging for drift (off by default)
-        self.input_log = None if log_opts is None else InputLogger(
-            spec["home"], spec["name"], spec["version"], **log_opts)  # fmt: skip
+    async def reconfigure(self, spec: dict[str, Any]) -> None:
+        """Serve calls this with the deployment's ``user_config``: load and switch to ``spec``."""
+        old = self.state
+        try:
+            new = await asyncio.to_thread(_Loaded.load, spec, old)
+        except Exception as e:
+            if old is None:  # replica start: fail it (Serve reports a failed constructor)
+                raise
+            # Never raise on an update: Serve would stop this replica, and the old model with it.
+            self.attempt = {"spec": spec, "error": f"{type(e).__name__}: {str(e)[:1000]}"}
+            return
+        self.max_batch = int(spec["batch_max_size"])
+        self._predict_batch.set_max_batch_size(self.max_batch)
+        self._predict_batch.set_batch_wait_timeout_s(float(spec["batch_wait_timeout_s"]))
+        self.state, self.attempt = new, {"spec": spec, "error": None}
+        if old is not None and old.input_log is not None and old.input_log is not new.input_log:
+            # Requests still scoring with the old model log there: close it a little later.
+            closing = threading.Thread(target=old.close, daemon=True)
+            asyncio.get_running_loop().call_later(5.0, closing.start)
+
+    def rollout_state(self) -> dict[str, Any]:
+        """The spec last given to ``reconfigure``, why it failed (or None), what serves now."""
+        serving = self.state.spec if self.state is not None else None
+        return {**self.attempt, "serving": serving, "replica": _replica_id()}
 
     def __del__(self) -> None:
-        input_log = getattr(self, "input_log", None)
-        if input_log is not None:
-            input_log.close()
+        state = getattr(self, "state", None)
+        if state is not None:
+            state.close()
 
     def check_health(self) -> None:
         """Serve calls this every ``health_check_period_s``; the model's own check counts."""
-        check = getattr(self.predictor.model, "check_health", None)
+        if self.state is None:
+            return
+        check = getattr(self.state.predictor.model, "check_health", None)
         if callable(check):
             check()
 
     # ------------------------------------------------------------------------------ batching
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _predict_batch(self, calls: list[list[dict[str, Any]]]) -> list[tuple[Any, int]]:
+    async def _predict_batch(self, calls: list[tuple[_Loaded, list[dict[str, Any]]]]) -> list[tuple[Any, int]]:
         n = len(calls)
         self.stats["batches"] += 1
         self.stats["batched_requests"] += n
         self.stats["last_batch_requests"] = n
         self.stats["max_batch_requests"] = max(self.stats["max_batch_requests"], n)
+        state = calls[0][0]
+        if any(s is not state for s, _ in calls):  # a model switch in between: each its own
+            return [(await self._one(s, records), n) for s, records in calls]
         try:
-            flat = await self._score([r for call in calls for r in call])
+            flat = await self._score(state, [r for _, call in calls for r in call])
         except InputError as e:
             if n == 1:
                 return [(e, 1)]
-            return [(await self._one(call), n) for call in calls]  # only the bad one fails
+            return [(await self._one(state, call), n) for _, call in calls]  # only the bad one fails
         out, start = [], 0
-        for call in calls:
+        for _, call in calls:
             out.append((flat[start : start + len(call)], n))
             start += len(call)
         return out
 
-    async def _score(self, records: list[dict[str, Any]]) -> list[Any]:
+    async def _score(self, state: _Loaded, records: list[dict[str, Any]]) -> list[Any]:
         """Predict on the event loop while the model is fast; in a thread once a call has taken
         more than ``OFFLOAD_AFTER_S`` (a slow model must not stall health checks and I/O)."""
         if self.offload:
-            return await asyncio.to_thread(self.predictor.predict, records)
+            return await asyncio.to_thread(state.predictor.predict, records)
         started = time.perf_counter()
         try:
-            return self.predictor.predict(records)
+            return state.predictor.predict(records)
         finally:
             self.offload = time.perf_counter() - started > OFFLOAD_AFTER_S
 
-    async def _one(self, records: list[dict[str, Any]]) -> Any:
+    async def _one(self, state: _Loaded, records: list[dict[str, Any]]) -> Any:
         try:
-            return await self._score(records)
+            return await self._score(state, records)
         except InputError as e:
             return e
 
@@ -158,32 +223,36 @@ class ModelServer:
 
     @api.get("/version")
     async def version(self, request: Request) -> Response:
-        denied = self._authorize(request)
+        state = self.state
+        assert state is not None  # Serve routes no request before the first reconfigure
+        denied = self._authorize(request, state.spec)
         if denied is not None:
             return denied
-        spec = self.spec
-        body = {**self.identity, "flavor": spec["flavor"], "digest": spec["digest"],
+        spec = state.spec
+        body = {**state.identity, "flavor": spec["flavor"], "digest": spec["digest"],
                 "inputs": spec.get("inputs"), "alias": spec.get("alias"),
                 "batch_max_size": self.max_batch,
                 "batch_wait_timeout_s": spec["batch_wait_timeout_s"], "stats": dict(self.stats),
                 "started_at": self.started_at, "replica": _replica_id(), "pid": os.getpid(),
-                "input_log": self.input_log.stats() if self.input_log else None}  # fmt: skip
-        return JSONResponse(body, headers=self.headers)
+                "input_log": state.input_log.stats() if state.input_log else None}  # fmt: skip
+        return JSONResponse(body, headers=state.headers)
 
     @api.post("/predict")
     async def predict(self, request: Request) -> Response:
         self.stats["requests"] += 1
-        denied = self._authorize(request)
+        state = self.state  # the version this request is served by, start to end
+        assert state is not None
+        denied = self._authorize(request, state.spec)
         if denied is not None:
             return denied
         self.inflight += 1
         try:
-            records = self.predictor.check(await self._records(request))
+            records = state.predictor.check(await self._records(request, state.spec))
             if len(records) >= self.max_batch or self.inflight == 1:
                 # Nobody to share a batch with: do not wait batch_wait_timeout_s for company.
-                result, batch = await self._one(records), 1
+                result, batch = await self._one(state, records), 1
             else:
-                result, batch = await self._predict_batch(records)
+                result, batch = await self._predict_batch((state, records))
             if isinstance(result, InputError):
                 raise _Reject(422, str(result))
         except _Reject as r:
@@ -194,15 +263,15 @@ class ModelServer:
             return _error(422, str(e))
         finally:
             self.inflight -= 1
-        if self.input_log is not None:
-            self.input_log.log(records, result)  # appends to a list; a thread writes Parquet
-        headers = {**self.headers, "x-rayline-batch-size": str(batch)}
-        return JSONResponse({"predictions": result, **self.identity}, headers=headers)
+        if state.input_log is not None:
+            state.input_log.log(records, result)  # appends to a list; a thread writes Parquet
+        headers = {**state.headers, "x-rayline-batch-size": str(batch)}
+        return JSONResponse({"predictions": result, **state.identity}, headers=headers)
 
     # ------------------------------------------------------------------------------ checks
 
-    def _authorize(self, request: Request) -> Response | None:
-        want = self.spec.get("token_sha256")
+    def _authorize(self, request: Request, spec: dict[str, Any]) -> Response | None:
+        want = spec.get("token_sha256")
         if not want:
             return None
         header = request.headers.get("authorization", "")
@@ -218,8 +287,8 @@ class ModelServer:
             return _error(403, "the bearer token is not valid for this model server")
         return None
 
-    async def _records(self, request: Request) -> Any:
-        limit = int(self.spec["max_body_bytes"])
+    async def _records(self, request: Request, spec: dict[str, Any]) -> Any:
+        limit = int(spec["max_body_bytes"])
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise _Reject(413, f"request body is larger than {limit} bytes")
@@ -240,9 +309,9 @@ class ModelServer:
             got = "an object without 'records'" if isinstance(body, dict) else type(body).__name__
             raise _Reject(422, f'the body must be {{"records": [{{...}}, ...]}}, got {got}')
         records = body["records"]
-        if isinstance(records, list) and len(records) > int(self.spec["max_records"]):
+        if isinstance(records, list) and len(records) > int(spec["max_records"]):
             raise _Reject(413, f"{len(records)} records in one request; at most "
-                               f"{self.spec['max_records']}")  # fmt: skip
+                               f"{spec['max_records']}")  # fmt: skip
         return records
 
 
