@@ -13,8 +13,8 @@ A model can be served when it is one of:
 checks records first so that bad input is a clear ``InputError`` (HTTP 422), not a crash.
 
 Deploying and updating (``serve_model``, ``stop_serving``, ``serving_status``) live in
-``rayline.serving.rollout``; the Serve deployment itself in ``rayline.serving.app``; a small
-HTTP client in ``rayline.serving.client``. Importing this package does not import Ray.
+``rayline.serving.rollout`` (its Ray Serve plumbing in ``rayline.serving.serve_control``); the
+Serve deployment itself in ``rayline.serving.app``; a small HTTP client in ``rayline.serving.client``. Importing this package does not import Ray.
 
 Example::
 

@@ -126,7 +126,7 @@ class ModelServer:
     """
 
     def __init__(self, restart_key: Any = None) -> None:
-        self.restart_key = restart_key  # a new value starts new replicas (see rollout._deploy)
+        self.restart_key = restart_key  # a new value starts new replicas (see serve_control.deploy)
         self.state: _Loaded | None = None
         self.max_batch = 32
         self.attempt: dict[str, Any] = {"spec": None, "error": None}

@@ -34,51 +34,26 @@ Example::
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
-import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rayline.errors import RaylineError, RolloutError, UsageError
-from rayline.serving.app import (
-    DEPLOYMENT_NAME,
-    QUIET_LOGS,
-    ModelServer,
-    build_spec,
-    deployment_options,
-    token_sha256,
-)
+from rayline.serving.app import build_spec, deployment_options, token_sha256
 from rayline.serving.input_log import input_log_spec
+from rayline.serving.serve_control import (
+    ACTOR,
+    connect_ray,
+    deploy,
+    ensure_serve,
+    loaded,
+    wait_for,
+)
 from rayline.tasks.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
-
-ACTOR = "rayline-serve"
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-#: Environment of the Serve controller and its HTTP proxy (which inherits it) when rayline
-#: starts Serve: normal CPU priority (Ray starts workers at nice 15, meant for batch work, so any
-#: other load on the node starves serving; Ray's own job supervisor opts out the same way), the
-#: router on the proxy's own event loop (no thread hop per request) and request-path logs
-#: buffered, not written to stderr. Extra keys: RAYLINE_SERVE_PROXY_ENV (JSON).
-PROXY_ENV: dict[str, str] = {
-    "RAY_worker_niceness": "0",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
-    "RAY_SERVE_LOG_TO_STDERR": "0",
-}
-#: Environment of rayline's replicas (merged over the job's runtime_env): user code on the
-#: replica's event loop (the app moves slow models to a thread itself). Extra keys:
-#: RAYLINE_SERVE_REPLICA_ENV (JSON).
-REPLICA_ENV: dict[str, str] = {
-    **PROXY_ENV,
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,171 +74,6 @@ class Deployment:
                 "url": self.url, "status": self.status,
                 "previous_version": self.previous_version}  # fmt: skip
 
-
-# ------------------------------------------------------------------------------ the pieces
-
-
-def connect_ray(address: str | None = None) -> bool:
-    """Connect to Ray (``address``, ``RAY_ADDRESS``) or start a local one; True if started."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"include_dashboard": False, "log_to_driver": False}
-    ray.init(address=address or "local", **kwargs)  # never attach to a stray cluster
-    return not address
-
-
-def ensure_serve(host: str, port: int, request_timeout_s: float = 60.0) -> tuple[str, int]:
-    """Start Serve's HTTP proxy on ``host:port`` unless Serve runs already; its (host, port).
-
-    Serve's HTTP options are cluster-wide and fixed when Serve starts: a Serve started by
-    someone else keeps its host, port and timeouts (a warning says so if the port differs).
-    """
-    import ray
-    from ray import serve
-
-    try:
-        controller = ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
-    except ValueError:
-        controller = None
-    if controller is None:
-        if host not in _LOOPBACK:
-            log.warning("serving on %s: reachable beyond this machine; use a bearer token", host)
-        proxy_env = {**PROXY_ENV, **json.loads(os.environ.get("RAYLINE_SERVE_PROXY_ENV", "{}"))}
-        http = {"host": host, "port": int(port), "request_timeout_s": float(request_timeout_s)}
-        serve.start(http_options=http, logging_config=dict(QUIET_LOGS),
-                    controller_options={"runtime_env": {"env_vars": proxy_env}} if proxy_env else None)
-        return host, int(port)
-    try:
-        cfg = ray.get(controller.get_http_config.remote(), timeout=30)
-        running = (str(cfg.host), int(cfg.port))
-    except Exception:  # an older or newer controller: trust the caller
-        return host, int(port)
-    if running[1] != int(port):
-        log.warning("Serve already listens on %s:%s; the model is served there, not on port %s",
-                    running[0], running[1], port)  # fmt: skip
-    return running
-
-
-def _deploy(app: str, record: dict[str, Any]) -> None:
-    """Submit ``record``'s deployment without waiting for it to run.
-
-    The controller applies the new target inside this call, so the application reads
-    DEPLOYING (or already RUNNING the new target) as soon as it returns.
-    """
-    from ray import serve
-    from ray.serve.api import RunTarget
-
-    options = dict(record["options"])
-    replica_env = {**REPLICA_ENV, **json.loads(os.environ.get("RAYLINE_SERVE_REPLICA_ENV", "{}"))}
-    if replica_env:  # Serve would drop the job's runtime_env (PYTHONPATH …) for ours: merge
-        import ray
-
-        job = dict(ray.get_runtime_context().runtime_env or {})
-        env_vars = {**job.get("env_vars", {}), **replica_env}
-        actor = dict(options.get("ray_actor_options") or {})
-        actor["runtime_env"] = {**job, **actor.get("runtime_env", {}), "env_vars": env_vars}
-        options["ray_actor_options"] = actor
-    spec = record["spec"]
-    # One replica: a new version goes to the running replica's reconfigure (no new process, the
-    # old model serves until the new one has loaded). More: new replicas surge in beside the old
-    # (a restart key that changes with the model), so no two replicas ever swap out of step.
-    single = "autoscaling_config" not in options and options.get("num_replicas") == 1
-    restart_key = None if single else [spec["digest"], spec["version"]]
-    # Serve restarts replicas when the code version differs, else calls reconfigure for a new
-    # user_config; serve.run would draw a random version per deploy (always a restart).
-    version = hashlib.sha256(f"{_code_digest()}:{json.dumps(restart_key)}".encode()).hexdigest()[:16]
-    target = ModelServer.options(**options, user_config=spec, version=version,
-                                 _internal=True).bind(restart_key)  # fmt: skip
-    serve.run_many([RunTarget(target, name=app, route_prefix=record["route_prefix"])],
-                   wait_for_applications_running=False)  # fmt: skip
-
-
-@functools.cache
-def _code_digest() -> str:
-    """The replica's code: a rayline upgrade restarts the replicas, a new model does not."""
-    import rayline
-    import rayline.serving
-    import rayline.serving.app
-
-    h = hashlib.sha256(str(getattr(rayline, "__version__", "")).encode())
-    for module in (rayline.serving, rayline.serving.app):
-        h.update(Path(str(module.__file__)).read_bytes())
-    return h.hexdigest()
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_CAUSE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.+)$", re.M)
-
-
-def _failure(st: Any) -> str:
-    """Why a deploy failed, for people: ``health check failed: RuntimeError: GPU fell off``."""
-    triggers = " ".join(str(getattr(d, "status_trigger", "")) for d in st.deployments.values())
-    text = _ANSI.sub("", " ".join(d.message for d in st.deployments.values() if d.message)
-                     or st.message or "")  # fmt: skip
-    if "HEALTH_CHECK" in triggers or "in check_health" in text:
-        kind = "health check failed"
-    elif "STARTUP" in triggers or "constructor" in text:
-        kind = "constructor failed"
-    else:
-        kind = "deploy failed"
-    causes = [m for m in _CAUSE.findall(text) if m[0] != "RuntimeError" or "Traceback" not in m[1]]
-    cause = f"{causes[-1][0]}: {causes[-1][1].strip()}" if causes else " ".join(text.split())[:300]
-    return f"{kind}: {cause[:500]}"
-
-
-def wait_for(app: str, *, timeout_s: float, bake_s: float = 0.0) -> str | None:
-    """Wait until the application just deployed runs, then watch it for ``bake_s`` seconds.
-
-    Returns None when healthy, else why it failed (``health check failed: …``).
-    """
-    from ray import serve
-
-    deadline = time.monotonic() + timeout_s
-    running_since: float | None = None
-    while True:
-        st = serve.status().applications.get(app)
-        if st is not None and st.status in ("DEPLOY_FAILED", "UNHEALTHY"):
-            return _failure(st)
-        if st is not None and st.status == "RUNNING":
-            running_since = running_since or time.monotonic()
-            if time.monotonic() - running_since >= bake_s:
-                return None
-        else:
-            running_since = None
-        if time.monotonic() > deadline:
-            state = getattr(st.status, "value", st.status) if st is not None else "missing"
-            return f"deploy timed out: application '{app}' is {state} after {timeout_s:.0f}s"
-        time.sleep(0.2)
-
-
-def loaded(app: str, spec: dict[str, Any], *, timeout_s: float) -> str | None:
-    """None once the replica has switched to ``spec``; else why it did not.
-
-    A replica that cannot load a new version in ``reconfigure`` keeps serving the old one (Serve
-    would stop it if ``reconfigure`` raised) and says so in ``rollout_state()``.
-    """
-    from ray import serve
-
-    handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app)
-    deadline = time.monotonic() + timeout_s
-    got: Any = "no answer"
-    while True:
-        try:
-            state = handle.rollout_state.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
-        except Exception as e:  # a replica going away meanwhile: ask again
-            got = f"no answer ({type(e).__name__})"
-        else:
-            if state["serving"] == spec:
-                return None
-            if state["spec"] == spec and state["error"]:
-                return f"constructor failed: {state['error']}"
-            got = f"version {(state['serving'] or {}).get('version')}"
-        if time.monotonic() > deadline:
-            return f"deploy timed out: application '{app}' still serves {got} after {timeout_s:.0f}s"
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------- the API
@@ -355,7 +165,7 @@ def serve_model(
     if previous is not None and previous["spec"] == record:
         return _deployment(app, mv, spec["alias"], url, "RUNNING", previous["version"], spec)
     started = time.monotonic()
-    _deploy(app, record)
+    deploy(app, record)
     bake = bake_s if bake_s is not None else (2 * health_check_period_s if previous else 0.0)
     why = wait_for(app, timeout_s=timeout_s)
     if why is None:
@@ -401,7 +211,7 @@ def _roll_back(registry: ModelRegistry, app: str, mv: ModelVersion, alias: str |
         return RolloutError(f"model '{mv.name}' version {mv.version} failed to deploy as '{app}' "
                             f"({why}); nothing was serving there, so nothing serves now",
                             app=app, failed=mv.version, serving=None)  # fmt: skip
-    _deploy(app, previous["spec"])
+    deploy(app, previous["spec"])
     again = wait_for(app, timeout_s=timeout_s) or loaded(app, previous["spec"]["spec"], timeout_s=timeout_s)
     status = "RUNNING" if again is None else "FAILED"
     prev_mv = registry.get(previous["name"], previous["version"])

@@ -277,7 +277,8 @@ def rollout_if_promoted(
         return RolloutOutcome("none", app_name, d.get("champion_version"), "not promoted: " + d["reason"])
     from rayline import context
     from rayline.errors import RaylineError
-    from rayline.serving.rollout import ACTOR, RolloutError, serve_model
+    from rayline.serving.rollout import RolloutError, serve_model
+    from rayline.serving.serve_control import ACTOR
     from rayline.tasks.registry import ModelRegistry
     from rayline.tasks.registry_records import home_from_context
 
