@@ -124,8 +124,12 @@ def deploy(app: str, record: dict[str, Any]) -> None:
     # Serve restarts replicas when the code version differs, else calls reconfigure for a new
     # user_config; serve.run would draw a random version per deploy (always a restart).
     version = hashlib.sha256(f"{_code_digest()}:{json.dumps(restart_key)}".encode()).hexdigest()[:16]
-    target = ModelServer.options(**options, user_config=spec, version=version,
-                                 _internal=True).bind(restart_key)  # fmt: skip
+    try:  # ``version`` is an internal option of Serve 2.60 (pinned in constraints.txt)
+        server = ModelServer.options(**options, user_config=spec, version=version, _internal=True)
+    except TypeError:  # a Serve without it: every update restarts the replicas (slower, same result)
+        log.warning("this Ray Serve does not take a deployment version; updates restart replicas")
+        server = ModelServer.options(**options, user_config=spec)
+    target = server.bind(restart_key)
     serve.run_many([RunTarget(target, name=app, route_prefix=record["route_prefix"])],
                    wait_for_applications_running=False)  # fmt: skip
 
