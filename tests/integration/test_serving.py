@@ -331,6 +331,20 @@ def test_f23_good_rollout_under_load_has_no_failures_and_switches_monotonically(
     assert (events[-1].event, events[-1].from_version, events[-1].to_version) == ("rollout", 1, 2)
 
 
+def test_an_update_from_a_running_event_loop_works_as_in_a_jupyter_cell(served):
+    """A notebook cell runs on a thread with a running asyncio loop, where a Serve handle's
+    blocking result() refuses to run; the rollout asks the replica from its own thread."""
+    import asyncio
+
+    async def cell(version: int) -> Any:
+        return _update(served, version)
+
+    assert asyncio.run(cell(1)).version == 1
+    assert served.info()["version"] == 1
+    assert asyncio.run(cell(2)).version == 2  # the later tests start from version 2
+    assert served.info()["version"] == 2
+
+
 def test_f23_constructor_failure_keeps_the_old_version_serving(served):
     from rayline.serving.rollout import RolloutError
 

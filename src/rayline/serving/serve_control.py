@@ -196,8 +196,17 @@ def loaded(app: str, spec: dict[str, Any], *, timeout_s: float) -> str | None:
     """None once the replica has switched to ``spec``; else why it did not.
 
     A replica that cannot load a new version in ``reconfigure`` keeps serving the old one (Serve
-    would stop it if ``reconfigure`` raised) and says so in ``rollout_state()``.
+    would stop it if ``reconfigure`` raised) and says so in ``rollout_state()``. The replica is
+    asked from a thread of its own: a handle's blocking ``result()`` refuses to run on a thread
+    with a running event loop, which is where a Jupyter cell runs.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="rayline-rollout") as pool:
+        return pool.submit(_ask_until_loaded, app, spec, timeout_s).result()
+
+
+def _ask_until_loaded(app: str, spec: dict[str, Any], timeout_s: float) -> str | None:
     from ray import serve
 
     handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app)
@@ -207,7 +216,7 @@ def loaded(app: str, spec: dict[str, Any], *, timeout_s: float) -> str | None:
         try:
             state = handle.rollout_state.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
         except Exception as e:  # a replica going away meanwhile: ask again
-            got = f"no answer ({type(e).__name__})"
+            got = f"no answer ({type(e).__name__}: {str(e)[:200]})"
         else:
             if state["serving"] == spec:
                 return None
