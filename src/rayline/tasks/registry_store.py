@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from rayline.engine.store.runs_sql import make_engine, migrate
+from rayline.engine.store.runs_sql import make_engine, migrate, version_table
 from rayline.errors import StoreError
 
 #: The schema version this code writes and understands.
@@ -114,12 +114,7 @@ aliases = metadata.tables["aliases"]
 alias_history = metadata.tables["alias_history"]
 deployments = metadata.tables["deployments"]
 
-registry_schema = Table(
-    "registry_schema",
-    MetaData(),
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
+registry_schema = version_table("registry_schema")
 
 
 def _migration_1(conn: Connection) -> None:

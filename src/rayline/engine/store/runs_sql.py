@@ -183,12 +183,13 @@ flow_slots = metadata.tables["flow_slots"]
 run_queue = metadata.tables["run_queue"]
 trigger_state = metadata.tables["trigger_state"]
 
-schema_version = Table(
-    "schema_version",
-    MetaData(),
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
+def version_table(name: str) -> Table:
+    """The one-row table (``id`` 1, ``version``) where ``migrate`` keeps a database's version."""
+    return Table(name, MetaData(), Column("id", Integer, primary_key=True),
+                 Column("version", Integer, nullable=False))  # fmt: skip
+
+
+schema_version = version_table("schema_version")
 
 
 def _migration_1(conn: Connection) -> None:
