@@ -11,7 +11,7 @@ Started by ``rayline.connectors.petastorm_bridge.stream_bridge`` as
 Stdout carries only the stream: before anything is imported, fd 1 is duplicated for the stream
 and then pointed at stderr, so stray prints from petastorm or its dependencies go to stderr
 instead of corrupting the stream (shared/research/ecosystem.md §1.4). Errors: a traceback on
-stderr and exit status 1.
+stderr and exit status 1. It leaves with os._exit, skipping interpreter teardown.
 
 The stored Unischema is unpickled with rayline's restricted unpickler (``petastorm_codecs``,
 loaded by path: rayline itself is not installed here) instead of petastorm's, which allows any
@@ -157,4 +157,9 @@ if __name__ == "__main__":
         STREAM.close()
     except OSError:
         pass
-    sys.exit(code)
+    # Leave without interpreter teardown: the stream is complete and flushed, and tearing down
+    # pyarrow 14's native thread pools at exit sometimes aborts ("terminate called without an
+    # active exception", seen on a loaded CI machine), which would turn a finished read into a
+    # failed one.
+    sys.stderr.flush()
+    os._exit(code)
