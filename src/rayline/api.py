@@ -123,11 +123,20 @@ class Engine:
         ex.start()
         return ex
 
-    def runner(self, executor: Any, on_event: Any = None) -> Any:
+    def runner(self, executor: Any, on_event: Any = None, *, slot: str | None = None) -> Any:
+        """A ``Runner`` on this engine's stores. ``slot``: how its ``resume`` takes the run over
+        through the flow's slot, ``"start"`` for a reserved run (``FlowSlots.start``) or
+        ``"resume"`` for a run being resumed (``FlowSlots.resume``); None: no slot."""
         from rayline.engine.runner import Runner
 
+        store = self.runs
+        if slot is not None:
+            from rayline.engine.store.slots import FlowSlots, SlotGuardedStore
+
+            slots = FlowSlots(self.runs, self.settings.lease_ttl)
+            store = SlotGuardedStore(self.runs, slots, resuming=slot == "resume")
         return Runner(
-            self.runs,
+            store,
             self.artifacts,
             executor,
             lease_ttl=self.settings.lease_ttl,
@@ -209,7 +218,14 @@ def resume(
     on_event: Any = None,
 ) -> Run:
     """Re-run only the tasks of ``run_id`` that did not succeed (after a failure, a cancel, or
-    the death of the driver); succeeded outputs are adopted after their checksums verify."""
+    the death of the driver); succeeded outputs are adopted after their checksums verify.
+
+    A run started under an overlap policy (``rayline run``, schedules, triggers) takes its
+    flow's slot back, so a resume never runs beside another live run of the flow.
+
+    Raises:
+        FlowBusyError: another run of the flow holds its slot; nothing was changed.
+    """
     with Engine(settings, executor, address) as eng:
         record = eng.runs.find_run(run_id)
         if not record.source:
@@ -217,7 +233,7 @@ def resume(
         graph = load_flow(record.source)
         ex = eng.executor()
         plan = eng.compile(graph, record.params, ex)
-        eng.runner(ex, on_event).resume(plan, record.run_id)
+        eng.runner(ex, on_event, slot="resume").resume(plan, record.run_id)
         return Run.load(eng, record.run_id, graph=graph)
 
 

@@ -20,6 +20,7 @@ what to do. Validation collects every problem and raises them together.
     │   ├── ArtifactIntegrityError   a stored artifact failed its checksum or signature
     │   ├── UnsafeNameError          a name that could escape the store's root
     │   ├── LeaseLostError           another process owns the run now
+    │   ├── FlowBusyError            another run holds the flow's slot (exit code 3)
     │   └── ModelNotFoundError       no such model, version or alias (exit code 2)
     ├── RolloutError             a new model version failed to deploy; the previous one serves
     └── InfrastructureError      Ray lost a worker, a node or the owner of an object
@@ -134,6 +135,17 @@ class UnsafeNameError(StoreError, ValueError):
 
 class LeaseLostError(StoreError):
     """Another process took over the run; this one must stop writing."""
+
+
+class FlowBusyError(StoreError):
+    """Another run of the flow holds its slot (overlap ``skip``/``queue``), so this one may not
+    run now; the CLI exits with code 3, as for a skipped ``rayline run``. ``held_by``: that run."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, held_by: str | None = None) -> None:
+        super().__init__(message)
+        self.held_by = held_by
 
 
 class ModelNotFoundError(StoreError, LookupError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -152,6 +153,29 @@ def test_resume_reruns_what_failed_and_succeeds(tmp_path):
     data = json.loads(result.stdout)
     assert data["run_id"] == first["run_id"] and data["status"] == "SUCCEEDED"
     assert all(t["status"] in ("SUCCEEDED", "CACHED") for t in data["tasks"])
+
+
+def test_resume_while_another_run_holds_the_flow_exits_3_and_changes_nothing(tmp_path, home):
+    from rayline.engine.store.runs import RunStore
+    from rayline.engine.store.slots import FlowSlots, NewRun
+
+    code, first = run_json(FLOWS / "failing.py", "-p", f"marker={tmp_path / 'marker'}")
+    assert code == 1  # `rayline run` ran it under the flow's slot (overlap skip)
+    with RunStore.open(home) as store:  # another run of the flow is going, in this (live) process
+        slots = FlowSlots(store)
+        got = slots.reserve(NewRun(flow_name="failing", source=None, params={}, plan_hash="p",
+                                   plan_json="{}", node_ids=("boom",)))  # fmt: skip
+        slots.start(got.run_id, owner_pid=os.getpid(), owner_host=socket.gethostname())
+    (tmp_path / "marker").touch()
+    result = rayline("resume", first["run_id"], "--local", "--json")
+    assert result.exit_code == 3, result.output
+    data = json.loads(result.stdout)
+    assert data["resumed"] is False and data["held_by"] == got.run_id
+    assert f"run {got.run_id} is RUNNING" in data["reason"]
+    plain = rayline("resume", first["run_id"], "--local")
+    assert plain.exit_code == 3 and "flow 'failing' is busy" in plain.stderr
+    with RunStore.open(home) as store:
+        assert store.get_run(first["run_id"]).status.value == "FAILED"
 
 
 def test_resume_of_an_unknown_run_is_a_usage_error():

@@ -1,7 +1,8 @@
 """``rayline.run(..., overlap=...)`` (what ``rayline run`` calls) and the flow's slot, in this
 process with the local executor (no Ray), on a real SQLite run store: a failed run frees the
 slot, a busy flow is skipped naming the holder (``skip``), waits for its turn (``queue``) or
-runs anyway (``allow``). Tasks wait for a ``go`` file, so "busy" is a state, not a race."""
+runs anyway (``allow``); a resume takes the slot back, or refuses while another run holds it.
+Tasks wait for a ``go`` file, so "busy" is a state, not a race."""
 
 from __future__ import annotations
 
@@ -18,24 +19,7 @@ from rayline import flow, task
 from rayline.engine.states import RunStatus
 from rayline.engine.store.runs import RunStore
 from rayline.engine.store.slots import FlowSlots
-
-
-@task
-def gated(tag: str, folder: str) -> str:
-    """Marks that it started (``entered-TAG``), then waits for the file ``go``."""
-    root = Path(folder)
-    (root / f"entered-{tag}").touch()
-    deadline = time.monotonic() + 30
-    while not (root / "go").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never created 'go'")
-        time.sleep(0.02)
-    return tag
-
-
-@flow
-def held(tag: str, folder: str):
-    return gated(tag, folder)
+from rayline.errors import FlowBusyError
 
 
 @task
@@ -48,6 +32,9 @@ def maybe_fail(fail: bool) -> int:
 @flow
 def fickle(fail: bool = False):
     return maybe_fail(fail)
+
+
+HELD = f"{Path(__file__).with_name('schedule_flows') / 'gated.py'}:held"  # resume loads it by path
 
 
 @pytest.fixture
@@ -100,11 +87,11 @@ def test_a_failed_run_frees_the_slot_and_the_next_run_proceeds(settings):
 
 
 def test_a_busy_flow_is_skipped_naming_the_holder_and_runs_once_the_holder_ended(settings, folder):
-    t, box = in_thread(lambda: run(held, settings, "skip", tag="first", folder=str(folder)))
+    t, box = in_thread(lambda: run(HELD, settings, "skip", tag="first", folder=str(folder)))
     entered(folder, "first")
     with RunStore(settings.run_store_url) as store:
         [holder] = store.list_runs(status=RunStatus.RUNNING)
-    skipped = run(held, settings, "skip", tag="second", folder=str(folder))
+    skipped = run(HELD, settings, "skip", tag="second", folder=str(folder))
     assert skipped.status == RunStatus.SKIPPED
     assert skipped.error == f"flow 'held' is busy: run {holder.run_id} is RUNNING (overlap=skip)"
     assert skipped.record.trigger["held_by"] == holder.run_id
@@ -112,27 +99,27 @@ def test_a_busy_flow_is_skipped_naming_the_holder_and_runs_once_the_holder_ended
     (folder / "go").touch()
     first = result_of(t, box)
     assert first.run_id == holder.run_id and first.result() == "first"
-    again = run(held, settings, "skip", tag="third", folder=str(folder))
+    again = run(HELD, settings, "skip", tag="third", folder=str(folder))
     assert again.status == RunStatus.SUCCEEDED and again.result() == "third"
 
 
 def test_a_run_key_stays_free_when_its_run_was_skipped(settings, folder):
-    t, box = in_thread(lambda: run(held, settings, "skip", tag="first", folder=str(folder)))
+    t, box = in_thread(lambda: run(HELD, settings, "skip", tag="first", folder=str(folder)))
     entered(folder, "first")
     keyed = {"settings": settings, "executor": "local", "overlap": "skip", "run_key": "held/nightly@1",
              "tag": "keyed", "folder": str(folder)}
-    skipped = rayline.run(held, **keyed)
+    skipped = rayline.run(HELD, **keyed)
     assert skipped.status == RunStatus.SKIPPED and skipped.record.run_key is None
     (folder / "go").touch()
     result_of(t, box)
-    later = rayline.run(held, **keyed)
+    later = rayline.run(HELD, **keyed)
     assert later.status == RunStatus.SUCCEEDED and later.record.run_key == "held/nightly@1"
 
 
 def test_queue_waits_for_the_holder_to_end_then_runs(settings, folder):
-    t1, box1 = in_thread(lambda: run(held, settings, "queue", tag="first", folder=str(folder)))
+    t1, box1 = in_thread(lambda: run(HELD, settings, "queue", tag="first", folder=str(folder)))
     entered(folder, "first")
-    t2, box2 = in_thread(lambda: run(held, settings, "queue", tag="second", folder=str(folder)))
+    t2, box2 = in_thread(lambda: run(HELD, settings, "queue", tag="second", folder=str(folder)))
     with RunStore(settings.run_store_url) as store:
         slots = FlowSlots(store)
         deadline = time.monotonic() + 30
@@ -150,11 +137,50 @@ def test_queue_waits_for_the_holder_to_end_then_runs(settings, folder):
 
 
 def test_allow_runs_next_to_the_holder(settings, folder):
-    t1, box1 = in_thread(lambda: run(held, settings, "skip", tag="first", folder=str(folder)))
+    t1, box1 = in_thread(lambda: run(HELD, settings, "skip", tag="first", folder=str(folder)))
     entered(folder, "first")
-    t2, box2 = in_thread(lambda: run(held, settings, "allow", tag="second", folder=str(folder)))
+    t2, box2 = in_thread(lambda: run(HELD, settings, "allow", tag="second", folder=str(folder)))
     entered(folder, "second")  # both tasks are running at once
     with RunStore(settings.run_store_url) as store:
         assert len(store.list_runs(status=RunStatus.RUNNING)) == 2
     (folder / "go").touch()
     assert {result_of(t1, box1).result(), result_of(t2, box2).result()} == {"first", "second"}
+
+
+def test_a_resume_waits_for_the_slot_then_takes_it_back(settings, folder):
+    (folder / "fail-first").touch()
+    failed = run(HELD, settings, "skip", tag="first", folder=str(folder))
+    assert failed.status == RunStatus.FAILED
+    (folder / "fail-first").unlink()
+    t, box = in_thread(lambda: run(HELD, settings, "skip", tag="second", folder=str(folder)))
+    entered(folder, "second")
+    with RunStore(settings.run_store_url) as store:
+        [holder] = store.list_runs(status=RunStatus.RUNNING)
+    with pytest.raises(FlowBusyError, match=f"flow 'held' is busy, run {holder.run_id} is RUNNING") as busy:
+        rayline.resume(failed.run_id, settings=settings, executor="local")
+    assert busy.value.held_by == holder.run_id and busy.value.exit_code == 3
+    assert "rayline cancel" in str(busy.value)
+    with RunStore(settings.run_store_url) as store:
+        assert store.get_run(failed.run_id).status == RunStatus.FAILED  # untouched
+        assert FlowSlots(store).holder("held") == holder.run_id
+    assert not (folder / "entered-first").exists()
+    (folder / "go").touch()
+    assert result_of(t, box).status == RunStatus.SUCCEEDED
+    resumed = rayline.resume(failed.run_id, settings=settings, executor="local")
+    assert resumed.status == RunStatus.SUCCEEDED and resumed.result() == "first"
+    with RunStore(settings.run_store_url) as store:
+        assert FlowSlots(store).holder("held") == failed.run_id  # it held the slot while it ran
+
+
+def test_a_run_started_without_a_slot_resumes_beside_the_holder(settings, folder):
+    (folder / "fail-free").touch()
+    plain = rayline.run(HELD, settings=settings, executor="local", tag="free", folder=str(folder))
+    assert plain.status == RunStatus.FAILED
+    (folder / "fail-free").unlink()
+    t1, box1 = in_thread(lambda: run(HELD, settings, "skip", tag="holder", folder=str(folder)))
+    entered(folder, "holder")
+    t2, box2 = in_thread(lambda: rayline.resume(plain.run_id, settings=settings, executor="local"))
+    entered(folder, "free")  # it runs while the slot's holder runs: it never took the slot
+    (folder / "go").touch()
+    assert result_of(t1, box1).status == RunStatus.SUCCEEDED
+    assert result_of(t2, box2).result() == "free"

@@ -16,7 +16,7 @@ from rayline.engine.store import runs_sql
 from rayline.engine.store.runs import RunStore, sqlite_url
 from rayline.engine.store.slots import FlowSlots, NewRun, SlotGuardedStore
 from rayline.engine.store.trigger_states import TriggerStates
-from rayline.errors import StoreError
+from rayline.errors import FlowBusyError, StoreError
 
 
 @pytest.fixture
@@ -128,6 +128,23 @@ def test_the_guarded_store_is_what_moves_a_reserved_run_to_running(store, slots)
     assert guarded.get_run(got.run_id).status == RunStatus.RUNNING  # everything else delegates
     with pytest.raises(StoreError, match="is RUNNING, not PENDING"):
         guarded.take_over(got.run_id, owner_pid=1, owner_host="h", lease_ttl=5)
+
+
+def test_a_resume_takes_back_a_free_slot_only_and_never_starts_a_reserved_run(store, slots):
+    a = slots.reserve(new("k1"))
+    with pytest.raises(StoreError, match="is reserved and has not started"):
+        slots.resume(a.run_id, owner_pid=1, owner_host="h", lease_ttl=5)
+    start(slots, a.run_id)
+    store.set_run_status(a.run_id, RunStatus.FAILED, generation=2, error="boom")
+    b = slots.reserve(new("k2"))
+    start(slots, b.run_id)
+    with pytest.raises(FlowBusyError) as busy:
+        slots.resume(a.run_id, owner_pid=1, owner_host="h", lease_ttl=5)
+    assert busy.value.held_by == b.run_id and store.get_run(a.run_id).status == RunStatus.FAILED
+    store.set_run_status(b.run_id, RunStatus.SUCCEEDED, generation=2)
+    assert slots.resume(a.run_id, owner_pid=1, owner_host="h", lease_ttl=5) == 3
+    assert slots.holder("churn") == a.run_id and running(store) == [a.run_id]
+    assert slots.reserve(new("k3")).action == "skipped"  # the resumed run holds the flow
 
 
 # ----------------------------------------------------------------- stale holders, F10

@@ -1,7 +1,8 @@
 """The ``rayline`` command: a click group whose ``main`` maps outcomes to exit codes.
 
 Exit codes: 0 succeeded, 1 the run failed (or an unexpected error), 2 a definition,
-validation or usage error, 3 skipped (the flow was busy: ``run``, ``trigger``), 130 cancelled.
+validation or usage error, 3 skipped (the flow was busy: ``run``, ``trigger``, ``resume``),
+130 cancelled.
 Only click is imported at the top so that ``rayline --help`` stays fast; the engine (and Ray)
 load inside the commands that need them.
 """

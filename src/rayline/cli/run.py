@@ -93,8 +93,10 @@ def resume_cmd(run_id: str, address: str | None, local: bool, as_json: bool, qui
     """Resume a failed, cancelled or interrupted run.
 
     Tasks that succeeded (and whose stored outputs still verify) are adopted; only the rest
-    run again, with the run's original parameters. RUN_ID may be a unique prefix. Output and
-    exit codes are as for `rayline run`.
+    run again, with the run's original parameters. RUN_ID may be a unique prefix. A run that
+    `rayline run`, a schedule or a trigger started takes its flow's slot back: while another
+    run of the flow is going, nothing is resumed and the exit code is 3. Output and exit
+    codes are otherwise as for `rayline run`.
 
     \b
     Examples:
@@ -103,6 +105,7 @@ def resume_cmd(run_id: str, address: str | None, local: bool, as_json: bool, qui
     """
     from rayline import api
     from rayline.cli.runs import find_run
+    from rayline.errors import FlowBusyError
 
     if local and address:
         raise click.UsageError("--local runs without Ray, so it cannot be combined with --address")
@@ -110,9 +113,16 @@ def resume_cmd(run_id: str, address: str | None, local: bool, as_json: bool, qui
         run_id = find_run(eng, run_id).run_id  # an unknown or ambiguous id is a usage error
     started = time.monotonic()
     with json_stdout(as_json) as out:
-        with make_progress(enabled=not quiet) as progress:
-            result = api.resume(run_id, executor="local" if local else None, address=address,
-                                on_event=progress.on_event)
+        try:
+            with make_progress(enabled=not quiet) as progress:
+                result = api.resume(run_id, executor="local" if local else None, address=address,
+                                    on_event=progress.on_event)
+        except FlowBusyError as exc:
+            if not as_json:
+                raise
+            doc = {"run_id": run_id, "resumed": False, "reason": str(exc), "held_by": exc.held_by}
+            click.echo(json.dumps(doc), file=out)
+            return exc.exit_code
         return report(result, time.monotonic() - started, as_json, resume_flags(local, address), out)
 
 

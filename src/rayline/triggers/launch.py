@@ -2,7 +2,7 @@
 
 ``planned_run`` compiles the flow (no cluster needed) into the ``NewRun`` that
 ``FlowSlots.reserve`` inserts. ``start_run`` then starts a reserved PENDING run in this process:
-it is ``rayline.resume`` with one difference, the runner's ``take_over`` goes through the flow
+it is ``rayline.resume`` of a reserved run: the runner's ``take_over`` goes through the flow
 slot (``SlotGuardedStore``), so only the slot's holder can become RUNNING. Two launchers use it:
 ``InProcessLauncher`` (``rayline schedule tick`` and ``rayline trigger``: run now, wait) and
 ``ProcessLauncher`` (``rayline scheduler``: one child process per run,
@@ -33,7 +33,7 @@ from typing import Any
 from rayline.config import Settings
 from rayline.engine.compiler import compile_plan
 from rayline.engine.states import RunStatus
-from rayline.engine.store.slots import FlowSlots, NewRun, SlotGuardedStore
+from rayline.engine.store.slots import FlowSlots, NewRun
 from rayline.sdk.graph import Graph
 
 log = logging.getLogger("rayline.triggers")
@@ -132,18 +132,8 @@ def start_run(
         except Exception as exc:
             _unreserve(eng.runs, run_id, exc)
             raise
-        _guarded_runner(eng, slots, ex, on_event).resume(plan, run_id)
+        eng.runner(ex, on_event, slot="start").resume(plan, run_id)
         return api.Run.load(eng, run_id, graph=graph)
-
-
-def _guarded_runner(eng: Any, slots: FlowSlots, ex: Any, on_event: Any) -> Any:
-    """A ``Runner`` whose ``take_over`` (PENDING -> RUNNING) only succeeds for the slot holder."""
-    from rayline.engine.runner import Runner
-
-    s = eng.settings
-    return Runner(SlotGuardedStore(eng.runs, slots), eng.artifacts, ex, lease_ttl=s.lease_ttl,
-                  heartbeat_interval=s.heartbeat_interval, inline_limit=s.inline_limit,
-                  on_event=on_event)  # fmt: skip
 
 
 def _unreserve(store: Any, run_id: str, exc: BaseException) -> None:
@@ -221,7 +211,7 @@ def run_in_slot(
             with _KeepReserved(slots, run_id, eng.settings.heartbeat_interval):
                 ex = eng.executor()
                 plan = eng.compile(graph, params, ex, overrides)
-            _guarded_runner(eng, slots, ex, on_event).resume(plan, run_id)  # it ends the run
+            eng.runner(ex, on_event, slot="start").resume(plan, run_id)  # it ends the run
     except BaseException as exc:
         if got.action in ("start", "queued"):
             _unreserve(eng.runs, run_id, exc)  # only if it is still PENDING

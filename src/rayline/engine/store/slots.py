@@ -10,6 +10,10 @@ the guarantee "never two RUNNING runs of one flow" comes from the database: the 
 per flow (a primary key), and it passes to another run only when its holder has ended, or its
 lease went stale (the holder is then marked INTERRUPTED in the same transaction).
 
+A resume (``FlowSlots.resume``) of a run that was started under the slot takes the slot back
+in the same transaction as the take-over, only while it is free or still the run's own; else it
+raises ``FlowBusyError`` and changes nothing.
+
 The slot is released by the holder's run ending: nothing needs to "unlock" it, so a crash cannot
 leave it locked for longer than the lease. The lease and staleness use the run store's clock
 (``time.time()`` of the writing process, like every heartbeat), never a scheduler's clock.
@@ -41,7 +45,7 @@ from rayline.engine.store import leases
 from rayline.engine.store.run_records import RunRecord, run_from_row, to_json
 from rayline.engine.store.runs import RunStore, insert_run_rows
 from rayline.engine.store.runs_sql import flow_slots, run_queue, runs
-from rayline.errors import StoreError
+from rayline.errors import FlowBusyError, StoreError
 
 Overlap = Literal["skip", "queue", "allow"]
 Action = Literal["start", "queued", "skipped", "exists"]
@@ -157,10 +161,7 @@ class FlowSlots:
             StoreError: the run is not PENDING, is queued, or another run holds the slot.
         """
         with self.store._tx() as conn:
-            row = conn.execute(select(runs).where(runs.c.run_id == run_id).with_for_update()).first()
-            if row is None:
-                raise self.store._missing(run_id)
-            run = run_from_row(row)
+            run = self._locked(conn, run_id)
             if run.status != RunStatus.PENDING:
                 raise StoreError(f"run {run_id} is {run.status}, not PENDING: it was started or ended elsewhere")
             if (run.trigger or {}).get("overlap", "skip") != "allow":
@@ -172,6 +173,39 @@ class FlowSlots:
                         f"(held by {holder or 'nobody'}); it waits its turn"
                     )
             return leases.grant(conn, run, owner_pid=owner_pid, owner_host=owner_host, where=self.store._where)
+
+    def resume(self, run_id: str, *, owner_pid: int, owner_host: str, lease_ttl: float) -> int:
+        """Take over a run to resume it (``RunStore.take_over``), and if it was started under
+        ``skip`` or ``queue``, take its flow's slot back in the same transaction: only while the
+        slot is free or still its own. Runs started without a slot (``overlap=allow``, plain
+        ``rayline.run``) resume as before. Returns the new lease generation.
+
+        Raises:
+            FlowBusyError: another live run holds the flow's slot; nothing was changed.
+            StoreError: the run is RUNNING under a live lease, or is a reserved run that has not
+                started yet (it starts when its turn comes).
+        """
+        with self.store._tx() as conn:
+            run = self._locked(conn, run_id)
+            overlap = (run.trigger or {}).get("overlap")
+            if overlap in ("skip", "queue"):
+                if run.status == RunStatus.PENDING:
+                    raise StoreError(
+                        f"run {run_id} of flow '{run.flow_name}' is reserved and has not started; "
+                        f"it starts when it gets the flow's slot (`rayline cancel {run_id}` drops it)"
+                    )
+                holder, live = self._holder(conn, run.flow_name)
+                if live and holder != run_id:
+                    state = conn.execute(select(runs.c.status).where(runs.c.run_id == holder)).scalar()
+                    raise FlowBusyError(
+                        f"cannot resume run {run_id}: flow '{run.flow_name}' is busy, run {holder} "
+                        f"is {state} (overlap={overlap}); resume again when it has ended, or "
+                        f"cancel it first (`rayline cancel {holder}`)",
+                        held_by=holder,
+                    )
+                self._take_slot(conn, run.flow_name, run_id)
+            return leases.take_over(conn, run_id, owner_pid=owner_pid, owner_host=owner_host,
+                                    lease_ttl=lease_ttl, host=self._host, where=self.store._where)  # fmt: skip
 
     def touch(self, run_id: str) -> None:
         """Refresh the heartbeat of a reserved (PENDING) run while its starter gets ready."""
@@ -254,15 +288,25 @@ class FlowSlots:
             owner_pid=self._pid, owner_host=self._host, status=status, error=error,
         )  # fmt: skip
 
+    def _locked(self, conn: Connection, run_id: str) -> RunRecord:
+        row = conn.execute(select(runs).where(runs.c.run_id == run_id).with_for_update()).first()
+        if row is None:
+            raise self.store._missing(run_id)
+        return run_from_row(row)
+
     def _slot_of(self, conn: Connection, flow_name: str) -> str | None:
         stmt = select(flow_slots.c.run_id).where(flow_slots.c.flow_name == flow_name)
         return conn.execute(stmt.with_for_update()).scalar()
 
-    def _hold(self, conn: Connection, flow_name: str, run_id: str) -> None:
+    def _take_slot(self, conn: Connection, flow_name: str, run_id: str) -> float:
         now = time.time()
         stmt = update(flow_slots).where(flow_slots.c.flow_name == flow_name)
         if conn.execute(stmt.values(run_id=run_id, updated_at=now)).rowcount == 0:
             conn.execute(insert(flow_slots).values(flow_name=flow_name, run_id=run_id, updated_at=now))
+        return now
+
+    def _hold(self, conn: Connection, flow_name: str, run_id: str) -> None:
+        now = self._take_slot(conn, flow_name, run_id)
         owned = {"owner_pid": self._pid, "owner_host": self._host, "heartbeat_at": now}
         stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == str(RunStatus.PENDING))
         conn.execute(stmt.values(**owned))
@@ -315,20 +359,24 @@ class FlowSlots:
 
 
 class SlotGuardedStore:
-    """The run store as a ``Runner`` sees it when it starts a reserved run: ``take_over`` goes
-    through ``FlowSlots.start`` (PENDING -> RUNNING only for the slot holder); everything else
-    is the store itself.
+    """The run store as a ``Runner`` sees it when it starts a reserved run (``resuming=False``:
+    ``take_over`` is ``FlowSlots.start``, PENDING -> RUNNING only for the slot's holder) or
+    resumes one (``FlowSlots.resume``: the slot comes back with the run, or the resume is
+    refused while another run holds it); everything else is the store itself.
 
     Example::
 
         Runner(SlotGuardedStore(store, slots), artifacts, executor).resume(plan, run_id)
     """
 
-    def __init__(self, store: RunStore, slots: FlowSlots) -> None:
+    def __init__(self, store: RunStore, slots: FlowSlots, *, resuming: bool = False) -> None:
         self._store = store
         self._slots = slots
+        self._resuming = resuming
 
     def take_over(self, run_id: str, *, owner_pid: int, owner_host: str, lease_ttl: float) -> int:
+        if self._resuming:
+            return self._slots.resume(run_id, owner_pid=owner_pid, owner_host=owner_host, lease_ttl=lease_ttl)
         return self._slots.start(run_id, owner_pid=owner_pid, owner_host=owner_host)
 
     def __getattr__(self, name: str) -> Any:
