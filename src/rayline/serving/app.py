@@ -60,6 +60,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
+def _not_loaded() -> Response:
+    return _error(503, "no model is loaded in this replica yet; retry shortly", {"Retry-After": "1"})
+
+
 def _replica_id() -> str | None:
     try:
         return serve.get_replica_context().replica_id.unique_id
@@ -224,7 +228,8 @@ class ModelServer:
     @api.get("/version")
     async def version(self, request: Request) -> Response:
         state = self.state
-        assert state is not None  # Serve routes no request before the first reconfigure
+        if state is None:  # Serve routes no request before the first reconfigure; never 500
+            return _not_loaded()
         denied = self._authorize(request, state.spec)
         if denied is not None:
             return denied
@@ -241,7 +246,8 @@ class ModelServer:
     async def predict(self, request: Request) -> Response:
         self.stats["requests"] += 1
         state = self.state  # the version this request is served by, start to end
-        assert state is not None
+        if state is None:
+            return _not_loaded()
         denied = self._authorize(request, state.spec)
         if denied is not None:
             return denied
