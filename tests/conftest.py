@@ -29,6 +29,27 @@ def settings(home: Path):
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server (``tests/postgres_server.py``), started on first use."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A run-store URL on each backend: a SQLite file, or a fresh database on the session's
+    PostgreSQL server (what ``RAYLINE_DB_URL`` points a team at)."""
+    if request.param == "sqlite":
+        from rayline.engine.store.runs import sqlite_url
+
+        return sqlite_url(tmp_path / "store" / "runs.db")
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every integration test: 2 CPUs, small object store, no dashboard."""
     import ray

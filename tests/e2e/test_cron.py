@@ -29,11 +29,14 @@ EXIT_SKIPPED = 3  # documented in `rayline run --help` and the README
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR|CRITICAL) rayline[\w.]*: ")
 
 
-def cron_like(home: Path, *args: str) -> subprocess.Popen[str]:
+def cron_like(home: Path, *args: str, db_url: str | None = None) -> subprocess.Popen[str]:
     """Start ``rayline ARGS`` as a crontab line would: an empty environment but for PATH, HOME
-    and the RAYLINE_* variables the crontab sets, stdin from /dev/null, no terminal."""
+    and the RAYLINE_* variables the crontab sets (``RAYLINE_DB_URL`` too, given ``db_url``),
+    stdin from /dev/null, no terminal."""
     env = ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={os.environ.get('HOME', '/root')}",
            f"RAYLINE_HOME={home}", "RAYLINE_EXECUTOR=local"]  # fmt: skip
+    if db_url is not None:
+        env.append(f"RAYLINE_DB_URL={db_url}")
     return subprocess.Popen([*env, str(RAYLINE), *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd="/")  # fmt: skip
@@ -57,14 +60,15 @@ def away_from_a_minute_boundary() -> None:
         time.sleep(61 - datetime.now().second)
 
 
-def test_two_cron_invocations_at_once_make_exactly_one_run(home):
+def test_two_cron_invocations_at_once_make_exactly_one_run(home, store_url):
+    """On the default SQLite file and on a team's PostgreSQL (``RAYLINE_DB_URL``)."""
     away_from_a_minute_boundary()
-    procs = [cron_like(home, "schedule", "tick", f"{FLOW}:minutely") for _ in range(2)]
+    procs = [cron_like(home, "schedule", "tick", f"{FLOW}:minutely", db_url=store_url) for _ in range(2)]
     results = [finish(p) for p in procs]
     for code, _, err in results:
         assert code == 0, err
         assert_plain_log_lines(err)
-    with RunStore.open(home) as store:
+    with RunStore(store_url) as store:
         [run] = store.list_runs()
     assert run.status == RunStatus.SUCCEEDED and run.flow_name == "minutely"
     tick = f"minutely cron @ {run.trigger['logical_time']}"
@@ -113,13 +117,15 @@ def wait_for_running_run(home: Path, timeout: float = 60.0):
     raise AssertionError(f"no RUNNING run within {timeout:g} s")
 
 
-def test_two_cron_invocations_of_rayline_run_at_once_run_the_flow_once(home):
-    procs = [cron_like(home, "run", str(SLOW), "--local", "-p", "seconds=4") for _ in range(2)]
+def test_two_cron_invocations_of_rayline_run_at_once_run_the_flow_once(home, store_url):
+    """On the default SQLite file and on a team's PostgreSQL (``RAYLINE_DB_URL``)."""
+    procs = [cron_like(home, "run", str(SLOW), "--local", "-p", "seconds=4", db_url=store_url)
+             for _ in range(2)]  # fmt: skip
     results = [finish(p) for p in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, EXIT_SKIPPED], [(c, out, err[-2000:]) for c, out, err in results]
     (_, ran_out, ran_err), (_, skip_out, skip_err) = sorted(results, key=lambda r: r[0])
-    with RunStore.open(home) as store:
+    with RunStore(store_url) as store:
         runs = store.list_runs()
     ran = [r for r in runs if r.status != RunStatus.SKIPPED]
     skipped = [r for r in runs if r.status == RunStatus.SKIPPED]
@@ -134,7 +140,7 @@ def test_two_cron_invocations_of_rayline_run_at_once_run_the_flow_once(home):
             rf"run {run.run_id} is (RUNNING|PENDING) \(overlap=skip\)")
     assert re.fullmatch(line, skip_out.strip()), skip_out
     assert skip.trigger["held_by"] == run.run_id and skip.ended_at is not None
-    with RunStore.open(home) as store:
+    with RunStore(store_url) as store:
         assert store.get_tasks(skip.run_id) == []
     assert_plain_log_lines(skip_err)
     assert "WARNING" in skip_err and run.run_id in skip_err

@@ -1,7 +1,8 @@
 """``rayline.run(..., overlap=...)`` (what ``rayline run`` calls) and the flow's slot, in this
-process with the local executor (no Ray), on a real SQLite run store: a failed run frees the
-slot, a busy flow is skipped naming the holder (``skip``), waits for its turn (``queue``) or
-runs anyway (``allow``); a resume takes the slot back, or refuses while another run holds it.
+process with the local executor (no Ray), on a real SQLite run store and on PostgreSQL: a
+failed run frees the slot, a busy flow is skipped naming the holder (``skip``), waits for its
+turn (``queue``) or runs anyway (``allow``); a resume takes the slot back, or refuses while
+another run holds it.
 Tasks wait for a ``go`` file, so "busy" is a state, not a race."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 import rayline
 from rayline import flow, task
+from rayline.config import Settings
 from rayline.engine.states import RunStatus
 from rayline.engine.store.runs import RunStore
 from rayline.engine.store.slots import FlowSlots
@@ -35,6 +37,12 @@ def fickle(fail: bool = False):
 
 
 HELD = f"{Path(__file__).with_name('schedule_flows') / 'gated.py'}:held"  # resume loads it by path
+
+
+@pytest.fixture
+def settings(home: Path, store_url: str) -> Settings:
+    """Runs recorded on SQLite and on PostgreSQL (``RAYLINE_DB_URL``): the slot is the database's."""
+    return Settings(home=home, heartbeat_interval=0.5, lease_ttl=5.0, db_url=store_url)
 
 
 @pytest.fixture

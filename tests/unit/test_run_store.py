@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -66,7 +67,14 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(home: Path):
+def store(store_url: str):
+    """The run store on SQLite and on PostgreSQL (conftest's ``store_url``)."""
+    with RunStore(store_url) as s:
+        yield s
+
+
+@pytest.fixture
+def sqlite_store(home: Path):
     with RunStore.open(home) as s:
         yield s
 
@@ -115,8 +123,8 @@ def _create_with_key(url: str, start: Path, out: mp.Queue) -> None:
         )  # fmt: skip
 
 
-def test_processes_racing_one_run_key_create_exactly_one_run(home: Path, tmp_path: Path):
-    url = sqlite_url(home / "runs.db")
+def test_processes_racing_one_run_key_create_exactly_one_run(store_url: str, tmp_path: Path):
+    url = store_url
     RunStore(url).close()
     start, out = tmp_path / "go", FORK.Queue()
     procs = [FORK.Process(target=_create_with_key, args=(url, start, out)) for _ in range(4)]
@@ -349,7 +357,7 @@ def test_a_stale_run_is_marked_interrupted_and_its_lease_revoked(store: RunStore
 
 
 def test_missing_run_error_says_how_to_list_runs(store: RunStore):
-    with pytest.raises(StoreError, match=r"no run 'abc' in sqlite:.*`rayline runs list`"):
+    with pytest.raises(StoreError, match=rf"no run 'abc' in {re.escape(store.url)}; `rayline runs list`"):
         store.get_run("abc")
 
 
@@ -383,15 +391,15 @@ def test_list_runs_is_newest_first_and_filters(store: RunStore):
 # ------------------------------------------------------------------ the SQLite file (F25, F26)
 
 
-def test_database_file_is_0600_in_a_0700_directory(store: RunStore, home: Path):
-    create(store)
+def test_database_file_is_0600_in_a_0700_directory(sqlite_store: RunStore, home: Path):
+    create(sqlite_store)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     for name in ("runs.db", "runs.db-wal", "runs.db-shm"):
         assert stat.S_IMODE((home / name).stat().st_mode) == 0o600, name
 
 
-def test_sqlite_runs_in_wal_with_busy_timeout_and_foreign_keys(store, home, monkeypatch):
-    with store._engine.connect() as conn:
+def test_sqlite_runs_in_wal_with_busy_timeout_and_foreign_keys(sqlite_store, home, monkeypatch):
+    with sqlite_store._engine.connect() as conn:
         pragma = lambda name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
         assert pragma("journal_mode") == "wal"
         assert pragma("busy_timeout") == 30000
@@ -459,7 +467,8 @@ def _count_connects(store: RunStore, run_id: str, out: mp.Queue) -> None:
     out.put(len(made))
 
 
-def test_a_forked_child_never_reuses_the_parents_connection(store: RunStore, home: Path):
+def test_a_forked_child_never_reuses_the_parents_connection(sqlite_store: RunStore, home: Path):
+    store = sqlite_store
     run_id = create(store)
     store.get_run(run_id)  # the pool now holds an open connection
     out = FORK.Queue()
@@ -585,4 +594,22 @@ def test_processes_opening_a_fresh_store_at_the_same_moment_all_succeed(tmp_path
         for p in procs:
             p.join(timeout=60)
         failures += [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+    assert failures == []
+
+
+def test_processes_opening_a_fresh_postgresql_database_at_once_migrate_it_once(postgres):
+    """Two schedulers on a new team database: creating the tables at the same moment must not
+    fail one of them (PostgreSQL's CREATE TABLE is not safe against a concurrent one)."""
+    failures = []
+    for _ in range(6):
+        url, results = postgres.new_database(), FORK.Queue()
+        at = time.time() + 0.3
+        procs = [FORK.Process(target=_open_at, args=(url, at, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        failures += [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+        with RunStore(url) as store, store._engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM schema_version").scalar() == 1
     assert failures == []

@@ -20,8 +20,9 @@ from rayline.errors import FlowBusyError, StoreError
 
 
 @pytest.fixture
-def store(home: Path):
-    with RunStore.open(home) as s:
+def store(store_url: str):
+    """The run store on SQLite and on PostgreSQL (conftest's ``store_url``)."""
+    with RunStore(store_url) as s:
         yield s
 
 
@@ -184,8 +185,8 @@ def test_trigger_state_round_trips_with_utc_next_fire_times(store):
                last_run_id="abc")  # fmt: skip
     rec = states.get("churn|cron")
     assert rec.state == {"last": 2.5} and rec.next_at == at and rec.last_run_id == "abc"
-    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as db:
-        raw = db.execute("SELECT next_at FROM trigger_state").fetchone()[0]
+    with store._engine.connect() as conn:
+        raw = conn.exec_driver_sql("SELECT next_at FROM trigger_state").scalar()
     assert raw == at.timestamp()  # stored as UTC epoch seconds
     assert states.get("nope") is None and [r.trigger_id for r in states.all()] == ["churn|cron"]
 

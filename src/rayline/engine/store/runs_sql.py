@@ -40,6 +40,7 @@ from sqlalchemy import (
     exc,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import URL
 
@@ -216,6 +217,14 @@ def _read_version(conn: Connection, version_table: Table) -> int:
     return int(conn.execute(q).scalar() or 0)
 
 
+def _serialize_migrations(conn: Connection, name: str) -> None:
+    """Make concurrent migrations of one database take turns, until this transaction ends.
+    SQLite's ``BEGIN IMMEDIATE`` already does; on PostgreSQL two fresh ``CREATE TABLE`` at once
+    fail one of them (a unique violation in ``pg_type``), so take an advisory lock first."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"rayline:{name}"})
+
+
 def migrate(
     engine: Engine,
     version_table: Table,
@@ -231,7 +240,7 @@ def migrate(
     database from version n-1 to n. The version check and every pending migration share one
     write transaction, so a crash leaves the database at the old version or the new one, never in
     between, and two processes opening a fresh database at once migrate it once (the second waits
-    on ``BEGIN IMMEDIATE``, then sees it done). Both the run store and the model registry use it.
+    on ``BEGIN IMMEDIATE``, or a PostgreSQL advisory lock, then sees it done). Both the run store and the model registry use it.
 
     Example::
 
@@ -254,6 +263,7 @@ def migrate(
     if found == target:
         return found
     with engine.begin() as conn:
+        _serialize_migrations(conn, version_table.name)
         version_table.create(conn, checkfirst=True)
         found = _read_version(conn, version_table)
         if found > target:
