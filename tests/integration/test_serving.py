@@ -120,8 +120,7 @@ def served(ray_session, tmp_path_factory):
     token = secrets.token_urlsafe(24)
     os.environ[TOKEN_ENV] = token
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
+    try:  # serve_model starts Serve as rayline does by default (HAProxy ingress, 127.0.0.1)
         d = serve_model("churn", alias="production", home=reg, port=port,
                         auth_token_env=TOKEN_ENV, health_check_period_s=0.5,
                         health_check_timeout_s=5, max_constructor_retries=1,
