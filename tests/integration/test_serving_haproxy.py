@@ -1,4 +1,5 @@
-"""Serving behind Serve's HAProxy ingress (``RAYLINE_SERVE_INGRESS=haproxy``) on the session Ray:
+"""Serving behind Serve's HAProxy ingress (``serve_model(ingress="haproxy")``, ``rayline serve
+--ingress haproxy``, ``RAYLINE_SERVE_INGRESS=haproxy``) on the session Ray:
 round trip, auth and bad input answered by rayline's app through HAProxy, the model served on
 127.0.0.1 only, an in-place update under load without a failed request, and a clear error for an
 unknown ingress. Its own Serve instance, shut down at the end (test_serving.py's is
@@ -41,16 +42,14 @@ def served(ray_session, tmp_path_factory):
     reg.register("churn", LogisticRegression(C=0.01).fit(x, y))    # v2
     token = secrets.token_urlsafe(24)
     os.environ[TOKEN_ENV] = token
-    os.environ["RAYLINE_SERVE_INGRESS"] = "haproxy"
     serve.shutdown()  # Serve's ingress is chosen when it starts
     port = _free_port()
     try:
         d = serve_model("churn", 1, None, home=reg, port=port, auth_token_env=TOKEN_ENV,
-                        batch_wait_timeout_s=0.01)  # fmt: skip
+                        batch_wait_timeout_s=0.01, ingress="haproxy")  # fmt: skip
         yield Served(d.url, token, reg, {"Authorization": f"Bearer {token}"})
     finally:
         os.environ.pop(TOKEN_ENV, None)
-        os.environ.pop("RAYLINE_SERVE_INGRESS", None)
         serve.shutdown()
         reg.close()
 
@@ -106,6 +105,9 @@ def test_ingress_choice_is_checked_and_haproxy_files_stay_short(monkeypatch):
     monkeypatch.setenv("RAYLINE_SERVE_INGRESS", "nginx")
     with pytest.raises(UsageError, match="RAYLINE_SERVE_INGRESS='nginx': use one of proxy, haproxy"):
         ingress_env(None)
+    with pytest.raises(UsageError, match="ingress='envoy': use one of proxy, haproxy"):
+        ingress_env(None, "envoy")
+    assert ingress_env(None, "proxy") == {}  # the argument wins over the environment
     monkeypatch.setenv("RAYLINE_SERVE_INGRESS", "proxy")
     assert ingress_env("/tmp/ray/session_x") == {}
     monkeypatch.setenv("RAYLINE_SERVE_INGRESS", "haproxy")

@@ -102,6 +102,9 @@ def _input_log(on: bool | None, log_dir: str | None, flush_s: float | None) -> b
                    "$RAYLINE_HOME/monitor/ (implies --log-inputs).")
 @click.option("--log-flush-s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Write the logged records at least this often (default 5; implies --log-inputs).")
+@click.option("--ingress", type=click.Choice(["proxy", "haproxy"]), default=None,
+              help="HTTP ingress if this starts Serve: Serve's Python proxy (default, or "
+                   "$RAYLINE_SERVE_INGRESS) or its HAProxy ingress (faster; see the README).")
 @click.option("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local Ray).")
 @click.option("--detach", is_flag=True, help="Return once serving (needs a running cluster).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment as JSON.")
@@ -109,8 +112,8 @@ def start_cmd(ref: str, port: int, host: str, app_name: str | None, route_prefix
               replicas: int, autoscale: str | None, num_cpus: float | None,
               num_gpus: float | None, max_batch: int, batch_wait_ms: float,
               token_env: str | None, token_file: str | None, log_inputs: bool | None,
-              log_dir: str | None, log_flush_s: float | None, address: str | None,
-              detach: bool, as_json: bool) -> int:  # fmt: skip
+              log_dir: str | None, log_flush_s: float | None, ingress: str | None,
+              address: str | None, detach: bool, as_json: bool) -> int:  # fmt: skip
     """Deploy MODEL (its 'production' alias), MODEL@ALIAS or MODEL@N, or update it in place.
 
     With --log-inputs the records of /predict requests land as Parquet under
@@ -136,7 +139,7 @@ def start_cmd(ref: str, port: int, host: str, app_name: str | None, route_prefix
               autoscaling=_autoscale(autoscale), batch_max_size=max_batch,
               batch_wait_timeout_s=batch_wait_ms / 1000.0, ray_actor_options=actor or None,
               auth_token_env=token_env, auth_token_file=token_file, host=host, port=port,
-              address=address, input_log=input_log)  # fmt: skip
+              address=address, input_log=input_log, ingress=ingress)  # fmt: skip
     if as_json:
         click.echo(json.dumps(d.to_dict()))
     else:

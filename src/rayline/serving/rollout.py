@@ -107,6 +107,7 @@ def serve_model(
     timeout_s: float = 180.0,
     address: str | None = None,
     input_log: bool | dict[str, Any] | None = None,
+    ingress: str | None = None,
 ) -> Deployment:
     """Serve version ``version`` (else the one ``alias`` points at) of model ``name`` over HTTP.
 
@@ -124,6 +125,8 @@ def serve_model(
         input_log: log served records for drift (``True``, or logger options ``{"flush_seconds":
             2, "dir": ...}``, see ``serving.input_log``; ``False``: off). None: an update keeps
             what it replaces had, else ``RAYLINE_INPUT_LOG`` in the replicas' environment.
+        ingress: ``proxy`` or ``haproxy`` (``serve_control.INGRESSES``) when this call starts
+            Serve (default ``RAYLINE_SERVE_INGRESS``, else ``proxy``); a running Serve keeps its own.
 
     Example::
 
@@ -152,7 +155,7 @@ def serve_model(
     connect_ray(address)
     import ray
 
-    bound_host, bound_port = ensure_serve(host, port)
+    bound_host, bound_port = ensure_serve(host, port, ingress=ingress)
     prefix = "/" + route_prefix.strip("/")
     url = f"http://{bound_host}:{bound_port}{'' if prefix == '/' else prefix}"
     previous = _live_previous(registry, app)

