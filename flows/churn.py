@@ -188,16 +188,20 @@ def demo(keep_serving: bool = False, **params) -> int:
     finally:
         if not keep_serving:
             stop_serving(mv.name)
-    print(
-        "\nWhere to look next:\n"
-        f"  rayline runs show {run.run_id}       # every task, attempt and counter of this run\n"
-        "  rayline models list                  # the registry; rayline models show churn\n"
-        f"  rayline serve {mv.name}@production         # serve it again over HTTP (rayline serve stop)\n"
-        f"  {'curl -X POST ' + d.url + '/predict  # still serving' if keep_serving else ''}\n"
-        "  jupyter lab notebooks/quickstart.ipynb   # the same flow, step by step\n"
-        f"  configs/churn.yaml                   # the same pipeline as YAML: rayline run configs/churn.yaml\n"
-        f"  (demo took {time.monotonic() - t0:.0f}s; RAYLINE_HOME={os.environ.get('RAYLINE_HOME', './.rayline')})"
-    )
+    steps = [
+        (f"rayline runs show {run.run_id}", "every task, attempt and counter of this run"),
+        ("rayline models list", "the registry; rayline models show churn"),
+        (f"rayline serve {mv.name}@production", "serve it again over HTTP (rayline serve stop)"),
+        *([(f"curl -X POST {d.url}/predict", "still serving")] if keep_serving else []),
+        ("jupyter lab notebooks/quickstart.ipynb", "the same flow, step by step"),
+        ("configs/churn.yaml", "the same pipeline as YAML: rayline run configs/churn.yaml"),
+    ]
+    width = max(len(cmd) for cmd, _ in steps) + 2
+    print("\nWhere to look next:")
+    for cmd, what in steps:
+        print(f"  {cmd.ljust(width)} # {what}")
+    home = os.environ.get("RAYLINE_HOME", "./.rayline")
+    print(f"  (demo took {time.monotonic() - t0:.0f}s; RAYLINE_HOME={home})")
     return 0
 
 
