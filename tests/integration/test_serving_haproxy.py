@@ -73,11 +73,13 @@ def test_the_model_is_served_on_loopback_only(served):
     """HAProxy's frontend and the replica's own HTTP server listen on 127.0.0.1. Exceptions, as
     documented: HAProxy's stats page and Prometheus exporter (Ray's template binds them to every
     interface, on the ports rayline picked) and the replica's Ray worker ports (Ray's own)."""
-    [haproxy] = _haproxies()
-    env = haproxy.parent().environ() if haproxy.parent() else {}
-    observability = {int(env.get("RAY_SERVE_HAPROXY_STATS_PORT", 8404)),
-                     int(env.get("RAY_SERVE_HAPROXY_METRICS_PORT", 9101))}  # fmt: skip
-    listen = [c.laddr for c in haproxy.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    haproxies = _haproxies()  # more than one while a reload hands over to a new process
+    observability = set()
+    for hp in haproxies:
+        env = hp.parent().environ() if hp.parent() else {}  # the HAProxyManager actor's
+        observability |= {int(env.get("RAY_SERVE_HAPROXY_STATS_PORT", 8404)),
+                          int(env.get("RAY_SERVE_HAPROXY_METRICS_PORT", 9101))}  # fmt: skip
+    listen = [c.laddr for hp in haproxies for c in hp.net_connections("inet") if c.status == psutil.CONN_LISTEN]
     port = int(served.url.rsplit(":", 1)[1])
     assert port in {a.port for a in listen}, listen
     assert {a.port for a in listen if a.ip not in ("127.0.0.1", "::1")} <= observability, listen
