@@ -580,23 +580,23 @@ def _open_at(url: str, at: float, results) -> None:
         results.put(f"{type(e).__name__}: {e}")
 
 
+def _open_at_once(url: str, *, delay: float, processes: int = 4) -> list[str]:
+    """Fork ``processes`` that all open the store at ``url`` at the same moment; their errors."""
+    results, at = FORK.Queue(), time.time() + delay
+    procs = [FORK.Process(target=_open_at, args=(url, at, results)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    return [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+
+
 def test_processes_opening_a_fresh_store_at_the_same_moment_all_succeed(tmp_path: Path):
     """Two cron invocations on a new RAYLINE_HOME: switching the fresh file to WAL at once made
     one of them fail with 'database is locked' (SQLite skips the busy handler there)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
     failures = []
     for i in range(12):
-        url = f"sqlite:///{tmp_path / f'home{i}' / 'runs.db'}"
-        results = ctx.Queue()
-        at = time.time() + 0.2
-        procs = [ctx.Process(target=_open_at, args=(url, at, results)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=60)
-        failures += [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+        failures += _open_at_once(f"sqlite:///{tmp_path / f'home{i}' / 'runs.db'}", delay=0.2)
     assert failures == []
 
 
@@ -605,14 +605,8 @@ def test_processes_opening_a_fresh_postgresql_database_at_once_migrate_it_once(p
     fail one of them (PostgreSQL's CREATE TABLE is not safe against a concurrent one)."""
     failures = []
     for _ in range(6):
-        url, results = postgres.new_database(), FORK.Queue()
-        at = time.time() + 0.3
-        procs = [FORK.Process(target=_open_at, args=(url, at, results)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=60)
-        failures += [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+        url = postgres.new_database()
+        failures += _open_at_once(url, delay=0.3)
         with RunStore(url) as store, store._engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM schema_version").scalar() == 1
     assert failures == []
