@@ -121,8 +121,8 @@ def stop_scheduler(proc: subprocess.Popen[bytes]) -> None:
 
 def rayline_latency(files: int, work: Path, rng: random.Random) -> dict[str, list[float]]:
     sys.path.insert(0, str(SRC))
-    from rayline.engine.store.runs import RunStore
-    from rayline.engine.store.trigger_states import TriggerStates
+    from rayline.store.runs import RunStore
+    from rayline.store.trigger_states import TriggerStates
 
     inbox, home = work / "inbox", work / "home"
     inbox.mkdir()
@@ -262,9 +262,9 @@ def serving_latency(files: int, work: Path, rng: random.Random) -> list[dict[str
     from ray import serve
     from sklearn.linear_model import LogisticRegression
 
-    from rayline.engine.store.runs import RunStore
-    from rayline.engine.store.trigger_states import TriggerStates
     from rayline.serving.rollout import serve_model
+    from rayline.store.runs import RunStore
+    from rayline.store.trigger_states import TriggerStates
     from rayline.tasks.registry import ModelRegistry
 
     inbox, home = work / "serve-inbox", work / "serve-home"

@@ -42,3 +42,22 @@ def lazy_exports(
         return sorted(set(table) | set(getattr(sys.modules[module_name], "__all__", ())))
 
     return __getattr__, __dir__
+
+
+def import_object(ref: str, what: str = "object") -> Any:
+    """The object a ``"package.module:attribute"`` reference names (dotted attributes allowed).
+
+    The one place that turns such a string into an object: features' batch functions, model
+    estimators, dask-ml classes and trigger kinds all go through it.
+
+    Raises:
+        ValueError: ``ref`` is not of the form ``module:attribute`` (the message names ``what``).
+        ImportError / AttributeError: the module or attribute does not exist.
+    """
+    module, _, name = str(ref).partition(":")
+    if not module or not name:
+        raise ValueError(f"{what}: name it as 'package.module:attribute', got {ref!r}")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -15,10 +15,10 @@ from typing import Any
 
 from rayline.config import Settings
 from rayline.engine.compiler import Plan, compile_plan
-from rayline.engine.states import RunStatus, TaskStatus
 from rayline.errors import DefinitionError, UsageError
 from rayline.sdk.flow import Flow
 from rayline.sdk.graph import Graph
+from rayline.store.states import RunStatus, TaskStatus
 
 
 # ---------------------------------------------------------------------------- loading flows
@@ -93,8 +93,8 @@ class Engine:
     """Settings + stores + executor for one call (a context manager that closes them)."""
 
     def __init__(self, settings: Settings | None = None, executor: Any = None, address: str | None = None):
-        from rayline.engine.store.artifacts import ArtifactStore
-        from rayline.engine.store.runs import RunStore
+        from rayline.store.artifacts import ArtifactStore
+        from rayline.store.runs import RunStore
 
         self.settings = settings or Settings()
         home = self.settings.resolved_home
@@ -131,7 +131,7 @@ class Engine:
 
         store = self.runs
         if slot is not None:
-            from rayline.engine.store.slots import FlowSlots, SlotGuardedStore
+            from rayline.store.slots import FlowSlots, SlotGuardedStore
 
             slots = FlowSlots(self.runs, self.settings.lease_ttl)
             store = SlotGuardedStore(self.runs, slots, resuming=slot == "resume")

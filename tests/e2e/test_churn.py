@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import rayline
-from rayline.engine.states import RunStatus
+from rayline.store.states import RunStatus
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -156,8 +156,8 @@ def test_resume_reruns_what_failed_and_succeeds(tmp_path):
 
 
 def test_resume_while_another_run_holds_the_flow_exits_3_and_changes_nothing(tmp_path, home):
-    from rayline.engine.store.runs import RunStore
-    from rayline.engine.store.slots import FlowSlots, NewRun
+    from rayline.store.runs import RunStore
+    from rayline.store.slots import FlowSlots, NewRun
 
     code, first = run_json(FLOWS / "failing.py", "-p", f"marker={tmp_path / 'marker'}")
     assert code == 1  # `rayline run` ran it under the flow's slot (overlap skip)

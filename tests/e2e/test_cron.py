@@ -19,8 +19,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from rayline.engine.states import RunStatus
-from rayline.engine.store.runs import RunStore
+from rayline.store.runs import RunStore
+from rayline.store.states import RunStatus
 
 RAYLINE = Path(sys.executable).parent / "rayline"
 FLOW = Path(__file__).parent / "flows" / "cronned.py"

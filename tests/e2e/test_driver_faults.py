@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 import rayline
-from rayline.engine.states import RunStatus, TaskStatus
-from rayline.engine.store.runs import RunStore
+from rayline.store.runs import RunStore
+from rayline.store.states import RunStatus, TaskStatus
 from tests.coordination import ledger, pid_alive, read_pid, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -9,7 +9,7 @@ import pytest
 
 import rayline
 from rayline import flow, task
-from rayline.engine.states import RunStatus, TaskStatus
+from rayline.store.states import RunStatus, TaskStatus
 from tests.coordination import ledger
 from tests.integration.flows import reliability as rf
 

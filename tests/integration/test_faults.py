@@ -23,8 +23,8 @@ import pytest
 import rayline
 from rayline import flow, task
 from rayline.config import Settings
-from rayline.engine.states import RunStatus, TaskStatus
-from rayline.engine.store.runs import RunStore
+from rayline.store.runs import RunStore
+from rayline.store.states import RunStatus, TaskStatus
 from tests.coordination import ledger, pid_alive, read_pid, wait_for
 from tests.integration.flows import faults
 from tests.integration.flows import reliability as rf

@@ -13,7 +13,7 @@ import pytest
 
 import rayline
 from rayline import flow, task
-from rayline.engine.states import RunStatus, TaskStatus
+from rayline.store.states import RunStatus, TaskStatus
 from rayline.tasks import read_parquet
 
 pytestmark = pytest.mark.usefixtures("ray_session")

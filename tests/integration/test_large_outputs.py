@@ -7,7 +7,7 @@ import pytest
 
 import rayline
 from rayline import flow, task
-from rayline.engine.states import RunStatus
+from rayline.store.states import RunStatus
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import rayline
-from rayline.engine.states import RunStatus, TaskStatus
+from rayline.store.states import RunStatus, TaskStatus
 from tests.coordination import wait_for
 from tests.integration.flows import pooled
 

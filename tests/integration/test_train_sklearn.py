@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 import rayline
 from rayline import flow, task
-from rayline.engine.states import RunStatus
+from rayline.store.states import RunStatus
 from rayline.tasks.evaluation import evaluate, split
 from rayline.tasks.features import fit_features
 from rayline.tasks.models import TrainedModel
@@ -61,7 +61,7 @@ def test_sklearn_model_trains_behind_features_and_scores_on_the_held_out_part(se
     assert metrics["rows"] == pytest.approx(1500 * 0.25, rel=0.15)
     assert metrics["accuracy"] > 0.85 and metrics["auc"] > 0.9 and metrics["logloss"] < 0.5
     # the estimator is a signed pickle in this run's artifact store, checked before loading
-    from rayline.engine.store.artifacts import ArtifactStore
+    from rayline.store.artifacts import ArtifactStore
 
     store = ArtifactStore.open(settings.home)
     assert store.verify(model.artifact)

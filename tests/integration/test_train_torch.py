@@ -16,7 +16,7 @@ import pytest
 
 import rayline
 from rayline import flow, task
-from rayline.engine.states import RunStatus, TaskStatus
+from rayline.store.states import RunStatus, TaskStatus
 from rayline.tasks.evaluation import evaluate
 from rayline.tasks.ingest import read_parquet
 from rayline.tasks.models import TrainedModel

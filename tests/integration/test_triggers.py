@@ -25,10 +25,10 @@ from click.testing import CliRunner
 
 from rayline.cli.main import cli
 from rayline.config import Settings
-from rayline.engine.states import RunStatus
-from rayline.engine.store.runs import RunStore
-from rayline.engine.store.slots import FlowSlots, NewRun
-from rayline.engine.store.trigger_states import TriggerStates
+from rayline.store.runs import RunStore
+from rayline.store.slots import FlowSlots, NewRun
+from rayline.store.states import RunStatus
+from rayline.store.trigger_states import TriggerStates
 from tests.coordination import wait_for
 
 FLOWS = Path(__file__).parent / "flows"

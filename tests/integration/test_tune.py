@@ -8,7 +8,7 @@ import pytest
 
 import rayline
 from rayline import flow, task
-from rayline.engine.states import RunStatus
+from rayline.store.states import RunStatus
 from rayline.tasks.evaluation import evaluate
 from rayline.tasks.tuning import TuneResult, parse_search_space, tune
 

@@ -21,14 +21,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-import rayline.engine.store.artifacts as artifacts
-from rayline.engine.store.artifacts import (
+import rayline.store.artifacts as artifacts
+from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
+from rayline.store.artifacts import (
     ArtifactInfo,
     ArtifactStore,
     load_or_create_key,
     validate_name,
 )
-from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
 
 FORK = mp.get_context("fork")
 
@@ -139,7 +139,7 @@ def test_a_dataframe_arrow_cannot_hold_is_pickled_instead(store: ArtifactStore):
 def test_putting_plain_values_never_imports_pyarrow_or_pandas(tmp_path: Path):
     code = (
         "import sys\n"
-        "from rayline.engine.store.artifacts import ArtifactStore\n"
+        "from rayline.store.artifacts import ArtifactStore\n"
         f"s = ArtifactStore({str(tmp_path / 'a')!r}, b'k' * 32)\n"
         "d = s.put({'n': 1}).digest\n"
         "assert s.get(d) == {'n': 1}\n"

@@ -55,7 +55,7 @@ def test_drift_fires_once_per_window_and_records_why(home, tmp_path):
 
 
 def test_drift_reads_a_log_dir_and_records_the_report_it_decided_on(home, tmp_path):
-    from rayline.engine.store.artifacts import ArtifactStore
+    from rayline.store.artifacts import ArtifactStore
 
     ref = tmp_path / "train.parquet"
     pd.DataFrame({"a": np.random.default_rng(1).normal(0, 1, 2000)}).to_parquet(ref)

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 
 from rayline import context
-from rayline.engine.store.artifacts import ArtifactStore
 from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
 from rayline.serving import InputError, RecordPredictor, flavor_of
+from rayline.store.artifacts import ArtifactStore
 from rayline.tasks.registry import (
     ModelNotFoundError,
     ModelRegistry,
@@ -196,7 +196,7 @@ def test_newer_registry_schema_is_refused(home: Path):
 
 
 def test_a_registry_on_a_network_filesystem_is_refused_by_name(home, tmp_path, monkeypatch):
-    from rayline.engine.store import runs_sql
+    from rayline.store import runs_sql
 
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")

@@ -18,10 +18,10 @@ import pytest
 import rayline
 from rayline import flow, task
 from rayline.config import Settings
-from rayline.engine.states import RunStatus
-from rayline.engine.store.runs import RunStore
-from rayline.engine.store.slots import FlowSlots
 from rayline.errors import FlowBusyError
+from rayline.store.runs import RunStore
+from rayline.store.slots import FlowSlots
+from rayline.store.states import RunStatus
 
 
 @task

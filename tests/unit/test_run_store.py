@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from rayline.engine.states import RunStatus, TaskStatus
-from rayline.engine.store import runs_sql
-from rayline.engine.store.runs import AttemptUpdate, RunStore, TaskUpdate, sqlite_url
 from rayline.errors import LeaseLostError, StoreError
+from rayline.store import runs_sql
+from rayline.store.runs import AttemptUpdate, RunStore, TaskUpdate, sqlite_url
+from rayline.store.states import RunStatus, TaskStatus
 
 HOST = socket.gethostname()
 FORK = mp.get_context("fork")
@@ -366,7 +366,7 @@ def test_missing_run_error_says_how_to_list_runs(store: RunStore):
 
 def test_find_run_accepts_a_unique_prefix_and_names_ambiguous_ones(store, monkeypatch):
     ids = iter([uuid.UUID("abc10000" + "0" * 24), uuid.UUID("abc20000" + "0" * 24)])
-    monkeypatch.setattr("rayline.engine.store.runs.uuid4", lambda: next(ids))
+    monkeypatch.setattr("rayline.store.runs.uuid4", lambda: next(ids))
     one, two = create(store), create(store)
     assert store.find_run("abc1").run_id == one and store.find_run(two).run_id == two
     with pytest.raises(StoreError, match=f"ambiguous.*{one}.*{two}|ambiguous.*{two}.*{one}"):

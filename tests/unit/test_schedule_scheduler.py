@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rayline.engine.states import RunStatus
-from rayline.engine.store.runs import RunStore
-from rayline.engine.store.slots import FlowSlots
-from rayline.engine.store.trigger_states import TriggerStates
 from rayline.errors import DefinitionError, UsageError
+from rayline.store.runs import RunStore
+from rayline.store.slots import FlowSlots
+from rayline.store.states import RunStatus
+from rayline.store.trigger_states import TriggerStates
 from rayline.triggers.catalog import Entry, load_entries
 from rayline.triggers.newdata import NewData, take_snapshot
 from rayline.triggers.schedule import Cron

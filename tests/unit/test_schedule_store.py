@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import MetaData, create_engine
 
-from rayline.engine.states import RunStatus
-from rayline.engine.store import runs_sql
-from rayline.engine.store.runs import RunStore, sqlite_url
-from rayline.engine.store.slots import FlowSlots, NewRun, SlotGuardedStore
-from rayline.engine.store.trigger_states import TriggerStates
 from rayline.errors import FlowBusyError, StoreError
+from rayline.store import runs_sql
+from rayline.store.runs import RunStore, sqlite_url
+from rayline.store.slots import FlowSlots, NewRun, SlotGuardedStore
+from rayline.store.states import RunStatus
+from rayline.store.trigger_states import TriggerStates
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_a_clock_jump_back_does_not_make_a_live_holder_look_dead(store, slots, m
 
 def test_a_reserved_run_whose_starter_died_goes_back_to_the_head_of_the_queue(store, slots, monkeypatch):
     a = slots.reserve(new("k1"))
-    monkeypatch.setattr("rayline.engine.store.leases.pid_alive", lambda pid: False)
+    monkeypatch.setattr("rayline.store.leases.pid_alive", lambda pid: False)
     b = slots.reserve(new("k2"), overlap="queue")
     assert b.promoted == a.run_id and b.action == "queued"
     assert slots.holder("churn") == a.run_id

@@ -52,7 +52,7 @@ def list_cmd(limit: int, flow_name: str | None, status: str | None, as_json: boo
       rayline runs list --json | jq -r '.[].run_id'
     """
     from rayline.api import Engine
-    from rayline.engine.states import RunStatus
+    from rayline.store.states import RunStatus
 
     with Engine(executor="local") as eng:
         want = RunStatus(status.upper()) if status else None
@@ -189,8 +189,8 @@ def _interrupt_driver(eng: Any, record: Any, wait_s: float) -> int:
 
 
 def _cancel_in_store(eng: Any, record: Any, why: str) -> None:
-    from rayline.engine.states import RunStatus, TaskStatus
-    from rayline.engine.store.runs import TaskUpdate
+    from rayline.store.runs import TaskUpdate
+    from rayline.store.states import RunStatus, TaskStatus
 
     ended = datetime.now(UTC)
     updates = [TaskUpdate(node_id=t.node_id, status=TaskStatus.CANCELLED, ended_at=ended)

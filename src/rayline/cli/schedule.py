@@ -81,9 +81,9 @@ def list_cmd(paths: tuple[str, ...], as_json: bool) -> int:
     polled yet shows the next fire time it would have.
     """
     from rayline.api import Engine
-    from rayline.engine.store.slots import FlowSlots
-    from rayline.engine.store.trigger_states import TriggerStates
     from rayline.errors import StoreError
+    from rayline.store.slots import FlowSlots
+    from rayline.store.trigger_states import TriggerStates
     from rayline.triggers.catalog import load_entries
     from rayline.triggers.trigger import utc_now
 

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rayline.engine.compiler import Plan, PlannedNode
-from rayline.engine.states import RunStatus, TaskStatus
-from rayline.engine.store.runs import AttemptRecord, TaskUpdate
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
+from rayline.store.runs import AttemptRecord, TaskUpdate
+from rayline.store.states import RunStatus, TaskStatus
 
 log = logging.getLogger("rayline.runner")
 

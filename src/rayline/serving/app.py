@@ -94,7 +94,7 @@ class _Loaded:
         model cannot load, its ``setup`` raises or its first ``check_health`` fails."""
         if same is not None and cls.model_of(same.spec) == cls.model_of(spec):
             return cls(spec, same.predictor)
-        from rayline.engine.store.artifacts import ArtifactStore
+        from rayline.store.artifacts import ArtifactStore
         from rayline.tasks.registry_records import load_features
 
         store = ArtifactStore.open(spec["home"])

@@ -12,10 +12,10 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from rayline._lazy import import_object
 from rayline.tasks.feature_steps import Step, is_pandas, plain
 
 __all__ = ["DaskML"]
@@ -120,8 +120,7 @@ class DaskML(Step):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DaskML:
-        module, _, name = str(d["class"]).partition(":")
-        if not module.startswith(_DASK_ML_MODULES):
+        if not str(d["class"]).startswith(_DASK_ML_MODULES):
             raise ValueError(f"dask_ml: refusing to load {d['class']!r}; only dask_ml and sklearn classes")
-        klass = getattr(importlib.import_module(module), name)
+        klass = import_object(d["class"], "dask_ml class")
         return cls(klass(**d.get("params", {})), tuple(d["columns"]))

@@ -23,12 +23,12 @@ In a flow, use the tasks ``fit_features(data, spec)`` and ``apply_features(data,
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rayline._lazy import import_object
 from rayline.sdk.task import task
 from rayline.tasks import feature_steps as fs
 from rayline.tasks.feature_dask import DaskML
@@ -267,12 +267,7 @@ def step_from_dict(d: dict[str, Any]) -> Step:
 
 
 def _import_function(ref: str) -> Callable[..., Any]:
-    module, _, name = ref.partition(":")
-    if not module or not name:
-        raise ValueError(f"a batch function is named 'package.module:function', got {ref!r}")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
+    obj = import_object(ref, "a batch function")
     if not callable(obj):
         raise ValueError(f"{ref} is not callable")
     return obj

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayline._lazy import import_object
 from rayline.tasks.training_data import table_from_batch
 
 __all__ = [
@@ -88,15 +89,7 @@ def resolve_object(ref: Any, what: str) -> Any:
     """
     if not isinstance(ref, str):
         return ref
-    import importlib
-
-    module, _, name = ref.partition(":")
-    if not module or not name:
-        raise ValueError(f"{what}: name it as 'package.module:attribute', got {ref!r}")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
+    return import_object(ref, what)
 
 
 def resolve_estimator(spec: Any) -> Any:
@@ -146,7 +139,7 @@ def resolve_store(store: Any = None) -> Any:
     if ctx is not None and ctx.store is not None:
         return ctx.store
     from rayline.config import Settings
-    from rayline.engine.store.artifacts import ArtifactStore
+    from rayline.store.artifacts import ArtifactStore
 
     return ArtifactStore.open(Settings().resolved_home)
 

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
-from rayline.engine.store.files import check_digest, validate_name
 from rayline.errors import ModelNotFoundError, StoreError, UnsafeNameError
+from rayline.store.files import check_digest, validate_name
 
 if TYPE_CHECKING:
-    from rayline.engine.store.artifacts import ArtifactStore
+    from rayline.store.artifacts import ArtifactStore
 
 __all__ = [
     "AliasEvent",
@@ -293,7 +293,7 @@ def lineage_from_run(ctx: Any, home: Path) -> dict[str, Any]:
     if not (home / "runs.db").exists():
         return out
     try:
-        from rayline.engine.store.runs import RunStore
+        from rayline.store.runs import RunStore
 
         with RunStore.open(home) as runs:
             rec = runs.get_run(ctx.run_id)

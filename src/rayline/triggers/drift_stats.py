@@ -260,6 +260,6 @@ def load_report(model: str, home: Any = None) -> DriftReport:
 
 def _store(home: Any) -> Any:
     from rayline.config import Settings
-    from rayline.engine.store.artifacts import ArtifactStore
+    from rayline.store.artifacts import ArtifactStore
 
     return ArtifactStore.open(Path(home) if home is not None else Settings().resolved_home)

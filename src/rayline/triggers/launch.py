@@ -32,9 +32,9 @@ from typing import Any
 
 from rayline.config import Settings
 from rayline.engine.compiler import compile_plan
-from rayline.engine.states import RunStatus
-from rayline.engine.store.slots import FlowSlots, NewRun
 from rayline.sdk.graph import Graph
+from rayline.store.slots import FlowSlots, NewRun
+from rayline.store.states import RunStatus
 
 log = logging.getLogger("rayline.triggers")
 

@@ -30,9 +30,9 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from rayline.config import Settings
-from rayline.engine.states import RunStatus
-from rayline.engine.store.runs import RunStore
-from rayline.engine.store.slots import FlowSlots, Reservation
+from rayline.store.runs import RunStore
+from rayline.store.slots import FlowSlots, Reservation
+from rayline.store.states import RunStatus
 from rayline.triggers.launch import InProcessLauncher, ProcessLauncher, planned_run
 from rayline.triggers.trigger import Fire, iso_utc, utc_now
 

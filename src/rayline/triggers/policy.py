@@ -1,7 +1,7 @@
 """Overlap and catch-up policies: what happens when a fire finds its flow busy, and what happens
 to ticks that were missed while no scheduler ran.
 
-Overlap (per trigger; enforced by the run store's flow slot, see ``engine/store/slots.py``):
+Overlap (per trigger; enforced by the run store's flow slot, see ``store/slots.py``):
 
 - ``skip`` (default for schedules): a run of the flow is PENDING or RUNNING under a live lease,
   so the new tick is recorded as a SKIPPED run whose ``error`` says why.

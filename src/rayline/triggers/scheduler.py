@@ -41,10 +41,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rayline.config import Settings
-from rayline.engine.store.runs import RunStore
-from rayline.engine.store.slots import FlowSlots
-from rayline.engine.store.trigger_states import TriggerStates
 from rayline.errors import RaylineError
+from rayline.store.runs import RunStore
+from rayline.store.slots import FlowSlots
+from rayline.store.trigger_states import TriggerStates
 from rayline.triggers.catalog import Entry, flows_of
 from rayline.triggers.launch import planned_run
 from rayline.triggers.trigger import Fire, iso_utc, utc_now

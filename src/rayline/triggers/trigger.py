@@ -43,11 +43,12 @@ Adding a kind (say, a drift trigger) means: a frozen dataclass with ``kind``, ``
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from rayline._lazy import import_object
 
 __all__ = [
     "TRIGGER_KINDS",
@@ -143,8 +144,7 @@ def trigger_class(kind: str) -> type:
     target = TRIGGER_KINDS.get(kind)
     if target is None:
         raise KeyError(f"unknown trigger kind {kind!r}; known: {', '.join(sorted(TRIGGER_KINDS))}")
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return import_object(target, "trigger kind")
 
 
 def utc_now() -> datetime:

@@ -33,9 +33,9 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from rayline.engine.states import RunStatus, TaskStatus
-from rayline.engine.store import leases
-from rayline.engine.store.run_records import (
+from rayline.errors import StoreError
+from rayline.store import leases
+from rayline.store.run_records import (
     AttemptRecord,
     AttemptUpdate,
     RunRecord,
@@ -46,7 +46,7 @@ from rayline.engine.store.run_records import (
     task_from_row,
     to_json,
 )
-from rayline.engine.store.runs_sql import (
+from rayline.store.runs_sql import (
     READ_OPTION,
     make_engine,
     migrate_run_store,
@@ -55,8 +55,8 @@ from rayline.engine.store.runs_sql import (
     task_attempts,
     tasks,
 )
-from rayline.engine.store.task_batches import apply_task_writes, task_writes
-from rayline.errors import StoreError
+from rayline.store.states import RunStatus, TaskStatus
+from rayline.store.task_batches import apply_task_writes, task_writes
 
 __all__ = [
     "AttemptRecord",

@@ -16,10 +16,10 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 
-from rayline.engine.states import TaskStatus
-from rayline.engine.store.run_records import TIME_FIELDS, AttemptLike, TaskUpdate, to_ts
-from rayline.engine.store.runs_sql import task_attempts, tasks
 from rayline.errors import StoreError
+from rayline.store.run_records import TIME_FIELDS, AttemptLike, TaskUpdate, to_ts
+from rayline.store.runs_sql import task_attempts, tasks
+from rayline.store.states import TaskStatus
 
 _TASK_FIELDS = (
     "digest", "size", "fmt", "started_at", "ended_at",

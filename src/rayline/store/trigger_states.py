@@ -25,9 +25,9 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from rayline.engine.store.run_records import from_ts, to_json, to_ts
-from rayline.engine.store.runs import RunStore
-from rayline.engine.store.runs_sql import trigger_state
+from rayline.store.run_records import from_ts, to_json, to_ts
+from rayline.store.runs import RunStore
+from rayline.store.runs_sql import trigger_state
 
 __all__ = ["TriggerStateRecord", "TriggerStates"]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rayline.engine.states import RunStatus, TaskStatus
 from rayline.errors import StoreError
+from rayline.store.states import RunStatus, TaskStatus
 
 if TYPE_CHECKING:
     from sqlalchemy import Row

@@ -23,10 +23,10 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from rayline.engine.states import RunStatus, TaskStatus
-from rayline.engine.store.run_records import RunRecord, run_from_row, to_ts
-from rayline.engine.store.runs_sql import runs, tasks
 from rayline.errors import LeaseLostError, StoreError
+from rayline.store.run_records import RunRecord, run_from_row, to_ts
+from rayline.store.runs_sql import runs, tasks
+from rayline.store.states import RunStatus, TaskStatus
 
 
 def pid_alive(pid: int) -> bool:

@@ -40,12 +40,12 @@ from uuid import uuid4
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rayline.engine.states import RunStatus
-from rayline.engine.store import leases
-from rayline.engine.store.run_records import RunRecord, run_from_row, to_json
-from rayline.engine.store.runs import RunStore, insert_run_rows
-from rayline.engine.store.runs_sql import flow_slots, run_queue, runs
 from rayline.errors import FlowBusyError, StoreError
+from rayline.store import leases
+from rayline.store.run_records import RunRecord, run_from_row, to_json
+from rayline.store.runs import RunStore, insert_run_rows
+from rayline.store.runs_sql import flow_slots, run_queue, runs
+from rayline.store.states import RunStatus
 
 Overlap = Literal["skip", "queue", "allow"]
 Action = Literal["start", "queued", "skipped", "exists"]

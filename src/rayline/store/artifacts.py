@@ -39,7 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rayline.engine.store.files import (
+from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
+from rayline.store.files import (
     DIGEST,
     READ_FLAGS,
     WRITE_FLAGS,
@@ -50,7 +51,6 @@ from rayline.engine.store.files import (
     write_atomic,
     write_error,
 )
-from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
 
 __all__ = ["ArtifactInfo", "ArtifactStore", "load_or_create_key", "validate_name"]
 
