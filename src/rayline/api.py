@@ -375,7 +375,7 @@ class Run:
         }
 
     def _repr_html_(self) -> str:
-        from rayline.notebook import run_html
+        from rayline.display.notebook import run_html
 
         d = self.to_dict()
         tasks = []

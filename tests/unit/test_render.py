@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from rayline import flow, task
-from rayline.notebook import graph_html, run_html
+from rayline.display.notebook import graph_html, run_html
+from rayline.display.render import to_dot, to_mermaid, to_text
 from rayline.sdk.graph import Graph, Node, Ref
-from rayline.sdk.render import to_dot, to_mermaid, to_text
 
 
 @task

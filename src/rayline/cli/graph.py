@@ -29,7 +29,7 @@ def graph_cmd(target: str, fmt: str, run_id: str | None) -> int:
     """
     from rayline.api import load_flow
     from rayline.cli.run import absolute_target
-    from rayline.sdk import render
+    from rayline.display import render
 
     graph = load_flow(absolute_target(target))
     states = _states(run_id) if run_id else None

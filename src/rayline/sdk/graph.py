@@ -156,14 +156,14 @@ class Graph:
             h.update(describe_args(n.args).encode())
         return h.hexdigest()
 
-    # Rendering lives in rayline.sdk.render; these keep notebooks one call away.
+    # Rendering lives in rayline.display.render; these keep notebooks one call away.
     def _repr_html_(self) -> str:
-        from rayline.notebook import graph_html
+        from rayline.display.notebook import graph_html
 
         return graph_html(self)
 
     def _repr_markdown_(self) -> str:
-        from rayline.sdk.render import to_mermaid
+        from rayline.display.render import to_mermaid
 
         return "```mermaid\n" + to_mermaid(self) + "\n```"
 

@@ -5,7 +5,7 @@ piece of user text (names, parameters, errors) goes through ``html.escape``.
 
 Example::
 
-    from rayline.notebook import graph_html, run_html
+    from rayline.display.notebook import graph_html, run_html
     from IPython.display import HTML
     HTML(run_html({"run_id": "r1", "flow_name": "hello", "status": "SUCCEEDED", ...}))
 """
@@ -17,8 +17,8 @@ from collections import Counter
 from html import escape
 from typing import Any
 
+from rayline.display.render import Box, boxes, state_colours, state_name
 from rayline.sdk.graph import Graph
-from rayline.sdk.render import Box, boxes, state_colours, state_name
 
 MAX_EDGES_LISTED = 500
 MAX_ERROR_CHARS = 4000
@@ -30,7 +30,7 @@ _CELL = "padding: 3px 8px; border-bottom: 1px solid #dee2e6; text-align: left; v
 def graph_html(graph: Graph, states: dict[str, Any] | None = None) -> str:
     """The graph as HTML: a title with the flow name and node count, one row per depth level
     with a box per node (coloured by state, if ``states`` maps node ids to states), then the
-    list of edges. Fan-outs of large graphs are collapsed as in ``rayline.sdk.render``."""
+    list of edges. Fan-outs of large graphs are collapsed as in ``rayline.display.render``."""
     drawn = boxes(graph, states)
     by_key = {b.key: b for b in drawn}
     n = len(graph)
