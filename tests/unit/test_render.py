@@ -123,6 +123,20 @@ def test_html_escapes_names():
     assert 'digraph "flow\\"<script>' in to_dot(g)
 
 
+def test_ipython_shows_graphs_and_flows_as_html_and_mermaid(graph):
+    formatters = pytest.importorskip("IPython.core.formatters")
+    from rayline.display.ipython import register
+
+    plain = formatters.DisplayFormatter()
+    assert "text/html" not in plain.format(graph)[0]  # the SDK has no display of its own
+    shown = formatters.DisplayFormatter()
+    register(shown)
+    for obj in (graph, hello):
+        data, _ = shown.format(obj)
+        assert 'class="rayline-graph"' in data["text/html"] and "4 nodes" in data["text/html"]
+        assert data["text/markdown"].startswith("```mermaid\nflowchart TD")
+
+
 def test_run_html_shows_status_tasks_and_escapes_errors(graph):
     summary = {
         "run_id": "run-1",
