@@ -297,14 +297,6 @@ def run_json(result: Any) -> dict[str, Any]:
     return result.view().outcome()
 
 
-def show_json(result: Any) -> dict[str, Any]:
-    """What ``rayline runs show --json`` prints: the run's JSON document (``RunView.to_json``,
-    every attempt of every task, errors whole) and the exit code it gave."""
-    view = result.view()
-    code = exit_code_for(view.status.value) if view.status.terminal else None
-    return {**view.to_json(), "exit_code": code}
-
-
 def summary(result: Any, seconds: float, flags: str = "") -> str:
     """What ``rayline run`` prints when a run ends: status, task counts, the whole error,
     warnings, the result or the command that resumes."""

@@ -21,7 +21,7 @@ from rayline.cli.output import (
     print_table,
     short_time,
 )
-from rayline.cli.run import show_json
+from rayline.cli.run import exit_code_for
 
 _STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "SUCCEEDED_WITH_WARNINGS", "FAILED", "CANCELLED",
              "INTERRUPTED", "SKIPPED")
@@ -223,6 +223,14 @@ def _run_row(r: Any, tasks: list[Any]) -> dict[str, Any]:
     from rayline.display.run_view import run_view
 
     return run_view(r, tasks).row()
+
+
+def show_json(result: Any) -> dict[str, Any]:
+    """What ``rayline runs show --json`` prints: the run's JSON document (``RunView.to_json``,
+    every attempt of every task, errors whole) and the exit code it gave."""
+    view = result.view()
+    code = exit_code_for(view.status.value) if view.status.terminal else None
+    return {**view.to_json(), "exit_code": code}
 
 
 def print_run(view: Any, *, tracebacks: bool = False) -> None:
