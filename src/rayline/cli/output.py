@@ -51,15 +51,15 @@ def first_line(text: str | None) -> str:
     return lines[0] if lines else ""
 
 
-def block(label: str, text: str, width: int | None = None) -> str:
+def block(label: str, text: str) -> str:
     """``label`` then every line of ``text``, continuation lines indented under the first:
 
     error    task 'boom' failed: ValueError: schema contract violated (1 problem):
              column 'age': expected int64, found string
     """
-    pad = " " * (width if width is not None else len(label))
+    pad = " " * len(label)
     lines = str(text).strip().splitlines() or [""]
-    return "\n".join([label.ljust(len(pad)) + lines[0], *(pad + line for line in lines[1:])])
+    return "\n".join([label + lines[0], *(pad + line for line in lines[1:])])
 
 
 def print_table(columns: list[tuple[str, str]], rows: list[dict[str, Any]], status_key: str) -> None:
