@@ -340,59 +340,28 @@ class Run:
         return v
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tasks:
-            out[t.status.value] = out.get(t.status.value, 0) + 1
-        return out
+        """How many tasks are in each state: ``{"SUCCEEDED": 3, "FAILED": 1}``."""
+        from rayline.display.run_view import run_view
+
+        return run_view(self.record, self.tasks).counts
+
+    def view(self) -> Any:
+        """The run's ``RunView`` (``rayline.display.run_view``): what every display of it renders."""
+        from rayline.display.run_view import run_view
+
+        return run_view(self.record, self.tasks, self.attempts, artifact_root=str(self._artifacts.root))
 
     def to_dict(self) -> dict[str, Any]:
-        r = self.record
-        return {
-            "run_id": r.run_id,
-            "flow": r.flow_name,
-            "status": r.status.value,
-            "error": r.error,
-            "params": r.params,
-            "source": r.source,
-            "run_key": r.run_key,
-            "created_at": _iso(r.created_at),
-            "ended_at": _iso(r.ended_at),
-            "counts": self.counts(),
-            "warnings": self.warnings,
-            "counters": self.counters,
-            "tasks": [
-                {
-                    "node_id": t.node_id,
-                    "status": t.status.value,
-                    "attempts": t.attempts,
-                    "started_at": _iso(t.started_at),
-                    "ended_at": _iso(t.ended_at),
-                    "error": t.error_message,
-                    "digest": t.digest,
-                }
-                for t in self.tasks
-            ],
-        }
+        """The run as JSON-ready data: the document ``rayline runs show --json`` prints."""
+        return self.view().to_json()
 
     def _repr_html_(self) -> str:
-        from rayline.notebook import run_html
+        from rayline.display.notebook import run_html
 
-        d = self.to_dict()
-        tasks = []
-        for t in self.tasks:
-            dur = (t.ended_at - t.started_at).total_seconds() if t.ended_at and t.started_at else None
-            tasks.append({"node_id": t.node_id, "status": t.status.value, "attempts": t.attempts,
-                          "duration_s": dur, "error": t.error_message})
-        return run_html({"run_id": d["run_id"], "flow_name": d["flow"], "status": d["status"],
-                         "started_at": d["created_at"], "ended_at": d["ended_at"], "tasks": tasks,
-                         "graph": self.graph})
+        return run_html(self.view(), self.graph)
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.flow_name} {self.status.value} {self.counts()}>"
-
-
-def _iso(dt: Any) -> str | None:
-    return dt.isoformat() if dt else None
 
 
 __all__ = ["Run", "TaskStatus", "load_flow", "load_run", "resume", "run"]

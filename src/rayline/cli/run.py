@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import click
 
+from rayline.cli.output import block, counts_text, first_line, format_seconds
 from rayline.cli.progress import make_progress
 
 _EXIT_BY_STATUS = {"SUCCEEDED": 0, "SUCCEEDED_WITH_WARNINGS": 0, "SKIPPED": 0, "CANCELLED": 130}
@@ -292,64 +293,39 @@ def report_skipped(result: Any, as_json: bool, out: TextIO | None = None) -> int
 
 
 def run_json(result: Any) -> dict[str, Any]:
-    return {
-        "run_id": result.run_id,
-        "status": result.status.value,
-        "flow": result.flow_name,
-        "error": result.error,
-        "tasks": [{"node_id": t.node_id, "status": t.status.value, "attempts": t.attempts}
-                  for t in result.tasks],
-    }
+    """What ``rayline run|resume --json`` print: the outcome of the run's ``RunView``."""
+    return result.view().outcome()
 
 
 def summary(result: Any, seconds: float, flags: str = "") -> str:
-    status = result.status.value
-    counts = result.counts()
-    parts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    """What ``rayline run`` prints when a run ends: status, task counts, the whole error,
+    warnings, the result or the command that resumes."""
+    view = result.view()
+    status = view.status.value
     lines = [
-        f"run {result.run_id} ({result.flow_name}): {status} in {format_seconds(seconds)}",
-        f"  tasks: {parts or 'none'}",
+        f"run {view.run_id} ({view.flow}): {status} in {format_seconds(seconds)}",
+        f"  tasks: {counts_text(view.counts, ', ') or 'none'}",
     ]
-    if result.error:
-        lines.append(f"  error: {result.error.strip().splitlines()[0]}")
-    warnings = list(getattr(result, "warnings", ()) or ())
-    if warnings:
-        lines.append(f"  warnings: {len(warnings)}")
-        lines += [f"    - {_first_line(w)}" for w in warnings[:5]]
-        if len(warnings) > 5:
-            lines.append(f"    … {len(warnings) - 5} more: rayline runs show {result.run_id}")
+    if view.error:
+        lines.append(block("  error: ", view.error))
+    if view.warnings:
+        lines.append(f"  warnings: {len(view.warnings)}")
+        lines += [f"    - {first_line(w)}" for w in view.warnings[:5]]
+        if len(view.warnings) > 5:
+            lines.append(f"    … {len(view.warnings) - 5} more: rayline runs show {view.run_id}")
     if status in ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS"):
         shown = _result_preview(result)
         if shown is not None:
             lines.append(f"  result:  {shown}")
-        lines.append(f"  outputs: stored under {_artifact_root()}; load them with "
-                     f"rayline.load_run({result.run_id!r}).result()")
-        lines.append(f"  details: rayline runs show {result.run_id}")
+        lines.append(f"  outputs: stored under {view.artifact_root}; load them with "
+                     f"rayline.load_run({view.run_id!r}).result()")
+        lines.append(f"  details: rayline runs show {view.run_id}")
     else:
-        lines.append(f"  details: rayline runs show {result.run_id}")
-        lines.append(f"  resume:  rayline resume {result.run_id}{flags}")
+        lines.append(f"  details: rayline runs show {view.run_id}")
+        if view.failed_tasks:
+            lines.append(f"  traceback: rayline runs show {view.run_id} --traceback")
+        lines.append(f"  resume:  rayline resume {view.run_id}{flags}")
     return "\n".join(lines)
-
-
-def _first_line(text: str) -> str:
-    lines = str(text).strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def _artifact_root() -> Path:
-    from rayline.config import Settings
-
-    return Settings().artifact_root
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
 
 
 def _result_preview(run: Any, limit: int = 200) -> str | None:
