@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from rayline.ui import actions, pages_flows, pages_models, pages_runs
 from rayline.ui.security import CSRF_FIELD, TokenGuard, checked_form, csrf_token, remember_csrf
 
 HERE = Path(__file__).parent
+WATCH_S = 60  # how long a page waits for a resume it started to take the run over
 
 
 @dataclass
@@ -81,11 +83,11 @@ def create_app(config: UiConfig) -> Starlette:
 
     def run_detail(request: Request) -> Response:
         run = _run_page(request)
-        return page(request, "run.html", run=run, view=run.view)
+        return page(request, "run.html", run=run, view=run.view, **_polling(request, run))
 
     def run_live(request: Request) -> Response:
         run = _run_page(request)
-        return page(request, "run_live.html", run=run, view=run.view)
+        return page(request, "run_live.html", run=run, view=run.view, **_polling(request, run))
 
     def run_json(request: Request) -> Response:
         return JSONResponse(_run_page(request).view.to_json())
@@ -98,9 +100,12 @@ def create_app(config: UiConfig) -> Starlette:
 
     async def run_resume(request: Request) -> Response:
         await checked_form(request)
-        run_id = _run_page(request).view.run_id
+        run = _run_page(request)
+        run_id = run.view.run_id
         pid = drivers.resume(run_id)
-        return _back(f"/runs/{run_id}", f"resume started: `rayline resume {run_id}` (pid {pid})")
+        # Keep the page polling until the resume takes the run over (a new lease generation).
+        watch = {"watch": run.generation, "until": int(time.time() + WATCH_S)}
+        return _back(f"/runs/{run_id}", f"resume started: `rayline resume {run_id}` (pid {pid})", watch)
 
     async def run_cancel(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
@@ -183,9 +188,24 @@ def create_app(config: UiConfig) -> Starlette:
                      exception_handlers={HTTPException: http_error})  # fmt: skip
 
 
-def _back(path: str, note: str) -> Response:
+def _back(path: str, note: str, extra: dict[str, Any] | None = None) -> Response:
     """Redirect after a POST (303: the browser GETs the page) with a one-line note."""
-    return RedirectResponse(f"{path}?{urlencode({'note': note})}", status_code=303)
+    return RedirectResponse(f"{path}?{urlencode({'note': note, **(extra or {})})}", status_code=303)
+
+
+def _polling(request: Request, run: pages_runs.RunPage) -> dict[str, Any]:
+    """Whether the run's page keeps polling, and the URL it polls: while the run goes, and after
+    a resume button until the resume takes the run over (``watch``: the generation before it,
+    ``until``: when to give up waiting)."""
+    live = f"/runs/{run.view.run_id}/live"
+    try:
+        watch, until = int(request.query_params["watch"]), float(request.query_params["until"])
+    except (KeyError, ValueError):
+        return {"polls": not run.terminal, "live_url": live}
+    waiting = run.generation <= watch and time.time() < until
+    if waiting or not run.terminal:
+        live += "?" + urlencode({"watch": watch, "until": int(until)})
+    return {"polls": waiting or not run.terminal, "live_url": live}
 
 
 def when_text(when: datetime | str | None) -> str:

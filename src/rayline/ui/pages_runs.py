@@ -96,6 +96,7 @@ class RunPage:
     timeline: tuple[Bar, ...]
     plan: dict[str, dict[str, Any]]  # node id -> its planned node (resources, location, ...)
     store_url: str
+    generation: int  # of the run's lease: a resume that takes the run over raises it
 
     @property
     def terminal(self) -> bool:
@@ -134,6 +135,7 @@ def run_page(runs: RunStore, settings: Settings, run_id: str) -> RunPage:
     return RunPage(
         view=view, stale=_stale(runs, settings, record), drawing=drawing, timeline=timeline(view),
         plan={n["id"]: n for n in plan.get("nodes", [])}, store_url=runs.url,
+        generation=record.generation,
     )  # fmt: skip
 
 

@@ -20,9 +20,8 @@ import hmac
 import ipaddress
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -101,14 +100,19 @@ def remember_csrf(request: Request, response: Response) -> Response:
     return response
 
 
-async def checked_form(request: Request) -> FormData:
-    """The POSTed form, once its CSRF token and Origin are checked (else HTTP 403)."""
+async def checked_form(request: Request) -> dict[str, str]:
+    """The POSTed form (URL-encoded, as the UI's forms send it), once its CSRF token and Origin
+    are checked (else HTTP 403)."""
     origin = request.headers.get("origin")
     if origin and origin != "null":
         host = request.headers.get("host", "")
         if urlsplit(origin).netloc != host:
             raise HTTPException(403, f"cross-site request refused (Origin {origin}, host {host})")
-    form = await request.form()
-    if not same(str(form.get(CSRF_FIELD) or ""), request.cookies.get(CSRF_COOKIE)):
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind not in ("", "application/x-www-form-urlencoded"):
+        raise HTTPException(415, f"a form is sent URL-encoded, not as {kind}")
+    body = (await request.body())[:65536].decode("utf-8", "replace")
+    form = dict(parse_qsl(body, keep_blank_values=True))
+    if not same(form.get(CSRF_FIELD), request.cookies.get(CSRF_COOKIE)):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
     return form
