@@ -29,7 +29,7 @@ DEMO = FLOWS / "ui_demo.py"
 SCHEDULED = FLOWS / "ui_scheduled.py"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
-    pytest.mark.timeout(240),
+    pytest.mark.timeout(300),
     pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                        reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"),
 ]  # fmt: skip
@@ -289,13 +289,20 @@ def test_a_running_runs_node_states_change_without_reloading(
     marker.write_text("present")
     # On Ray: its driver loop records each state as it changes (in-process, --local, runs a
     # task inside that loop, so nothing is recorded until the task returns).
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "rayline.cli.main", "run", str(DEMO), "--quiet",
-         "-p", f"marker={marker}", "-p", f"gate={gate}"],
-        env={**env, "RAYLINE_NUM_CPUS": "2"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    with (gate / "driver.log").open("w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "rayline.cli.main", "run", str(DEMO), "--quiet",
+             "-p", f"marker={marker}", "-p", f"gate={gate}"],
+            env={**env, "RAYLINE_NUM_CPUS": "2"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def started() -> bool:
+        assert driver.poll() is None, f"the driver exited: {(gate / 'driver.log').read_text()}"
+        return (gate / "gated.started").exists()
+
     try:
-        wait_for(lambda: (gate / "gated.started").exists(), 120, "task 'gated' to start on Ray")
+        wait_for(started, 200, "task 'gated' to start on Ray (a local Ray starts first)")
         browser.get(server.url + "/runs?flow=ui_demo&status=RUNNING")
         link = browser.find_element(By.CSS_SELECTOR, "#runs tbody tr td a")
         link.click()
@@ -365,3 +372,21 @@ def test_every_page_renders_a_screenshot_that_is_not_blank(
             spread = ImageStat.Stat(grey).stddev[0]
             colours = len(grey.getcolors(maxcolors=256 * 256) or ())
         assert spread > 10 and colours > 20, f"{name} page looks blank: stddev {spread:.1f}, {colours} shades"
+
+
+def test_the_ui_reads_runs_from_a_postgresql_run_store(postgres: Any, ui_home: Path) -> None:
+    env = cli_env(ui_home.parent / "pg-home", RAYLINE_DB_URL=postgres.new_database())
+    done = rayline(env, "run", str(DEMO), "--local", "--json", "-p", "marker=")
+    assert done.returncode == 1, done.stderr
+    run_id = run_id_of(done)
+    srv = UiServer(env)
+    try:
+        listed = httpx.get(f"{srv.url}/runs?flow=ui_demo&status=FAILED")
+        assert f'data-run-id="{run_id}"' in listed.text
+        page = httpx.get(f"{srv.url}/runs/{run_id}").text
+        assert 'data-node="check" data-state="FAILED"' in page and "column &#39;region&#39; is missing" in page
+        cli = json.loads(rayline(env, "runs", "show", run_id, "--json").stdout)
+        cli.pop("exit_code")
+        assert httpx.get(f"{srv.url}/runs/{run_id}.json").json() == cli
+    finally:
+        srv.stop()
