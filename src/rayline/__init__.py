@@ -23,7 +23,7 @@ from rayline.sdk.task import Task, task
 
 __version__ = "0.1.0"
 
-_API = {"run", "resume", "load_run", "load_flow", "Run"}
+_API = {"run", "resume", "load_run", "load_flow", "cancel", "list_runs", "Run"}
 _LAZY_MODULES = {"context"}
 
 
@@ -58,7 +58,9 @@ __all__ = [
     "Task",
     "TracingError",
     "ValidationError",
+    "cancel",
     "flow",
+    "list_runs",
     "load_flow",
     "load_run",
     "resume",

@@ -39,9 +39,8 @@ def graph_cmd(target: str, fmt: str, run_id: str | None) -> int:
 
 
 def _states(run_id: str) -> dict[str, Any]:
-    from rayline.api import Engine
-    from rayline.cli.runs import find_run
+    from rayline.launch.session import Session
 
-    with Engine(executor="local") as eng:
-        record = find_run(eng, run_id)
+    with Session(executor="local") as eng:
+        record = eng.find_run(run_id)
         return {t.node_id: t.status.value for t in eng.runs.get_tasks(record.run_id)}
