@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rayline.config import Settings
-from rayline.engine.compiler import Plan, compile_plan
+from rayline.engine import compiler
+from rayline.engine.compiler import Plan
 from rayline.errors import ValidationError
 from rayline.sdk.graph import Graph
 
@@ -93,7 +94,7 @@ class Session:
     def compile(self, graph: Graph, params: Mapping[str, Any], overrides: Any = None) -> Plan:
         """The run's ``Plan``: every static check but the cluster's (``check_cluster``), so that
         a run is compiled once, before any executor starts."""
-        return compile_plan(graph, params, cluster=None, overrides=overrides,
+        return compiler.compile_plan(graph, params, cluster=None, overrides=overrides,
                             persist_all=self.settings.persist == "all")  # fmt: skip
 
     @staticmethod

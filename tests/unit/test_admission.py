@@ -1,0 +1,122 @@
+"""The one admission path (``rayline.launch``): every way in loads the flow once and compiles its
+plan once per run; ``-p`` values are converted strictly; a run killed before it started can be
+resumed and is never adopted by the next ``rayline run``. All in this process (``--local``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import rayline
+from rayline.cli.main import cli
+from rayline.engine import compiler
+from rayline.store.runs import RunStore
+from rayline.store.states import RunStatus
+
+COUNTED = Path(__file__).parent / "admission_flows" / "counted.py"
+
+
+class Counts:
+    """Module imports and traces of the counted flow (from its counter file), and calls of
+    ``compile_plan`` (a spy that delegates to the real one)."""
+
+    def __init__(self, counter: Path) -> None:
+        self.counter = counter
+        self.compiles = 0
+
+    def reset(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counter.write_text("")
+        self.compiles = 0
+        for name in [n for n in sys.modules if n.startswith("rayline_flow_counted_")]:
+            monkeypatch.delitem(sys.modules, name)  # the next load imports the file afresh
+
+    def loads(self) -> Counter:
+        return Counter(self.counter.read_text().split())
+
+
+@pytest.fixture
+def counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path) -> Counts:
+    c = Counts(tmp_path / "counter")
+    monkeypatch.setenv("RAYLINE_TEST_COUNTER", str(c.counter))
+    monkeypatch.delenv("RAYLINE_TEST_FAIL", raising=False)
+    for name in ("RAY_ADDRESS", "RAYLINE_RAY_ADDRESS", "RAYLINE_EXECUTOR"):
+        monkeypatch.delenv(name, raising=False)
+    import rayline.api
+    import rayline.launch.admission
+    import rayline.launch.launchers  # noqa: F401  (imported before the spy goes in)
+
+    real = compiler.compile_plan
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        c.compiles += 1
+        return real(*args, **kwargs)
+
+    # Wherever a rayline module holds the function under its own name, it calls the spy.
+    for module in [m for n, m in sys.modules.items() if n.startswith("rayline")]:
+        if getattr(module, "compile_plan", None) is real:
+            monkeypatch.setattr(module, "compile_plan", spy)
+    c.reset(monkeypatch)
+    return c
+
+
+def cli_ok(*args: str) -> dict:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def via_api() -> str:
+    return rayline.run(str(COUNTED), executor="local", overlap="skip").run_id
+
+
+def via_api_without_overlap() -> str:
+    return rayline.run(str(COUNTED), executor="local").run_id
+
+
+def via_cli_run() -> str:
+    return cli_ok("run", str(COUNTED), "--local", "--json", "-q")["run_id"]
+
+
+def via_cli_trigger() -> str:
+    return cli_ok("trigger", str(COUNTED), "--local", "--json")["run_id"]
+
+
+def via_schedule_tick() -> str:
+    return cli_ok("schedule", "tick", str(COUNTED), "--local", "--json", "--now", "2026-01-01T03:00:10Z")["fired"][0]["run_id"]
+
+
+@pytest.mark.parametrize("start", [via_api, via_api_without_overlap, via_cli_run, via_cli_trigger, via_schedule_tick])
+def test_each_way_in_loads_the_flow_once_and_compiles_once(counts: Counts, start: Any, home: Path) -> None:
+    run_id = start()
+    assert counts.loads() == {"module": 1, "trace": 1}
+    assert counts.compiles == 1
+    with RunStore(f"sqlite:///{home / 'runs.db'}") as store:
+        assert store.get_run(run_id).status == RunStatus.SUCCEEDED
+
+
+def test_a_resume_loads_the_flow_once_and_compiles_once(counts: Counts, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYLINE_TEST_FAIL", "1")
+    failed = rayline.run(str(COUNTED), executor="local", overlap="skip")
+    assert failed.status == RunStatus.FAILED
+    monkeypatch.delenv("RAYLINE_TEST_FAIL")
+    counts.reset(monkeypatch)
+    resumed = rayline.resume(failed.run_id, executor="local")
+    assert resumed.status == RunStatus.SUCCEEDED
+    assert counts.loads() == {"module": 1, "trace": 1}
+    assert counts.compiles == 1
+    counts.reset(monkeypatch)
+    monkeypatch.setenv("RAYLINE_TEST_FAIL", "1")
+    again = rayline.run(str(COUNTED), executor="local", overlap="skip")
+    monkeypatch.delenv("RAYLINE_TEST_FAIL")
+    counts.reset(monkeypatch)
+    assert cli_ok("resume", again.run_id, "--local", "--json", "-q")["status"] == "SUCCEEDED"
+    assert counts.loads() == {"module": 1, "trace": 1}
+    assert counts.compiles == 1
