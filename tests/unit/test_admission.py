@@ -120,3 +120,45 @@ def test_a_resume_loads_the_flow_once_and_compiles_once(counts: Counts, monkeypa
     assert cli_ok("resume", again.run_id, "--local", "--json", "-q")["status"] == "SUCCEEDED"
     assert counts.loads() == {"module": 1, "trace": 1}
     assert counts.compiles == 1
+
+
+KILLED_WHILE_STARTING = """
+import os, signal, sys
+import rayline
+
+class KilledWhileStarting:  # the executor's start (Ray coming up) is where the kill lands
+    def start(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+rayline.run(sys.argv[1], executor=KilledWhileStarting(), overlap="skip", n=5)
+"""
+
+
+def reserved_then_killed(counter: Path, home: Path) -> str:
+    """A ``rayline.run`` in a child process that is killed after it reserved its run, before the
+    run's first task started; returns that run's id."""
+    env = {**os.environ, "RAYLINE_TEST_COUNTER": str(counter), "RAYLINE_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_STARTING, str(COUNTED)], env=env, timeout=120)
+    assert proc.returncode == -9
+    with RunStore(f"sqlite:///{home / 'runs.db'}") as store:
+        (stale,) = store.list_runs()
+        assert stale.status == RunStatus.PENDING and stale.params == {"n": 5}
+        return stale.run_id
+
+
+def test_a_run_killed_before_it_started_can_be_resumed(counts: Counts, home: Path) -> None:
+    stale = reserved_then_killed(counts.counter, home)
+    resumed = rayline.resume(stale, executor="local")
+    assert resumed.status == RunStatus.SUCCEEDED and resumed.result() == 10
+
+
+def test_the_next_run_never_adopts_a_run_killed_before_it_started(counts: Counts, home: Path) -> None:
+    stale = reserved_then_killed(counts.counter, home)
+    mine = rayline.run(str(COUNTED), executor="local", overlap="skip", n=7)
+    assert mine.run_id != stale
+    assert mine.status == RunStatus.SUCCEEDED and mine.result() == 14
+    left = rayline.load_run(stale)
+    assert left.status == RunStatus.INTERRUPTED and f"rayline resume {stale}" in (left.error or "")
+    assert [t.status.value for t in left.tasks] == ["PENDING"]  # nothing of it ran
+    resumed = rayline.resume(stale, executor="local")
+    assert resumed.status == RunStatus.SUCCEEDED and resumed.result() == 10
