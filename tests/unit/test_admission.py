@@ -162,3 +162,84 @@ def test_the_next_run_never_adopts_a_run_killed_before_it_started(counts: Counts
     assert [t.status.value for t in left.tasks] == ["PENDING"]  # nothing of it ran
     resumed = rayline.resume(stale, executor="local")
     assert resumed.status == RunStatus.SUCCEEDED and resumed.result() == 10
+
+
+@pytest.mark.parametrize("command", ["run", "trigger"])
+@pytest.mark.parametrize("value", ["true", "no", "2.5", "seven", "[1]", "null"])
+def test_a_parameter_that_is_not_of_its_type_is_refused_by_name(counts: Counts, command: str, value: str) -> None:
+    result = CliRunner().invoke(cli, [command, str(COUNTED), "--local", "-p", f"n={value}"])
+    assert result.exit_code == 2, result.output
+    assert "parameter 'n' expects int, got" in result.stderr
+    assert "Traceback" not in result.output
+    assert counts.compiles == 0  # refused before anything was planned or recorded
+
+
+def test_rayline_run_refuses_a_bool_for_a_number(counts: Counts) -> None:
+    with pytest.raises(rayline.errors.UsageError, match="parameter 'n' expects int, got bool"):
+        rayline.run(str(COUNTED), executor="local", n=True)
+
+
+def test_numbers_convert_where_the_type_allows(counts: Counts) -> None:
+    assert cli_ok("run", str(COUNTED), "--local", "--json", "-q", "-p", "n=3.0")["status"] == "SUCCEEDED"
+    assert rayline.load_run(rayline.list_runs(limit=1)[0].run_id).result() == 6
+
+
+def one_line_error(result: Any) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.output
+    assert lines and lines[-1].startswith("error: "), result.output
+    return lines[-1]
+
+
+STORE_COMMANDS = [
+    ["runs", "list"],
+    ["runs", "show", "abc"],
+    ["cancel", "abc"],
+    ["resume", "abc", "--local"],
+    ["run", str(COUNTED), "--local"],
+    ["trigger", str(COUNTED), "--local"],
+    ["schedule", "tick", str(COUNTED), "--local"],
+]
+
+
+@pytest.mark.parametrize("args", STORE_COMMANDS, ids=lambda a: " ".join(a[:2]).replace(str(COUNTED), "FLOW"))
+def test_a_corrupt_store_ends_every_command_with_exit_4_and_one_line(counts: Counts, home: Path, args: list[str]) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "runs.db").write_bytes(b"this is not a database, it was damaged" * 100)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 4, result.output
+    assert "runs.db" in one_line_error(result)
+
+
+def test_a_read_only_store_ends_a_run_with_exit_4_and_one_line(counts: Counts, home: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    rayline.run(str(COUNTED), executor="local")  # the store exists
+    monkeypatch.setenv("RAYLINE_DB_URL", f"sqlite:///file:{home / 'runs.db'}?mode=ro&uri=true")
+    assert CliRunner().invoke(cli, ["runs", "list"]).exit_code == 0  # reading still works
+    result = CliRunner().invoke(cli, ["run", str(COUNTED), "--local", "-q"])
+    assert result.exit_code == 4, result.output
+    assert "readonly" in one_line_error(result)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_loser_of_two_resumes_of_one_run_exits_3_with_one_line(counts: Counts, home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:  # fmt: skip
+    monkeypatch.setenv("RAYLINE_TEST_FAIL", "1")
+    failed = rayline.run(str(COUNTED), executor="local", overlap="skip")
+    monkeypatch.delenv("RAYLINE_TEST_FAIL")
+    winner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:  # another process resumed the run first and drives it now (a live pid, a fresh lease)
+        with RunStore(f"sqlite:///{home / 'runs.db'}") as store:
+            store.take_over(failed.run_id, owner_pid=winner.pid, owner_host=failed.record.owner_host or "",
+                            lease_ttl=30.0)  # fmt: skip
+        result = CliRunner().invoke(cli, ["resume", failed.run_id, "--local", "-q", *(["--json"] if as_json else [])])
+        assert rayline.load_run(failed.run_id).status == RunStatus.RUNNING  # the winner's; untouched
+    finally:
+        winner.kill()
+        winner.wait()
+    assert result.exit_code == 3, result.output
+    if as_json:
+        doc = json.loads(result.stdout)
+        assert doc["resumed"] is False and f"pid {winner.pid}" in doc["reason"]
+    else:
+        assert f"pid {winner.pid}" in one_line_error(result)

@@ -63,6 +63,8 @@ def _invoke(call: Any) -> int:
         click.echo(f"error: {exc}", err=True)
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
+        if exc.exit_code == EXIT_FAILED and store_failure(exc.__cause__ or exc.__context__) is not None:
+            return EXIT_STORE  # a store error raised for a corrupt, read-only or full store
         return exc.exit_code
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

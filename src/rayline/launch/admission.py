@@ -143,7 +143,7 @@ def admit(
     slots = FlowSlots(session.runs, session.settings.lease_ttl)
     got = reserve(slots, planned, overlap=overlap, skip_takes_key=skip_takes_key)
     flow = planned.new.flow_name
-    log.info("run of flow '%s': %s%s", flow, got.action, f" run {got.run_id}" if got.run_id else "")
+    log.debug("run of flow '%s': %s%s", flow, got.action, f" run {got.run_id}" if got.run_id else "")
     own = got.run_id if got.action in ("start", "queued") else None
     mine = got.action == "start"
     try:

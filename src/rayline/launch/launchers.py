@@ -74,6 +74,8 @@ class InProcessLauncher:
             return
         status = record.status.value
         self.finished.append((run_id, status))
+        if on_event is not None:
+            return  # the caller watches the run's events and reports its end itself
         tail = f": {record.error.strip().splitlines()[0]}" if record.error else ""
         log.info("run %s (%s) %s in %.1f s%s", run_id, record.flow_name, status, time.monotonic() - t0, tail)
 
