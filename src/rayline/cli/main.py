@@ -124,8 +124,8 @@ def cli() -> None:
       rayline resume 1a2b3c                      re-run what did not finish
       rayline graph flows/hello.py --format mermaid
 
-    Exit codes: 0 succeeded, 1 run failed, 2 definition or usage error, 3 skipped (the
-    flow was busy), 130 cancelled.
+    Exit codes: 0 succeeded, 1 run failed, 2 definition or usage error, 3 nothing done
+    (the flow or the run was busy), 4 the store cannot be used, 130 cancelled.
     Set RAYLINE_DEBUG=1 for tracebacks, RAYLINE_LOG_LEVEL=DEBUG for more logging.
     """
     configure_logging()

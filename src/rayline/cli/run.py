@@ -24,7 +24,8 @@ from rayline.errors import exit_code_for_status as exit_code_for
 @click.argument("target", metavar="PATH[:FLOW]")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A flow parameter. VALUE is read as YAML (5 is an int, 0.1 a float, true a "
-                   "bool, [1, 2] a list) and then converted to the parameter's annotation.")
+                   "bool, [1, 2] a list) and then converted to the parameter's annotation; a "
+                   "value that does not convert (true for an int) is refused (exit 2).")
 @click.option("--set", "sets", multiple=True, metavar="NODE.OPTION=VALUE",
               help="Override a task option for one node id or task name, e.g. train.retries=3 "
                    "or train.gpus=1.")
@@ -51,8 +52,9 @@ def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address
     taken over once its lease expires.
 
     \b
-    Exit codes: 0 succeeded, 1 failed, 2 definition or usage error,
-    3 skipped (the flow was busy), 130 cancelled.
+    Exit codes: 0 succeeded, 1 failed, 2 definition or usage error (a -p value
+    of the wrong type too), 3 skipped (the flow was busy), 4 the store cannot be used,
+    130 cancelled.
 
     \b
     Examples:
@@ -95,8 +97,9 @@ def resume_cmd(run_id: str, address: str | None, local: bool, as_json: bool, qui
     Tasks that succeeded (and whose stored outputs still verify) are adopted; only the rest
     run again, with the run's original parameters. RUN_ID may be a unique prefix. A run that
     `rayline run`, a schedule or a trigger started takes its flow's slot back: while another
-    run of the flow is going, nothing is resumed and the exit code is 3. Output and exit
-    codes are otherwise as for `rayline run`.
+    run of the flow is going, or while another process is resuming this run, nothing is
+    resumed and the exit code is 3. A run killed before it started is resumed like any
+    other. Output and exit codes are otherwise as for `rayline run`.
 
     \b
     Examples:
