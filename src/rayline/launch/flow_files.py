@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -77,10 +78,11 @@ def load_flow_file(target: str | Path) -> FlowFile:
             f"pick one with {path}:NAME"
         )
     source = f"{path}:{attr}"
-    if chosen.source != source:
-        chosen.source = source
-        chosen._graph = None  # traced before under another source: trace again, once
-    return FlowFile(chosen.graph(), _first_overlap(chosen.schedule))
+    chosen.source = source
+    graph = chosen.graph()  # traced once per process; later loads reuse it
+    if graph.source != source:  # traced before the loader named it (e.g. at import)
+        graph = dataclasses.replace(graph, source=source)
+    return FlowFile(graph, _first_overlap(chosen.schedule))
 
 
 def flows_in(module: Any) -> dict[str, Flow]:
