@@ -106,9 +106,9 @@ def resume(
 def load_run(run_id: str, *, settings: Settings | None = None) -> Run:
     """The recorded state of a run (prefix of the id accepted)."""
     with Session(settings, executor="local") as session:
-        rid = session.find_run(run_id).run_id
-        session.runs.mark_interrupted_if_stale(rid, session.settings.lease_ttl)
-        return Run.load(session, rid)
+        record = session.find_run(run_id)
+        session.interrupt_if_stale(record)
+        return Run.load(session, record.run_id)
 
 
 def list_runs(
@@ -118,9 +118,7 @@ def list_runs(
     with Session(settings, executor="local") as session:
         want = RunStatus(status.upper()) if status else None
         records = session.runs.list_runs(limit=limit, flow_name=flow_name, status=want)
-        stale = [r for r in records if r.status == RunStatus.RUNNING
-                 and session.runs.mark_interrupted_if_stale(r.run_id, session.settings.lease_ttl)]  # fmt: skip
-        if stale:
+        if [r for r in records if session.interrupt_if_stale(r)]:
             records = session.runs.list_runs(limit=limit, flow_name=flow_name, status=want)
         return [Run.load(session, r.run_id) for r in records]
 

@@ -90,7 +90,7 @@ def show_cmd(run_id: str, as_json: bool) -> int:
 
     with Session(executor="local") as eng:
         record = eng.find_run(run_id)
-        eng.runs.mark_interrupted_if_stale(record.run_id, eng.settings.lease_ttl)
+        eng.interrupt_if_stale(record)
         result = Run.load(eng, record.run_id)
     data = show_json(result)
     if as_json:
@@ -151,9 +151,7 @@ def cancel_cmd(run_id: str, wait_s: float) -> int:
 
 # ---------------------------------------------------------------------------- shared
 def _refresh_stale(eng: Any, record: Any) -> bool:
-    if record.status.value != "RUNNING":
-        return False
-    return eng.runs.mark_interrupted_if_stale(record.run_id, eng.settings.lease_ttl)
+    return eng.interrupt_if_stale(record)
 
 
 def _run_row(r: Any, tasks: list[Any]) -> dict[str, Any]:

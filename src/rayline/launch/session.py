@@ -128,6 +128,13 @@ class Session:
         except StoreError as exc:
             raise UsageError(str(exc)) from None
 
+    def interrupt_if_stale(self, record: Any) -> bool:
+        """Mark a RUNNING run whose driver is gone INTERRUPTED (what every reader of runs does
+        before showing them); True if it was."""
+        if record.status.value != "RUNNING":
+            return False
+        return self.runs.mark_interrupted_if_stale(record.run_id, self.settings.lease_ttl)
+
     def close(self) -> None:
         if not self.keep_store_open:  # a Run handed out still reads from it
             self.runs.close()
