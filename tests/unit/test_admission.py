@@ -243,3 +243,29 @@ def test_the_loser_of_two_resumes_of_one_run_exits_3_with_one_line(counts: Count
         assert doc["resumed"] is False and f"pid {winner.pid}" in doc["reason"]
     else:
         assert f"pid {winner.pid}" in one_line_error(result)
+
+
+def test_a_child_process_starts_a_reserved_run_with_python_m_rayline_launch(counts: Counts, settings: Any) -> None:
+    from rayline.launch.admission import plan_run, reserve
+    from rayline.launch.flow_files import load_flow
+    from rayline.launch.launchers import ProcessLauncher
+    from rayline.launch.session import Session
+    from rayline.store.slots import FlowSlots
+
+    with Session(settings, executor="local") as session:
+        planned = plan_run(session, load_flow(str(COUNTED)), {"n": 4}, trigger={"kind": "manual"})
+        got = reserve(FlowSlots(session.runs, settings.lease_ttl), planned, overlap="skip")
+    launcher = ProcessLauncher(settings, local=True)
+    assert launcher.command(got.run_id)[1:4] == ["-m", "rayline.launch", got.run_id]
+    launcher.start(got.run_id)
+    (child,) = launcher.children.values()
+    assert child.wait(timeout=120) == 0
+    done = rayline.load_run(got.run_id, settings=settings)
+    assert done.status == RunStatus.SUCCEEDED and done.result() == 8
+
+
+def test_the_verbs_list_and_cancel_runs(counts: Counts) -> None:
+    first = rayline.run(str(COUNTED), executor="local", n=2)
+    second = rayline.run(str(COUNTED), executor="local", n=3)
+    assert [r.run_id for r in rayline.list_runs(limit=5)] == [second.run_id, first.run_id]
+    assert rayline.cancel(first.run_id).status == RunStatus.SUCCEEDED  # finished: left as it is
