@@ -22,7 +22,6 @@ what to do. Validation collects every problem and raises them together.
     │   ├── LeaseLostError           another process owns the run now
     │   ├── FlowBusyError            another run holds the flow's slot (exit code 3)
     │   ├── RunBusyError             another process drives the run now (exit code 3)
-    │   ├── StoreUnavailableError    the store cannot be read or written (exit code 4)
     │   └── ModelNotFoundError       no such model, version or alias (exit code 2)
     ├── RolloutError             a new model version failed to deploy; the previous one serves
     └── InfrastructureError      Ray lost a worker, a node or the owner of an object
@@ -33,7 +32,8 @@ Exit codes, the one table every command follows (README, "Exit codes")::
     1    the run failed, or an unexpected error
     2    a definition, validation or usage error
     3    nothing was done because the flow or the run is busy (skipped, or a resume lost a race)
-    4    the store cannot be used: corrupt, read-only, full or unreachable
+    4    the store cannot be used: corrupt, read-only, full or unreachable (the CLI tells
+         these apart from other errors by their cause: ``cli.main.store_failure``)
     130  cancelled
 """
 
@@ -177,13 +177,6 @@ class RunBusyError(StoreError):
     def __init__(self, message: str, *, held_by: str | None = None) -> None:
         super().__init__(message)
         self.held_by = held_by
-
-
-class StoreUnavailableError(StoreError):
-    """The run store cannot be read or written: a corrupt database, a read-only or full disk, an
-    unreachable server (exit code 4)."""
-
-    exit_code = EXIT_STORE
 
 
 class ModelNotFoundError(StoreError, LookupError):

@@ -119,11 +119,11 @@ class Session:
         Raises:
             UsageError: no such run, or the prefix is ambiguous.
         """
-        from rayline.errors import LeaseLostError, StoreError, StoreUnavailableError, UsageError
+        from rayline.errors import LeaseLostError, StoreError, UsageError
 
         try:
             return self.runs.find_run(run_id)
-        except (LeaseLostError, StoreUnavailableError):
+        except LeaseLostError:
             raise
         except StoreError as exc:
             raise UsageError(str(exc)) from None
