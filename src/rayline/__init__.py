@@ -36,7 +36,7 @@ def _show_in_notebooks() -> None:
 
 _show_in_notebooks()
 
-_API = {"run", "resume", "load_run", "load_flow", "Run"}
+_API = {"run", "resume", "load_run", "load_flow", "cancel", "list_runs", "Run"}
 _LAZY_MODULES = {"context"}
 
 
@@ -71,7 +71,9 @@ __all__ = [
     "Task",
     "TracingError",
     "ValidationError",
+    "cancel",
     "flow",
+    "list_runs",
     "load_flow",
     "load_run",
     "resume",

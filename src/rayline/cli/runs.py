@@ -4,11 +4,6 @@ end) recorded runs. Runs whose driver died are marked INTERRUPTED before they ar
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -21,7 +16,7 @@ from rayline.cli.output import (
     print_table,
     short_time,
 )
-from rayline.cli.run import exit_code_for
+from rayline.errors import exit_code_for_status as exit_code_for
 
 _STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "SUCCEEDED_WITH_WARNINGS", "FAILED", "CANCELLED",
              "INTERRUPTED", "SKIPPED")
@@ -56,10 +51,10 @@ def list_cmd(limit: int, flow_name: str | None, status: str | None, as_json: boo
       rayline runs list --flow hello --status FAILED --limit 5
       rayline runs list --json | jq -r '.[].run_id'
     """
-    from rayline.api import Engine
+    from rayline.launch.session import Session
     from rayline.store.states import RunStatus
 
-    with Engine(executor="local") as eng:
+    with Session(executor="local") as eng:
         want = RunStatus(status.upper()) if status else None
         records = eng.runs.list_runs(limit=limit, flow_name=flow_name, status=want)
         if any(_refresh_stale(eng, r) for r in records):
@@ -97,11 +92,12 @@ def show_cmd(run_id: str, as_json: bool, tracebacks: bool) -> int:
       rayline runs show 1a2b3c --traceback
       rayline runs show 1a2b3c --json | jq '.tasks[] | select(.status == "FAILED")'
     """
-    from rayline.api import Engine, Run
+    from rayline.api import Run
+    from rayline.launch.session import Session
 
-    with Engine(executor="local") as eng:
-        record = find_run(eng, run_id)
-        eng.runs.mark_interrupted_if_stale(record.run_id, eng.settings.lease_ttl)
+    with Session(executor="local") as eng:
+        record = eng.find_run(run_id)
+        eng.interrupt_if_stale(record)
         result = Run.load(eng, record.run_id)
     if as_json:
         click.echo(json.dumps(show_json(result), default=str))
@@ -127,96 +123,16 @@ def cancel_cmd(run_id: str, wait_s: float) -> int:
       rayline cancel 1a2b3c
       rayline cancel 1a2b3c --wait 120
     """
-    from rayline.api import Engine
-    from rayline.errors import UsageError
+    from rayline.launch.cancel import cancel_run
+    from rayline.launch.session import Session
 
-    with Engine(executor="local") as eng:
-        record = find_run(eng, run_id)
-        rid = record.run_id
-        if record.status.terminal:
-            click.echo(f"run {rid} already finished: {record.status.value}; nothing to cancel")
-            return 0
-        host = socket.gethostname()
-        if record.owner_host and record.owner_host != host:
-            raise UsageError(
-                f"run {rid} is driven by pid {record.owner_pid} on host {record.owner_host}, not "
-                f"this host ({host}); run `rayline cancel {rid}` there"
-            )
-        if record.owner_pid and record.owner_pid != os.getpid() and _alive(record.owner_pid) \
-                and not eng.runs.is_stale(record, eng.settings.lease_ttl):
-            return _interrupt_driver(eng, record, wait_s)
-        _cancel_in_store(eng, record, "cancelled with `rayline cancel`; its driver was no longer running")
-        click.echo(f"run {rid}: driver pid {record.owner_pid} is not running; marked CANCELLED")
-        return 0
-
-
-# ---------------------------------------------------------------------------- cancel helpers
-def _interrupt_driver(eng: Any, record: Any, wait_s: float) -> int:
-    rid = record.run_id
-    os.kill(record.owner_pid, signal.SIGINT)
-    click.echo(f"run {rid}: sent SIGINT to driver pid {record.owner_pid}; waiting up to "
-               f"{wait_s:g} s for it to stop", err=True)
-    deadline = time.monotonic() + wait_s
-    while True:
-        now = eng.runs.get_run(rid)
-        if now.status.terminal:
-            click.echo(f"run {rid}: {now.status.value}")
-            return 0
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.2)
-    click.echo(f"run {rid} is still {now.status.value} after {wait_s:g} s; its driver (pid "
-               f"{record.owner_pid}) may be stuck. `kill {record.owner_pid}` stops it, then "
-               f"`rayline cancel {rid}` marks the run CANCELLED", err=True)
-    return 1
-
-
-def _cancel_in_store(eng: Any, record: Any, why: str) -> None:
-    from rayline.store.runs import TaskUpdate
-    from rayline.store.states import RunStatus, TaskStatus
-
-    ended = datetime.now(UTC)
-    updates = [TaskUpdate(node_id=t.node_id, status=TaskStatus.CANCELLED, ended_at=ended)
-               for t in eng.runs.get_tasks(record.run_id) if not t.status.terminal]
-    # Fenced by the dead driver's lease generation: if anyone took the run over meanwhile,
-    # LeaseLostError stops us from overwriting their state.
-    if updates:
-        eng.runs.record_tasks(record.run_id, updates, generation=record.generation)
-    eng.runs.set_run_status(record.run_id, RunStatus.CANCELLED, error=why, generation=record.generation)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not a driver any more
-        import psutil
-
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except Exception:
-        return True
+    with Session(executor="local") as session:
+        return cancel_run(session, run_id, wait_s=wait_s, say=lambda line, err: click.echo(line, err=err))
 
 
 # ---------------------------------------------------------------------------- shared
-def find_run(eng: Any, run_id: str) -> Any:
-    """The run ``run_id`` (or unique prefix); an unknown or ambiguous id is a usage error."""
-    from rayline.errors import LeaseLostError, StoreError, UsageError
-
-    try:
-        return eng.runs.find_run(run_id)
-    except LeaseLostError:
-        raise
-    except StoreError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def _refresh_stale(eng: Any, record: Any) -> bool:
-    if record.status.value != "RUNNING":
-        return False
-    return eng.runs.mark_interrupted_if_stale(record.run_id, eng.settings.lease_ttl)
+    return eng.interrupt_if_stale(record)
 
 
 def _run_row(r: Any, tasks: list[Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@
   ``RAYLINE_HOME/ui/resume-<run>.log``), so the run's driver is a CLI driver like any other:
   ``rayline cancel`` and the UI's cancel reach it with SIGINT, and the UI server never runs
   user code itself.
-- cancel: ``rayline cancel RUN_ID`` in a child process, waited for (its message is shown).
+- cancel: ``rayline.api.cancel`` (``launch.cancel.cancel_run``, as ``rayline cancel``).
 - promote, rollback: ``ModelRegistry.promote`` / ``rollback``, as ``rayline models`` calls them.
 
 The one module to re-point when these verbs move (``launch/``, ``models/``).
@@ -67,13 +67,17 @@ class Drivers:
 
 
 def cancel(settings: Settings, run_id: str, wait_s: float = 15.0) -> tuple[int, str]:
-    """Cancel a run as ``rayline cancel RUN_ID`` does (SIGINT to a live driver on this host, or
-    mark it CANCELLED when its driver is gone); returns its exit code and what it printed."""
-    args = [sys.executable, "-m", "rayline.cli.main", "cancel", run_id, "--wait", f"{wait_s:g}"]
-    env = {**os.environ, "RAYLINE_HOME": str(settings.resolved_home)}
-    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
-                          timeout=wait_s + 60, check=False)  # fmt: skip
-    return done.returncode, (done.stdout + done.stderr).strip()
+    """Cancel a run as ``rayline cancel RUN_ID`` does (``rayline.api.cancel``: SIGINT to a live
+    driver on this host, or mark it CANCELLED when its driver is gone); returns 0 and the run's
+    state, or 1 and why it could not be cancelled (e.g. its driver runs on another host)."""
+    from rayline import api
+    from rayline.errors import RaylineError
+
+    try:
+        run = api.cancel(run_id, wait=wait_s, settings=settings)
+    except RaylineError as e:
+        return 1, f"not cancelled: {e}"
+    return 0, f"run {run.run_id}: {run.status.value}"
 
 
 def registry(settings: Settings) -> Any:
