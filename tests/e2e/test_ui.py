@@ -320,6 +320,33 @@ def test_a_running_runs_node_states_change_without_reloading(
             driver.wait(10)
 
 
+def test_cancel_button_stops_a_running_run(server: UiServer, browser: Any, env: dict[str, str], ui_home: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    gate = ui_home.parent / "gate-cancel"
+    gate.mkdir()
+    (gate / "marker").write_text("present")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rayline.cli.main", "run", str(DEMO), "--local", "--quiet", "--json",
+         "-p", f"marker={gate / 'marker'}", "-p", f"gate={gate}"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (gate / "gated.started").exists(), 60, "task 'gated' to start")
+        browser.get(server.url + "/runs?flow=ui_demo&status=RUNNING")
+        browser.find_element(By.CSS_SELECTOR, "#runs tbody tr td a").click()
+        until(browser, lambda b: b.find_element(By.ID, "cancel").click() or True, what="the cancel button")
+        until(browser, lambda b: run_status(b) == "CANCELLED", 60, "the run to be cancelled")
+        assert "CANCELLED" in browser.find_element(By.ID, "note").text
+        out, _ = driver.communicate(timeout=60)
+        assert json.loads(out)["status"] == "CANCELLED"
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(10)
+
+
 def test_rollback_button_moves_the_alias_back_and_records_it(server: UiServer, browser: Any, models: str, ui_home: Path) -> None:
     from selenium.webdriver.common.by import By
 
