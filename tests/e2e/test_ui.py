@@ -278,23 +278,22 @@ def test_resume_button_reruns_the_failed_task_and_the_page_shows_success(
     assert httpx.get(f"{server.url}/runs/{run_id}.json").json()["status"] == "SUCCEEDED"
 
 
-def test_a_running_runs_node_states_change_without_reloading(
-    server: UiServer, browser: Any, env: dict[str, str], ui_home: Path
-) -> None:
+def watch_a_run_go(server: UiServer, browser: Any, env: dict[str, str], gate: Path, *, on_ray: bool) -> None:
+    """Start ui_demo with its `gated` task held at the gate, open its page, let the task go and
+    see the page follow, without reloading. On Ray the driver records each state as it changes,
+    so the page also shows `gated` RUNNING; in-process (``--local``) the driver runs a task inside
+    its loop and records states when it returns, so the page sees them change at the end."""
     from selenium.webdriver.common.by import By
 
-    gate = ui_home.parent / "gate"
     gate.mkdir()
     marker = gate / "marker"
     marker.write_text("present")
-    # On Ray: its driver loop records each state as it changes (in-process, --local, runs a
-    # task inside that loop, so nothing is recorded until the task returns).
+    where = {**env, "RAYLINE_NUM_CPUS": "2"} if on_ray else env
     with (gate / "driver.log").open("w") as log:
         driver = subprocess.Popen(
             [sys.executable, "-m", "rayline.cli.main", "run", str(DEMO), "--quiet",
-             "-p", f"marker={marker}", "-p", f"gate={gate}"],
-            env={**env, "RAYLINE_NUM_CPUS": "2"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-            start_new_session=True,
+             *(() if on_ray else ("--local",)), "-p", f"marker={marker}", "-p", f"gate={gate}"],
+            env=where, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         )  # fmt: skip
 
     def started() -> bool:
@@ -302,22 +301,39 @@ def test_a_running_runs_node_states_change_without_reloading(
         return (gate / "gated.started").exists()
 
     try:
-        wait_for(started, 200, "task 'gated' to start on Ray (a local Ray starts first)")
+        wait_for(started, 200 if on_ray else 60, "task 'gated' to start")
         browser.get(server.url + "/runs?flow=ui_demo&status=RUNNING")
-        link = browser.find_element(By.CSS_SELECTOR, "#runs tbody tr td a")
-        link.click()
-        until(browser, lambda b: node_state(b, "gated") == "RUNNING", what="'gated' shown RUNNING")
-        assert node_state(browser, "check") == "SUCCEEDED"
+        browser.find_element(By.CSS_SELECTOR, "#runs tbody tr td a").click()
+        until(browser, lambda b: run_status(b) == "RUNNING", what="the run shown RUNNING")
+        if on_ray:
+            until(browser, lambda b: node_state(b, "gated") == "RUNNING", what="'gated' shown RUNNING")
+            assert node_state(browser, "check") == "SUCCEEDED"
+        else:
+            assert node_state(browser, "gated") == "PENDING"
         browser.execute_script("window.__same_page = 'still here';")
         (gate / "go").write_text("go")
         until(browser, lambda b: node_state(b, "gated") == "SUCCEEDED", 60, "'gated' shown SUCCEEDED")
         until(browser, lambda b: run_status(b) == "SUCCEEDED", what="the run's status")
+        assert [node_state(browser, n) for n in ("load", "check")] == ["SUCCEEDED", "SUCCEEDED"]
         assert browser.execute_script("return window.__same_page;") == "still here"  # no reload
         assert driver.wait(60) == 0
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(10)
+
+
+def test_a_running_runs_node_states_change_without_reloading(
+    server: UiServer, browser: Any, env: dict[str, str], ui_home: Path
+) -> None:
+    watch_a_run_go(server, browser, env, ui_home.parent / "gate-local", on_ray=False)
+
+
+@pytest.mark.slow
+def test_a_run_on_ray_shows_its_running_task_live(
+    server: UiServer, browser: Any, env: dict[str, str], ui_home: Path
+) -> None:
+    watch_a_run_go(server, browser, env, ui_home.parent / "gate-ray", on_ray=True)
 
 
 def test_cancel_button_stops_a_running_run(server: UiServer, browser: Any, env: dict[str, str], ui_home: Path) -> None:
