@@ -81,24 +81,22 @@ def cancel(settings: Settings, run_id: str, wait_s: float = 15.0) -> tuple[int, 
 
 
 def registry(settings: Settings) -> Any:
-    """The model registry of ``settings`` (close it when done)."""
+    """The model registry of ``settings`` (the app keeps one open; close it when done)."""
     from rayline.tasks.registry import ModelRegistry
 
     return ModelRegistry(settings)
 
 
-def promote(settings: Settings, name: str, version: int, alias: str, reason: str | None) -> Any:
-    """Point ``alias`` of ``name`` at ``version`` (``rayline models promote``)."""
-    with registry(settings) as reg:
-        return reg.promote(name, version, alias, reason=reason or "promoted in the web UI", actor=_actor())
+def promote(reg: Any, name: str, version: int, alias: str, reason: str | None) -> Any:
+    """Point ``alias`` of ``name`` at ``version`` in registry ``reg`` (``rayline models promote``)."""
+    return reg.promote(name, version, alias, reason=reason or "promoted in the web UI", actor=_actor())
 
 
-def rollback(settings: Settings, name: str, alias: str, expected: int | None, reason: str | None) -> Any:
+def rollback(reg: Any, name: str, alias: str, expected: int | None, reason: str | None) -> Any:
     """Move ``alias`` of ``name`` back one promotion (``rayline models rollback``); with
     ``expected``, only if it still points where the page showed it."""
-    with registry(settings) as reg:
-        return reg.rollback(name, alias, reason=reason or "rolled back in the web UI", actor=_actor(),
-                            expected=expected)  # fmt: skip
+    return reg.rollback(name, alias, reason=reason or "rolled back in the web UI", actor=_actor(),
+                        expected=expected)  # fmt: skip
 
 
 def _actor() -> str:

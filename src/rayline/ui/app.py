@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -63,9 +64,11 @@ def create_app(config: UiConfig) -> Starlette:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)  # fmt: skip
     env.filters.update(when=when_text, dur=duration_text, short=lambda s: (s or "")[:12])
-    env.globals.update(poll_s=config.poll_s, csrf_field=CSRF_FIELD, urlencode=urlencode, quote=quote)
+    env.globals.update(poll_s=config.poll_s, csrf_field=CSRF_FIELD, urlencode=urlencode, quote=quote,
+                       trigger_text=pages_runs.trigger_text)  # fmt: skip
     drivers = actions.Drivers(config.settings, local=config.local, address=config.address)
     state: dict[str, Any] = {}
+    lock = threading.Lock()
 
     def page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
         html = env.get_template(template).render(request=request, csrf=csrf_token(request),
@@ -119,18 +122,21 @@ def create_app(config: UiConfig) -> Starlette:
         rows = pages_flows.flows_page(store(), config.entries)
         return page(request, "flows.html", flows=rows, entries_error=config.entries_error)
 
+    def registry() -> Any:
+        with lock:  # opened on first use: a UI without models never creates a registry file
+            if "registry" not in state:
+                state["registry"] = actions.registry(config.settings)
+            return state["registry"]
+
     def models(request: Request) -> Response:
-        with actions.registry(config.settings) as reg:
-            data = pages_models.models_page(reg)
-        return page(request, "models.html", data=data)
+        return page(request, "models.html", data=pages_models.models_page(registry()))
 
     def model_detail(request: Request) -> Response:
         from rayline.errors import ModelNotFoundError
 
         name = request.path_params["name"]
         try:
-            with actions.registry(config.settings) as reg:
-                data = pages_models.model_page(reg, name, config.settings.resolved_home)
+            data = pages_models.model_page(registry(), name, config.settings.resolved_home)
         except ModelNotFoundError as e:
             raise HTTPException(404, str(e)) from None
         return page(request, "model.html", m=data)
@@ -144,10 +150,10 @@ def create_app(config: UiConfig) -> Starlette:
         try:
             if what == "promote":
                 version = int(str(form.get("version") or "0"))
-                ev = await run_in_threadpool(actions.promote, config.settings, name, version, alias, reason)
+                ev = await run_in_threadpool(actions.promote, registry(), name, version, alias, reason)
             elif what == "rollback":
                 expected = int(str(form["expected"])) if form.get("expected") else None
-                ev = await run_in_threadpool(actions.rollback, config.settings, name, alias, expected, reason)
+                ev = await run_in_threadpool(actions.rollback, registry(), name, alias, expected, reason)
             else:
                 raise HTTPException(404, f"no action {what!r}")
         except (StoreError, ValueError) as e:
@@ -168,6 +174,8 @@ def create_app(config: UiConfig) -> Starlette:
         finally:
             drivers.stop()
             state["runs"].close()
+            if "registry" in state:
+                state["registry"].close()
 
     routes = [
         Route("/", lambda r: RedirectResponse("/runs", 307)),
