@@ -42,3 +42,13 @@ def test_the_graph_is_drawn_one_row_per_depth_with_state_colours_and_edges() -> 
 def test_without_a_stored_plan_the_tasks_are_drawn_unconnected() -> None:
     drawing = layout(plan_nodes(None, ["x", "y"]), {"x": "SUCCEEDED"})
     assert [b.node_id for b in drawing.boxes] == ["x", "y"] and drawing.edges == ()
+
+
+def test_rayline_ui_has_help_with_examples_and_binds_loopback_by_default() -> None:
+    from click.testing import CliRunner
+
+    from rayline.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["ui", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.stdout and "127.0.0.1" in result.stdout and "token" in result.stdout
