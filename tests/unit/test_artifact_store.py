@@ -21,7 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-import rayline.store.artifacts as artifacts
+import rayline.store.artifact_files as artifact_files
+from rayline.store.artifact_encoding import to_bytes
 from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
 from rayline.store.artifacts import (
     ArtifactInfo,
@@ -150,13 +151,13 @@ def test_putting_plain_values_never_imports_pyarrow_or_pandas(tmp_path: Path):
 
 
 def test_manifest_is_written_last_and_describes_the_object(store, monkeypatch):
-    order, real = [], artifacts.write_atomic
+    order, real = [], artifact_files.write_atomic
 
-    def record(path: Path, data: bytes, *, sync: bool) -> None:
-        real(path, data, sync=sync)
+    def record(path: Path, data: bytes, *, sync: bool, **kw) -> None:
+        real(path, data, sync=sync, **kw)
         order.append(path.name)
 
-    monkeypatch.setattr(artifacts, "write_atomic", record)
+    monkeypatch.setattr(artifact_files, "write_atomic", record)
     info = store.put([1, 2, 3])
     assert order == [info.digest, f"{info.digest}.json"]
     manifest = json.loads(
@@ -176,7 +177,7 @@ def test_the_same_value_twice_is_written_once(store, monkeypatch):
     def no_write(*args, **kwargs):
         raise AssertionError("a second put of stored bytes must write nothing")
 
-    monkeypatch.setattr(artifacts, "write_atomic", no_write)
+    monkeypatch.setattr(artifact_files, "write_atomic", no_write)
     assert store.put({"k": "v"}) == first
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == before
 
@@ -207,17 +208,17 @@ class Crash(BaseException):
 
 
 def test_data_without_its_manifest_does_not_exist(store, monkeypatch):
-    real = artifacts.write_atomic
+    real = artifact_files.write_atomic
 
-    def die_before_manifest(path: Path, data: bytes, *, sync: bool) -> None:
+    def die_before_manifest(path: Path, data: bytes, *, sync: bool, **kw) -> None:
         if path.name.endswith(".json"):
             raise Crash
-        real(path, data, sync=sync)
+        real(path, data, sync=sync, **kw)
 
-    monkeypatch.setattr(artifacts, "write_atomic", die_before_manifest)
+    monkeypatch.setattr(artifact_files, "write_atomic", die_before_manifest)
     with pytest.raises(Crash):
         store.put("half-written")
-    digest = hashlib.sha256(artifacts._to_bytes("half-written")[0]).hexdigest()
+    digest = hashlib.sha256(to_bytes("half-written")[0]).hexdigest()
     assert data_path(store, digest).exists()  # the data landed, the manifest did not
     assert not store.exists(digest) and not store.verify(digest)
     with pytest.raises(StoreError, match=f"no artifact {digest}"):
@@ -237,7 +238,7 @@ def test_disk_full_during_fsync_is_a_store_error_naming_the_path(store, monkeypa
 
     monkeypatch.setattr(os, "fsync", full)
     value = np.zeros(1000)
-    digest = hashlib.sha256(artifacts._to_bytes(value)[0]).hexdigest()
+    digest = hashlib.sha256(to_bytes(value)[0]).hexdigest()
     with pytest.raises(StoreError, match=f"no space left writing .*{digest}"):
         store.put(value)
     assert not data_path(store, digest).exists() and not store.exists(digest)
