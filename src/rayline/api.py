@@ -100,7 +100,7 @@ class Engine:
         home = self.settings.resolved_home
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.runs = RunStore(self.settings.run_store_url)
-        self.artifacts = ArtifactStore.open(home)
+        self.artifacts = ArtifactStore.open(home, lease_ttl=self.settings.lease_ttl)
         self.keep_store_open = False
         self._executor_arg = executor
         self._address = address or self.settings.ray_address
@@ -255,12 +255,15 @@ class Run:
         self._tasks: list[Any] | None = None
         self._attempts: list[Any] | None = None
         self._plan: dict[str, Any] | None = None
+        self._lease_ttl = 30.0
 
     @classmethod
     def load(cls, eng: Engine, run_id: str, graph: Graph | None = None) -> Run:
         # Details (tasks, attempts, plan) are read on first use; the Run keeps the store.
         eng.keep_store_open = True
-        return cls(eng.runs.get_run(run_id), eng.runs, eng.artifacts, graph)
+        run = cls(eng.runs.get_run(run_id), eng.runs, eng.artifacts, graph)
+        run._lease_ttl = eng.settings.lease_ttl
+        return run
 
     @property
     def tasks(self) -> list[Any]:
@@ -313,11 +316,26 @@ class Run:
         return next(t for t in self.tasks if t.node_id == node_id)
 
     def output(self, node_id: str) -> Any:
-        """The stored output of one task (verified against its checksum)."""
+        """The stored output of one task (verified against its checksum).
+
+        Raises:
+            ArtifactIntegrityError: the output is damaged or gone; it is marked lost in the
+                run's history, and ``rayline resume`` recomputes it and what depends on it.
+        """
+        from rayline.errors import ArtifactIntegrityError, StoreError
+
         t = self.task(node_id)
         if not t.digest:
             raise UsageError(f"run {self.run_id}: task '{node_id}' has no stored output ({t.status})")
-        return self._artifacts.get(t.digest)
+        try:
+            return self._artifacts.get(t.digest)
+        except StoreError as exc:
+            if not isinstance(exc, ArtifactIntegrityError) and self._artifacts.exists(t.digest):
+                raise  # not a damaged or missing object (e.g. a read error): nothing is lost
+            self._runs.mark_output_lost(self.run_id, node_id, t.digest, str(exc), lease_ttl=self._lease_ttl,
+                                        found_by="reading the run's output")
+            raise ArtifactIntegrityError(f"{exc}. Marked the output of task '{node_id}' lost in run "
+                                         f"{self.run_id}: `rayline resume {self.run_id}` recomputes it") from exc
 
     def result(self) -> Any:
         """The flow's return value, loaded from the artifact store."""

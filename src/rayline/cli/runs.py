@@ -94,7 +94,10 @@ def show_cmd(run_id: str, as_json: bool) -> int:
         record = find_run(eng, run_id)
         eng.runs.mark_interrupted_if_stale(record.run_id, eng.settings.lease_ttl)
         result = Run.load(eng, record.run_id)
+        events = eng.runs.get_events(record.run_id)
     data = show_json(result)
+    data["events"] = [{"at": _iso(e.at), "kind": e.kind, "node_id": e.node_id, "digest": e.digest,
+                       "message": e.message} for e in events]
     if as_json:
         click.echo(json.dumps(data, default=str))
         return 0
@@ -115,6 +118,8 @@ def show_cmd(run_id: str, as_json: bool) -> int:
         click.echo(f"warning  {_first_line(w)}")
     if data["counters"]:
         click.echo("counters " + ", ".join(f"{k}={v:g}" for k, v in sorted(data["counters"].items())))
+    for e in events:
+        click.echo(f"event    {_short_time(_iso(e.at))} {e.kind}: {_first_line(e.message)}")
     click.echo("")
     columns = [("node_id", "NODE"), ("status", "STATUS"), ("attempts", "ATTEMPTS"),
                ("duration", "DURATION"), ("error", "ERROR")]
