@@ -255,7 +255,7 @@ class Run:
         self._tasks: list[Any] | None = None
         self._attempts: list[Any] | None = None
         self._plan: dict[str, Any] | None = None
-        self._lease_ttl = 30.0
+        self._lease_ttl = 30.0  # Run.load takes the engine's
 
     @classmethod
     def load(cls, eng: Engine, run_id: str, graph: Graph | None = None) -> Run:
@@ -316,12 +316,8 @@ class Run:
         return next(t for t in self.tasks if t.node_id == node_id)
 
     def output(self, node_id: str) -> Any:
-        """The stored output of one task (verified against its checksum).
-
-        Raises:
-            ArtifactIntegrityError: the output is damaged or gone; it is marked lost in the
-                run's history, and ``rayline resume`` recomputes it and what depends on it.
-        """
+        """The stored output of one task (verified against its checksum). One that is damaged or
+        gone raises ArtifactIntegrityError and is marked lost: ``rayline resume`` recomputes it."""
         from rayline.errors import ArtifactIntegrityError, StoreError
 
         t = self.task(node_id)
@@ -334,8 +330,7 @@ class Run:
                 raise  # not a damaged or missing object (e.g. a read error): nothing is lost
             self._runs.mark_output_lost(self.run_id, node_id, t.digest, str(exc), lease_ttl=self._lease_ttl,
                                         found_by="reading the run's output")
-            raise ArtifactIntegrityError(f"{exc}. Marked the output of task '{node_id}' lost in run "
-                                         f"{self.run_id}: `rayline resume {self.run_id}` recomputes it") from exc
+            raise ArtifactIntegrityError(f"{exc}. Marked it lost: `rayline resume {self.run_id}` recomputes it") from exc
 
     def result(self) -> Any:
         """The flow's return value, loaded from the artifact store."""

@@ -25,6 +25,7 @@ from rayline.cli.run import resume_cmd, run_cmd
 from rayline.cli.runs import cancel_cmd, runs_group
 from rayline.cli.schedule import schedule_group, scheduler_cmd, trigger_cmd
 from rayline.cli.serve import serve_cmd
+from rayline.cli.store import store_group
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 DEBUG_ENV = "RAYLINE_DEBUG"
@@ -149,6 +150,7 @@ cli.add_command(trigger_cmd)
 cli.add_command(models_group)
 cli.add_command(serve_cmd)
 cli.add_command(drift_group)
+cli.add_command(store_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 from rayline.engine.compiler import Plan, PlannedNode
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
+from rayline.store.run_events import find_lost_outputs
 from rayline.store.runs import AttemptRecord, TaskUpdate
 from rayline.store.states import RunStatus, TaskStatus
 
@@ -108,7 +109,7 @@ class Runner:
     def resume(self, plan: Plan, run_id: str) -> RunOutcome:
         run = self.store.get_run(run_id)
         tasks = self.store.get_tasks(run_id)
-        lost = self._lost_outputs(run_id, tasks)
+        lost = find_lost_outputs(self.store, self.artifacts, run_id, tasks)  # each one an event
         if run.status.ok and not lost:
             return RunOutcome(run_id, run.status, created=False)
         generation = self.store.take_over(
@@ -117,36 +118,19 @@ class Runner:
         adopted: dict[str, str] = {}
         code = {n.id: n.spec.code_hash for n in plan.nodes}
         old_plan = _old_code_hashes(self.store.get_plan(run.plan_hash))
+        redo = lost.union(*(plan.descendants(n) for n in lost))  # lost, and what depends on it
         for t in tasks:
             if (
                 t.status.ok
                 and t.digest
                 and t.node_id in code
                 and old_plan.get(t.node_id, code[t.node_id]) == code[t.node_id]
-                and t.node_id not in lost
+                and t.node_id not in redo
             ):
                 adopted[t.node_id] = t.digest
-        for node in plan.nodes:  # topological: what depends on a lost output is recomputed too
-            if any(u in lost for u in node.inputs):
-                lost.add(node.id)
-                adopted.pop(node.id, None)
         self.on_event("resume", {"run_id": run_id, "adopted": sorted(adopted)})
         status = self._execute(plan, run_id, generation=generation, adopted=adopted)
         return RunOutcome(run_id, status)
-
-    def _lost_outputs(self, run_id: str, tasks: list[Any]) -> set[str]:
-        """Succeeded tasks whose stored output fails verification; each loss becomes an event
-        in the run's history."""
-        lost: set[str] = set()
-        for t in tasks:
-            if t.status.ok and t.digest and not self.artifacts.verify(t.digest):
-                lost.add(t.node_id)
-                self.store.record_event(
-                    run_id, "output_lost", node_id=t.node_id, digest=t.digest,
-                    message=f"output of task '{t.node_id}' lost: artifact {t.digest} is missing or "
-                            "fails its checksum; resume recomputes it and what depends on it",
-                )
-        return lost
 
     # ------------------------------------------------------------------ the loop
     def _execute(self, plan: Plan, run_id: str, *, generation: int, adopted: dict[str, str]) -> RunStatus:

@@ -18,10 +18,12 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -41,10 +43,11 @@ from sqlalchemy import (
 
 from rayline.store import leases
 from rayline.store.run_records import run_from_row
-from rayline.store.runs_sql import migrate, plans, runs, tasks, version_table
+from rayline.store.runs_sql import migrate, plans, runs, tasks, trigger_state, version_table
 from rayline.store.states import RunStatus, TaskStatus
 
 OUTPUT_LOST = "output_lost"
+_DIGEST = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 LOST_ERROR_TYPE = "rayline.errors.ArtifactIntegrityError"
 
 _md = MetaData()
@@ -159,6 +162,19 @@ def mark_output_lost(
     return True
 
 
+def find_lost_outputs(runs: Any, artifacts: Any, run_id: str, tasks: Iterable[Any]) -> set[str]:
+    """The succeeded ``tasks`` whose stored output fails verification in ``artifacts``; each
+    loss is recorded in the run's history (``runs.record_event``). What resume must recompute."""
+    lost: set[str] = set()
+    for t in tasks:
+        if t.status.ok and t.digest and not artifacts.verify(t.digest):
+            lost.add(t.node_id)
+            runs.record_event(run_id, OUTPUT_LOST, node_id=t.node_id, digest=t.digest,
+                              message=f"output of task '{t.node_id}' lost: artifact {t.digest} is missing "
+                                      "or fails its checksum; resume recomputes it and what depends on it")
+    return lost
+
+
 def tasks_with_digests(conn: Connection, digests: Iterable[str]) -> list[tuple[str, str, str]]:
     """``(run_id, node_id, digest)`` of every succeeded task whose output is one of ``digests``."""
     wanted = sorted(set(digests))
@@ -173,12 +189,17 @@ def tasks_with_digests(conn: Connection, digests: Iterable[str]) -> list[tuple[s
 
 
 def referenced_digests(conn: Connection) -> set[str]:
-    """Every artifact digest a task of any run records (whatever the task's state)."""
+    """Every artifact digest a task of any run records (whatever the task's state), and every
+    digest written in a run's trigger or a trigger's state (e.g. the drift report that fired)."""
     stmt = select(tasks.c.digest).where(tasks.c.digest.is_not(None)).distinct()
-    return {d for d in conn.execute(stmt).scalars() if d}
+    found = {d for d in conn.execute(stmt).scalars() if d}
+    texts = select(runs.c.trigger_json).where(runs.c.trigger_json.is_not(None))
+    for text in [*conn.execute(texts).scalars(), *conn.execute(select(trigger_state.c.state_json)).scalars()]:
+        found |= set(_DIGEST.findall(text or ""))
+    return found
 
 
 __all__ = [
-    "OUTPUT_LOST", "RunEvent", "list_events", "mark_output_lost", "migrate_run_events",
+    "OUTPUT_LOST", "RunEvent", "find_lost_outputs", "list_events", "mark_output_lost", "migrate_run_events",
     "record_event", "referenced_digests", "run_events", "tasks_with_digests",
 ]  # fmt: skip
