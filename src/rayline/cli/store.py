@@ -36,14 +36,37 @@ def store_group() -> None:
     """
 
 
-def _referenced(eng: Any) -> set[str]:
+class _Stores:
+    """The run store and the artifact store of ``RAYLINE_HOME``, opened without the sweep that
+    ``ArtifactStore.open`` does (so that ``gc --dry-run`` removes nothing)."""
+
+    def __init__(self) -> None:
+        from rayline.config import Settings
+        from rayline.store.artifacts import ArtifactStore, load_or_create_key
+        from rayline.store.runs import RunStore
+
+        self.settings = Settings()
+        home = self.settings.resolved_home
+        if not (home / "secret.key").exists():
+            raise click.UsageError(f"no rayline store at {home} (set RAYLINE_HOME)")
+        self.artifacts = ArtifactStore(self.settings.artifact_root, load_or_create_key(home / "secret.key"))
+        self.runs = RunStore(self.settings.run_store_url)
+
+    def __enter__(self) -> _Stores:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.runs.close()
+
+
+def _referenced(stores: _Stores) -> set[str]:
     """Digests that something outside the artifact store refers to: the runs' tasks and
     triggers, and the model registry's versions and feature transforms."""
-    refs = eng.runs.referenced_digests()
-    if (eng.settings.resolved_home / "registry.db").exists():
+    refs = stores.runs.referenced_digests()
+    if (stores.settings.resolved_home / "registry.db").exists():
         from rayline.tasks.registry import ModelRegistry
 
-        with ModelRegistry(eng.settings) as registry:
+        with ModelRegistry(stores.settings) as registry:
             for model in registry.list_models():
                 for v in registry.versions(model.name):
                     refs |= {d for d in (v.digest, v.features_digest) if d}
@@ -71,25 +94,24 @@ def verify_cmd(repair: bool, as_json: bool) -> int:
       rayline store verify --repair && rayline resume 1a2b3c
       rayline store verify --json | jq '.damaged[].digest'
     """
-    from rayline.api import Engine
     from rayline.store.artifact_scan import scan_store
 
-    with Engine(executor="local") as eng:
-        report = scan_store(eng.artifacts, _referenced(eng))
+    with _Stores() as stores:
+        report = scan_store(stores.artifacts, _referenced(stores))
         damaged = {p.digest: p for p in report.damaged}
-        users = eng.runs.tasks_with_digests(damaged)
+        users = stores.runs.tasks_with_digests(damaged)
         marked: list[dict[str, Any]] = []
         if repair:
             for run_id, node_id, digest in users:
-                changed = eng.runs.mark_output_lost(run_id, node_id, digest, damaged[digest].detail,
-                                                    lease_ttl=eng.settings.lease_ttl,
+                changed = stores.runs.mark_output_lost(run_id, node_id, digest, damaged[digest].detail,
+                                                    lease_ttl=stores.settings.lease_ttl,
                                                     found_by="rayline store verify --repair")  # fmt: skip
                 marked.append({"run_id": run_id, "node_id": node_id, "digest": digest, "changed": changed})
             for kind, where, _ in report.broken_pointers:
                 if kind == "cache":
-                    eng.artifacts.cache_remove(where[0])
+                    stores.artifacts.cache_remove(where[0])
             for digest in damaged:
-                eng.artifacts.discard(digest)
+                stores.artifacts.discard(digest)
     data = {**report.as_dict(), "used_by": [{"run_id": r, "node_id": n, "digest": d} for r, n, d in users],
             "repaired": repair, "marked_lost": marked}  # fmt: skip
     code = EXIT_DAMAGED if damaged and not repair else EXIT_SOUND
@@ -134,11 +156,10 @@ def gc_cmd(dry_run: bool, min_age_s: float, as_json: bool) -> int:
       rayline store gc --dry-run
       rayline store gc --json | jq .bytes_freed
     """
-    from rayline.api import Engine
     from rayline.store.artifact_scan import collect_garbage
 
-    with Engine(executor="local") as eng:
-        report = collect_garbage(eng.artifacts, _referenced(eng), lease_ttl=eng.settings.lease_ttl,
+    with _Stores() as stores:
+        report = collect_garbage(stores.artifacts, _referenced(stores), lease_ttl=stores.settings.lease_ttl,
                                  min_age_s=min_age_s, dry_run=dry_run)  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.as_dict()))
