@@ -542,3 +542,14 @@ def test_opening_the_store_sweeps_and_gc_finds_old_style_temp_files(home: Path):
     assert not left.exists() and beside.exists()  # open looks in tmp/ only: cheap
     assert [t.path for t in store.sweep_temp_files(30.0, everywhere=True)] == [beside]
     assert store.verify(info.digest)
+
+
+def test_a_symlinked_tmp_folder_is_refused(home: Path, tmp_path: Path):
+    store = ArtifactStore.open(home)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store.root.mkdir(parents=True, exist_ok=True)
+    (store.root / "tmp").symlink_to(outside)
+    with pytest.raises(UnsafeNameError, match="leads outside"):
+        store.put("never written outside")
+    assert list(outside.iterdir()) == []

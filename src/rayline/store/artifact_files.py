@@ -85,8 +85,10 @@ class ArtifactFiles:
     def _write(self, path: Path, data: bytes, *, sync: bool) -> None:
         tmp_dir = self._root / "tmp"
         for directory in (tmp_dir, path.parent):
-            if directory not in self._checked:  # known to exist: no system call
+            if directory not in self._checked:  # known to exist (and to be inside): no system call
                 self._make_dirs(directory)
+                if directory.is_symlink() or not directory.resolve().is_relative_to(self._base):
+                    raise UnsafeNameError(f"{directory} leads outside the artifact store {self._root}")
                 self._checked.add(directory)
         try:
             write_atomic(path, data, sync=sync, tmp_dir=tmp_dir)
@@ -127,7 +129,7 @@ class ArtifactFiles:
         """The names in ``directory`` (empty if it does not exist)."""
         try:
             return sorted(os.listdir(directory))
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
             return []
 
     def _walk_temp(self, everywhere: bool) -> Iterator[TempFile]:
