@@ -6,6 +6,7 @@ Define flows with ``@flow``/``@task`` (or YAML), run them with ``rayline.run`` o
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rayline.errors import (
@@ -23,7 +24,19 @@ from rayline.sdk.task import Task, task
 
 __version__ = "0.1.0"
 
-_API = {"run", "resume", "load_run", "load_flow", "Run"}
+
+def _show_in_notebooks() -> None:
+    # Inside IPython (a Jupyter kernel), graphs and flows display themselves; the SDK cannot
+    # do this itself, as display sits above it. Outside IPython this imports nothing.
+    if "IPython" in sys.modules:
+        from rayline.display.ipython import install_in_running_shell
+
+        install_in_running_shell()
+
+
+_show_in_notebooks()
+
+_API = {"run", "resume", "load_run", "load_flow", "cancel", "list_runs", "Run"}
 _LAZY_MODULES = {"context"}
 
 
@@ -58,7 +71,9 @@ __all__ = [
     "Task",
     "TracingError",
     "ValidationError",
+    "cancel",
     "flow",
+    "list_runs",
     "load_flow",
     "load_run",
     "resume",

@@ -1,83 +1,25 @@
-"""The Python entry points: ``run``, ``resume``, ``load_run``, ``load_flow`` and ``Run``.
+"""The Python verbs: ``run``, ``resume``, ``load_run``, ``cancel``, ``list_runs``, ``load_flow``
+and the ``Run`` handle.
 
-This is where settings, stores and the executor are assembled for one call; nothing here is
-global. The CLI and notebooks use exactly these functions.
+Every verb enters through ``rayline.launch`` (the one admission path): a ``Session`` holds the
+settings, stores and executor for one call; nothing here is global. The CLI and notebooks use
+exactly these functions.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from rayline.config import Settings
-from rayline.engine.compiler import Plan, compile_plan
-from rayline.errors import DefinitionError, UsageError
+from rayline.errors import UsageError
+from rayline.launch.flow_files import load_flow
+from rayline.launch.session import Session
 from rayline.sdk.flow import Flow
 from rayline.sdk.graph import Graph
 from rayline.store.states import RunStatus, TaskStatus
-
-
-# ---------------------------------------------------------------------------- loading flows
-def load_flow(target: str | Path) -> Graph:
-    """Load ``path.py[:flow]`` or ``path.yaml`` into a ``Graph`` (traced once)."""
-    text = str(target)
-    path_s, _, attr = text.partition(":") if not Path(text).exists() else (text, "", "")
-    path = Path(path_s)
-    if not path.exists():
-        raise UsageError(f"no such flow file: {path_s}")
-    if path.suffix in (".yaml", ".yml"):
-        from rayline.sdk.yaml_flow import load_yaml_flow
-
-        return load_yaml_flow(path)
-    if path.suffix != ".py":
-        raise UsageError(f"{path}: a flow is a .py file (with @flow) or a .yaml file")
-    module = _import_file(path)
-    flows = {name: obj for name, obj in vars(module).items() if isinstance(obj, Flow)}
-    if attr:
-        chosen = flows.get(attr) or next((f for f in flows.values() if f.name == attr), None)
-        if chosen is None:
-            raise UsageError(f"{path}: no flow named '{attr}'; flows here: {', '.join(flows) or 'none'}")
-    elif len(flows) == 1:
-        attr, chosen = next(iter(flows.items()))
-    else:
-        raise UsageError(
-            f"{path} defines {len(flows)} flows ({', '.join(flows) or 'none'}); "
-            f"pick one with {path}:NAME"
-        )
-    chosen.source = f"{path}:{attr}"
-    chosen._graph = None
-    return chosen.graph()
-
-
-def _import_file(path: Path) -> Any:
-    path = path.resolve()
-    name = f"rayline_flow_{path.stem}_{abs(hash(str(path))) % 10**8}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    parent = str(path.parent)
-    if parent not in sys.path:
-        # Appended, not prepended: the flow's sibling modules become importable without a
-        # file such as numbers.py there ever shadowing the standard library (for this process
-        # and for the processes it spawns, which inherit sys.path).
-        sys.path.append(parent)
-    try:
-        spec.loader.exec_module(module)
-    except DefinitionError:
-        sys.modules.pop(name, None)
-        raise
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise DefinitionError(f"{path}: importing the flow file failed: {type(exc).__name__}: {exc}") from exc
-    return module
 
 
 def _as_graph(flow: Flow | Graph | str | Path) -> Graph:
@@ -88,84 +30,6 @@ def _as_graph(flow: Flow | Graph | str | Path) -> Graph:
     return load_flow(flow)
 
 
-# ---------------------------------------------------------------------------- assembling
-class Engine:
-    """Settings + stores + executor for one call (a context manager that closes them)."""
-
-    def __init__(self, settings: Settings | None = None, executor: Any = None, address: str | None = None):
-        from rayline.store.artifacts import ArtifactStore
-        from rayline.store.runs import RunStore
-
-        self.settings = settings or Settings()
-        home = self.settings.resolved_home
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.runs = RunStore(self.settings.run_store_url)
-        self.artifacts = ArtifactStore.open(home, lease_ttl=self.settings.lease_ttl)
-        self.keep_store_open = False
-        self._executor_arg = executor
-        self._address = address or self.settings.ray_address
-
-    def executor(self) -> Any:
-        ex = self._executor_arg
-        if ex is None or ex == "ray":
-            from rayline.engine.executors.ray import RayExecutor
-
-            ex = RayExecutor(
-                self._address,
-                num_cpus=self.settings.num_cpus,
-                object_store_memory=self.settings.object_store_memory,
-                pool=self.settings.pool,
-            )
-        elif ex == "local":
-            from rayline.engine.executors.local import LocalExecutor
-
-            ex = LocalExecutor()
-        ex.start()
-        return ex
-
-    def runner(self, executor: Any, on_event: Any = None, *, slot: str | None = None) -> Any:
-        """A ``Runner`` on this engine's stores. ``slot``: how its ``resume`` takes the run over
-        through the flow's slot, ``"start"`` for a reserved run (``FlowSlots.start``) or
-        ``"resume"`` for a run being resumed (``FlowSlots.resume``); None: no slot."""
-        from rayline.engine.runner import Runner
-
-        store = self.runs
-        if slot is not None:
-            from rayline.store.slots import FlowSlots, SlotGuardedStore
-
-            slots = FlowSlots(self.runs, self.settings.lease_ttl)
-            store = SlotGuardedStore(self.runs, slots, resuming=slot == "resume")
-        return Runner(
-            store,
-            self.artifacts,
-            executor,
-            lease_ttl=self.settings.lease_ttl,
-            heartbeat_interval=self.settings.heartbeat_interval,
-            inline_limit=self.settings.inline_limit,
-            on_event=on_event,
-        )
-
-    def compile(self, graph: Graph, params: Mapping[str, Any], executor: Any, overrides: Any = None) -> Plan:
-        return compile_plan(
-            graph,
-            params,
-            cluster=executor.cluster_nodes(),
-            overrides=overrides,
-            persist_all=self.settings.persist == "all",
-        )
-
-    def close(self) -> None:
-        if not self.keep_store_open:  # a Run handed out still reads from it
-            self.runs.close()
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-# ---------------------------------------------------------------------------- public API
 def run(
     flow: Flow | Graph | str | Path,
     params: Mapping[str, Any] | None = None,
@@ -186,7 +50,7 @@ def run(
     policy, default ``skip``) runs it through the flow's slot, so that overlapping calls never
     run the flow twice at once: under ``skip`` a busy flow gives a SKIPPED ``Run`` at once
     (its ``error`` names the run holding the slot), under ``queue`` the call waits its turn
-    (see ``rayline.triggers.launch.run_in_slot``). Without it the run starts regardless.
+    (see ``rayline.launch.admission.admit``). Without it the run starts regardless.
 
     Example::
 
@@ -194,19 +58,23 @@ def run(
         run.result()                           # the flow's outputs
         rayline.run(hello, overlap="skip")     # SKIPPED while another run of hello is going
     """
+    from rayline.launch.admission import admit, choose_overlap, plan_run, run_unslotted
+    from rayline.launch.launchers import InProcessLauncher
+    from rayline.launch.params import check_values
+
     graph = _as_graph(flow)
     all_params = {**(params or {}), **param_kwargs}
-    with Engine(settings, executor, address) as eng:
-        if overlap is not None:
-            from rayline.triggers.launch import run_in_slot
-
-            run_id = run_in_slot(eng, graph, all_params, overlap=overlap, overrides=overrides, run_key=run_key,
-                                 trigger=trigger, on_event=on_event, executor=executor, address=address)  # fmt: skip
-            return Run.load(eng, run_id, graph=graph)
-        ex = eng.executor()
-        plan = eng.compile(graph, all_params, ex, overrides)
-        outcome = eng.runner(ex, on_event).run(plan, run_key=run_key, trigger=trigger)
-        return Run.load(eng, outcome.run_id, graph=graph)
+    check_values(graph, all_params)
+    with Session(settings, executor, address) as session:
+        planned = plan_run(session, graph, all_params, overrides=overrides, run_key=run_key, trigger=trigger)
+        if overlap is None:
+            run_id = run_unslotted(session, planned, on_event=on_event)
+        else:
+            launcher = InProcessLauncher(session.settings, executor, address)
+            done = admit(session, planned, overlap=choose_overlap(overlap, "skip"), launcher=launcher,
+                         skip_takes_key=False, on_event=on_event)  # fmt: skip
+            run_id = done.run_id or ""
+        return Run.load(session, run_id, graph=graph)
 
 
 def resume(
@@ -218,30 +86,51 @@ def resume(
     on_event: Any = None,
 ) -> Run:
     """Re-run only the tasks of ``run_id`` that did not succeed (after a failure, a cancel, or
-    the death of the driver); succeeded outputs are adopted after their checksums verify.
+    the death of the driver, before or after its first task started); succeeded outputs are
+    adopted after their checksums verify.
 
     A run started under an overlap policy (``rayline run``, schedules, triggers) takes its
     flow's slot back, so a resume never runs beside another live run of the flow.
 
     Raises:
         FlowBusyError: another run of the flow holds its slot; nothing was changed.
+        RunBusyError: another process drives the run (it is being resumed); nothing was changed.
     """
-    with Engine(settings, executor, address) as eng:
-        record = eng.runs.find_run(run_id)
-        if not record.source:
-            raise UsageError(f"run {record.run_id} has no recorded source to load the flow from")
-        graph = load_flow(record.source)
-        ex = eng.executor()
-        plan = eng.compile(graph, record.params, ex)
-        eng.runner(ex, on_event, slot="resume").resume(plan, record.run_id)
-        return Run.load(eng, record.run_id, graph=graph)
+    from rayline.launch.admission import resume_run
+
+    with Session(settings, executor, address) as session:
+        rid, graph = resume_run(session, run_id, on_event=on_event)
+        return Run.load(session, rid, graph=graph)
 
 
 def load_run(run_id: str, *, settings: Settings | None = None) -> Run:
     """The recorded state of a run (prefix of the id accepted)."""
-    with Engine(settings, executor="local") as eng:
-        eng.runs.mark_interrupted_if_stale(eng.runs.find_run(run_id).run_id, eng.settings.lease_ttl)
-        return Run.load(eng, eng.runs.find_run(run_id).run_id)
+    with Session(settings, executor="local") as session:
+        record = session.find_run(run_id)
+        session.interrupt_if_stale(record)
+        return Run.load(session, record.run_id)
+
+
+def list_runs(
+    *, limit: int = 20, flow_name: str | None = None, status: str | None = None, settings: Settings | None = None
+) -> list[Run]:
+    """Recent runs, newest first (runs whose driver died are shown INTERRUPTED)."""
+    with Session(settings, executor="local") as session:
+        want = RunStatus(status.upper()) if status else None
+        records = session.runs.list_runs(limit=limit, flow_name=flow_name, status=want)
+        if [r for r in records if session.interrupt_if_stale(r)]:
+            records = session.runs.list_runs(limit=limit, flow_name=flow_name, status=want)
+        return [Run.load(session, r.run_id) for r in records]
+
+
+def cancel(run_id: str, *, wait: float = 30.0, settings: Settings | None = None) -> Run:
+    """Cancel a run (see ``rayline cancel``); returns its ``Run`` as it is afterwards."""
+    from rayline.launch.cancel import cancel_run
+
+    with Session(settings, executor="local") as session:
+        rid = session.find_run(run_id).run_id
+        cancel_run(session, rid, wait_s=wait, say=lambda line, err: None)
+        return Run.load(session, rid)
 
 
 class Run:
@@ -258,11 +147,11 @@ class Run:
         self._lease_ttl = 30.0  # Run.load takes the engine's
 
     @classmethod
-    def load(cls, eng: Engine, run_id: str, graph: Graph | None = None) -> Run:
+    def load(cls, session: Session, run_id: str, graph: Graph | None = None) -> Run:
         # Details (tasks, attempts, plan) are read on first use; the Run keeps the store.
-        eng.keep_store_open = True
-        run = cls(eng.runs.get_run(run_id), eng.runs, eng.artifacts, graph)
-        run._lease_ttl = eng.settings.lease_ttl
+        session.keep_store_open = True
+        run = cls(session.runs.get_run(run_id), session.runs, session.artifacts, graph)
+        run._lease_ttl = session.settings.lease_ttl
         return run
 
     @property
@@ -353,59 +242,28 @@ class Run:
         return v
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tasks:
-            out[t.status.value] = out.get(t.status.value, 0) + 1
-        return out
+        """How many tasks are in each state: ``{"SUCCEEDED": 3, "FAILED": 1}``."""
+        from rayline.display.run_view import run_view
+
+        return run_view(self.record, self.tasks).counts
+
+    def view(self) -> Any:
+        """The run's ``RunView`` (``rayline.display.run_view``): what every display of it renders."""
+        from rayline.display.run_view import run_view
+
+        return run_view(self.record, self.tasks, self.attempts, artifact_root=str(self._artifacts.root))
 
     def to_dict(self) -> dict[str, Any]:
-        r = self.record
-        return {
-            "run_id": r.run_id,
-            "flow": r.flow_name,
-            "status": r.status.value,
-            "error": r.error,
-            "params": r.params,
-            "source": r.source,
-            "run_key": r.run_key,
-            "created_at": _iso(r.created_at),
-            "ended_at": _iso(r.ended_at),
-            "counts": self.counts(),
-            "warnings": self.warnings,
-            "counters": self.counters,
-            "tasks": [
-                {
-                    "node_id": t.node_id,
-                    "status": t.status.value,
-                    "attempts": t.attempts,
-                    "started_at": _iso(t.started_at),
-                    "ended_at": _iso(t.ended_at),
-                    "error": t.error_message,
-                    "digest": t.digest,
-                }
-                for t in self.tasks
-            ],
-        }
+        """The run as JSON-ready data: the document ``rayline runs show --json`` prints."""
+        return self.view().to_json()
 
     def _repr_html_(self) -> str:
-        from rayline.notebook import run_html
+        from rayline.display.notebook import run_html
 
-        d = self.to_dict()
-        tasks = []
-        for t in self.tasks:
-            dur = (t.ended_at - t.started_at).total_seconds() if t.ended_at and t.started_at else None
-            tasks.append({"node_id": t.node_id, "status": t.status.value, "attempts": t.attempts,
-                          "duration_s": dur, "error": t.error_message})
-        return run_html({"run_id": d["run_id"], "flow_name": d["flow"], "status": d["status"],
-                         "started_at": d["created_at"], "ended_at": d["ended_at"], "tasks": tasks,
-                         "graph": self.graph})
+        return run_html(self.view(), self.graph)
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.flow_name} {self.status.value} {self.counts()}>"
 
 
-def _iso(dt: Any) -> str | None:
-    return dt.isoformat() if dt else None
-
-
-__all__ = ["Run", "TaskStatus", "load_flow", "load_run", "resume", "run"]
+__all__ = ["Run", "TaskStatus", "cancel", "list_runs", "load_flow", "load_run", "resume", "run"]

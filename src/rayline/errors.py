@@ -21,14 +21,34 @@ what to do. Validation collects every problem and raises them together.
     │   ├── UnsafeNameError          a name that could escape the store's root
     │   ├── LeaseLostError           another process owns the run now
     │   ├── FlowBusyError            another run holds the flow's slot (exit code 3)
+    │   ├── RunBusyError             another process drives the run now (exit code 3)
     │   └── ModelNotFoundError       no such model, version or alias (exit code 2)
     ├── RolloutError             a new model version failed to deploy; the previous one serves
     └── InfrastructureError      Ray lost a worker, a node or the owner of an object
+
+Exit codes, the one table every command follows (README, "Exit codes")::
+
+    0    succeeded (a run SKIPPED by its own tasks too)
+    1    the run failed, or an unexpected error
+    2    a definition, validation or usage error
+    3    nothing was done because the flow or the run is busy (skipped, or a resume lost a race)
+    4    the store cannot be used: corrupt, read-only, full or unreachable (the CLI tells
+         these apart from other errors by their cause: ``cli.main.store_failure``)
+    130  cancelled
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_STORE, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
+_EXIT_BY_STATUS = {"SUCCEEDED": EXIT_OK, "SUCCEEDED_WITH_WARNINGS": EXIT_OK, "SKIPPED": EXIT_OK,
+                   "CANCELLED": EXIT_CANCELLED}  # fmt: skip
+
+
+def exit_code_for_status(status: str) -> int:
+    """The exit code of a command whose run ended in ``status`` (a ``RunStatus`` value)."""
+    return _EXIT_BY_STATUS.get(str(status), EXIT_FAILED)
 
 
 class RaylineError(Exception):
@@ -40,7 +60,7 @@ class RaylineError(Exception):
 class DefinitionError(RaylineError):
     """The flow definition cannot be built or compiled."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class TracingError(DefinitionError):
@@ -95,7 +115,7 @@ class SpecValidationError(SpecError, ValidationError):
 class UsageError(RaylineError):
     """Bad command-line input."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class RunFailedError(RaylineError):
@@ -107,7 +127,7 @@ class RunFailedError(RaylineError):
 class RunCancelledError(RaylineError):
     """A run was cancelled."""
 
-    exit_code = 130
+    exit_code = EXIT_CANCELLED
 
 
 class TaskTimeoutError(RaylineError):
@@ -141,7 +161,18 @@ class FlowBusyError(StoreError):
     """Another run of the flow holds its slot (overlap ``skip``/``queue``), so this one may not
     run now; the CLI exits with code 3, as for a skipped ``rayline run``. ``held_by``: that run."""
 
-    exit_code = 3
+    exit_code = EXIT_BUSY
+
+    def __init__(self, message: str, *, held_by: str | None = None) -> None:
+        super().__init__(message)
+        self.held_by = held_by
+
+
+class RunBusyError(StoreError):
+    """Another live process drives the run (two ``rayline resume`` of one run: the loser gets
+    this and changes nothing); the CLI exits with code 3. ``held_by``: that run."""
+
+    exit_code = EXIT_BUSY
 
     def __init__(self, message: str, *, held_by: str | None = None) -> None:
         super().__init__(message)

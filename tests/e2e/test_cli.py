@@ -313,6 +313,32 @@ def test_runs_show_prints_header_and_task_table():
     assert f"rayline resume {bad['run_id']}" in out
 
 
+def test_a_multi_line_error_is_shown_whole_by_run_and_runs_show():
+    problems = ["schema contract violated (2 problems):",
+                "file part-3.parquet: column 'age': expected int64, found string",
+                "file part-7.parquet: column 'region' is missing"]
+    result = rayline("run", FLOWS / "multiline_error.py", "--local")
+    assert result.exit_code == 1, result.output
+    run_id = re.search(r"run (\w+) \(multiline_error\): FAILED", result.stdout).group(1)
+    assert all(p in result.stdout for p in problems), result.stdout
+    assert all(p in result.stderr for p in problems), result.stderr  # the progress lines too
+    shown = rayline("runs", "show", run_id)
+    assert shown.exit_code == 0, shown.output
+    after_table = shown.stdout.split("\ncheck: FAILED after 1 attempt\n", 1)[1]
+    assert all(p in after_table for p in problems), shown.stdout
+    assert f"rayline runs show {run_id} --traceback" in shown.stdout and "Traceback" not in shown.stdout
+    traced = rayline("runs", "show", run_id, "--traceback")
+    assert "Traceback (most recent call last)" in traced.stdout and 'raise ValueError("\\n".join(PROBLEMS))' in traced.stdout
+    data = json.loads(rayline("runs", "show", run_id, "--json").stdout)
+    check = next(t for t in data["tasks"] if t["node_id"] == "check")
+    for text in (data["error"], check["error"], check["attempt_log"][0]["error"]):
+        assert all(p in text for p in problems), text
+    code, ran = run_json(FLOWS / "multiline_error.py")
+    assert code == 1 and all(p in ran["error"] for p in problems)
+    shown = json.loads(rayline("runs", "show", ran["run_id"], "--json").stdout)
+    assert ran == {**{k: shown[k] for k in ran}, "tasks": [{k: t[k] for k in ran["tasks"][0]} for t in shown["tasks"]]}
+
+
 def test_runs_show_unknown_id_exits_2():
     result = rayline("runs", "show", "doesnotexist")
     assert result.exit_code == 2

@@ -118,6 +118,7 @@ def test_drift_trigger_retrains_gates_and_rolls_out_through_the_scheduler(ray_se
     from sklearn.linear_model import LogisticRegression
 
     from rayline.api import load_run
+    from rayline.launch.launchers import InProcessLauncher
     from rayline.serving.rollout import serve_model
     from rayline.store.artifacts import ArtifactStore
     from rayline.store.runs import RunStore
@@ -127,7 +128,6 @@ def test_drift_trigger_retrains_gates_and_rolls_out_through_the_scheduler(ray_se
     from rayline.tasks.registry import ModelRegistry
     from rayline.tasks.train import train_sklearn
     from rayline.triggers.catalog import load_entries
-    from rayline.triggers.launch import InProcessLauncher
     from rayline.triggers.scheduler import Scheduler
 
     # champion v1, trained on the original data (bootstrapped here, not by the scheduler)

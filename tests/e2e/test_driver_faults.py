@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import rayline
+from rayline.launch.session import Session
 from rayline.store.runs import RunStore
 from rayline.store.states import RunStatus, TaskStatus
 from tests.coordination import ledger, pid_alive, read_pid, wait_for
@@ -155,7 +156,7 @@ def test_f3_driver_killed_mid_run_is_interrupted_and_resume_matches_an_uninterru
     assert resumed.result() == fresh.result() == {"value": 22}
     for node in ("start", "gated", "finish"):
         assert resumed.task(node).digest == fresh.task(node).digest, node
-    with rayline.api.Engine(settings, executor="local") as eng:
+    with Session(settings, executor="local") as eng:
         digest = resumed.task("finish").digest
         assert eng.artifacts.verify(digest)
         assert eng.artifacts.get_bytes(digest) == eng.artifacts.get_bytes(fresh.task("finish").digest)

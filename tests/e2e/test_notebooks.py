@@ -10,6 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# HTML that must be displayed somewhere in a notebook: a flow's graph and a run.
+SHOWN = {"quickstart.ipynb": ('class="rayline-graph"', 'class="rayline-run"')}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -29,3 +31,7 @@ def test_notebook_runs_without_errors(path: Path, tmp_path: Path, monkeypatch: p
     client.execute()  # raises CellExecutionError with the failing cell and its traceback
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors
+    html = [o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", [])]
+    for marker in SHOWN.get(path.name, ()):
+        assert any(marker in "".join(h) for h in html), f"{path.name} displays no {marker}"

@@ -121,8 +121,8 @@ class _Together:
 
 
 def _tick_at(home: str, now_iso: str, barrier: Any, out: Any) -> None:
+    from rayline.launch.launchers import InProcessLauncher
     from rayline.triggers.catalog import Entry, load_entries
-    from rayline.triggers.launch import InProcessLauncher
     from rayline.triggers.scheduler import Scheduler
 
     settings = Settings(home=Path(home))
@@ -204,7 +204,7 @@ def test_a_manual_trigger_records_why_and_respects_a_busy_flow(settings, monkeyp
 
 
 def test_a_reserved_run_that_cannot_start_fails_and_frees_the_slot(settings, tmp_path):
-    from rayline.triggers.launch import InProcessLauncher
+    from rayline.launch.launchers import InProcessLauncher
 
     with RunStore(settings.run_store_url) as store:
         slots = FlowSlots(store)

@@ -23,6 +23,7 @@ def main(home: str, folder: str) -> dict:
 
     import rayline
     from rayline.config import Settings
+    from rayline.launch.session import Session
     from tests.integration.flows import faults
 
     t0 = time.monotonic()
@@ -45,7 +46,7 @@ def main(home: str, folder: str) -> dict:
             out["two_gpus"] = {"raised": None}
         except rayline.ValidationError as exc:
             out["two_gpus"] = {"raised": type(exc).__name__, "message": str(exc)}
-        with rayline.api.Engine(settings, executor="local") as eng:
+        with Session(settings, executor="local") as eng:
             out["runs"] = len(eng.runs.list_runs())
         out["seconds"] = time.monotonic() - t0
         return out

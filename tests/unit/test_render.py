@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from rayline import flow, task
-from rayline.notebook import graph_html, run_html
+from rayline.display.notebook import graph_html, run_html
+from rayline.display.render import to_dot, to_mermaid, to_text
+from rayline.display.run_view import RunView, TaskView
 from rayline.sdk.graph import Graph, Node, Ref
-from rayline.sdk.render import to_dot, to_mermaid, to_text
+from rayline.store.states import RunStatus, TaskStatus
 
 
 @task
@@ -123,50 +127,52 @@ def test_html_escapes_names():
     assert 'digraph "flow\\"<script>' in to_dot(g)
 
 
+def test_ipython_shows_graphs_and_flows_as_html_and_mermaid(graph):
+    formatters = pytest.importorskip("IPython.core.formatters")
+    from rayline.display.ipython import register
+
+    plain = formatters.DisplayFormatter()
+    assert "text/html" not in plain.format(graph)[0]  # the SDK has no display of its own
+    shown = formatters.DisplayFormatter()
+    register(shown)
+    for obj in (graph, hello):
+        data, _ = shown.format(obj)
+        assert 'class="rayline-graph"' in data["text/html"] and "4 nodes" in data["text/html"]
+        assert data["text/markdown"].startswith("```mermaid\nflowchart TD")
+
+
+T0 = datetime.fromtimestamp(1_700_000_000.0, tz=UTC)
+
+
+def _task(node_id: str, status: str, attempts: int, seconds: float, error: str | None = None) -> TaskView:
+    return TaskView(node_id=node_id, status=TaskStatus(status), attempts=attempts, started_at=T0,
+                    ended_at=T0 + timedelta(seconds=seconds), error_type=None, error=error,
+                    traceback=None, output=None)  # fmt: skip
+
+
+def _run(run_id: str, flow: str, status: str, ended: datetime | None, tasks: tuple[TaskView, ...]) -> RunView:
+    return RunView(run_id=run_id, flow=flow, status=RunStatus(status), error=None, source=None,
+                   params={}, run_key=None, trigger=None, created_at=T0, started_at=None,
+                   ended_at=ended, owner_pid=None, owner_host=None, warnings=(), counters={},
+                   tasks=tasks)  # fmt: skip
+
+
 def test_run_html_shows_status_tasks_and_escapes_errors(graph):
-    summary = {
-        "run_id": "run-1",
-        "flow_name": "hello",
-        "status": "FAILED",
-        "started_at": 1_700_000_000.0,
-        "ended_at": 1_700_000_012.5,
-        "tasks": [
-            {
-                "node_id": "make_numbers",
-                "status": "SUCCEEDED",
-                "attempts": 1,
-                "duration_s": 0.25,
-                "error": None,
-            },
-            {
-                "node_id": "square",
-                "status": "FAILED",
-                "attempts": 3,
-                "duration_s": 1.5,
-                "error": "ValueError: <script>alert('x')</script>",
-            },
-        ],
-        "graph": graph,
-    }
-    html = run_html(summary)
+    tasks = (
+        _task("make_numbers", "SUCCEEDED", 1, 0.25),
+        _task("square", "FAILED", 3, 1.5, "ValueError: <script>alert('x')</script>\nsecond line"),
+    )
+    html = run_html(_run("run-1", "hello", "FAILED", T0 + timedelta(seconds=12.5), tasks), graph)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     assert "run-1" in html and "FAILED" in html and "12.50 s" in html
     assert "0.25 s" in html and ">3<" in html
+    assert "second line" in html  # errors are shown whole
     assert "flow <code>hello</code> · 4 nodes" in html  # the graph, coloured by state
     assert "#f8d7da" in html
 
 
 def test_run_html_without_graph_or_times():
-    html = run_html(
-        {
-            "run_id": "r",
-            "flow_name": "<b>",
-            "status": "RUNNING",
-            "started_at": None,
-            "ended_at": None,
-            "tasks": [],
-        }
-    )
+    html = run_html(_run("r", "<b>", "RUNNING", None, ()))
     assert "&lt;b&gt;" in html and "<b>" not in html
     assert "rayline-graph" not in html

@@ -29,7 +29,7 @@ def graph_cmd(target: str, fmt: str, run_id: str | None) -> int:
     """
     from rayline.api import load_flow
     from rayline.cli.run import absolute_target
-    from rayline.sdk import render
+    from rayline.display import render
 
     graph = load_flow(absolute_target(target))
     states = _states(run_id) if run_id else None
@@ -39,9 +39,9 @@ def graph_cmd(target: str, fmt: str, run_id: str | None) -> int:
 
 
 def _states(run_id: str) -> dict[str, Any]:
-    from rayline.api import Engine
-    from rayline.cli.runs import find_run
+    from rayline.display.run_view import read_run_view
+    from rayline.launch.session import Session
 
-    with Engine(executor="local") as eng:
-        record = find_run(eng, run_id)
-        return {t.node_id: t.status.value for t in eng.runs.get_tasks(record.run_id)}
+    with Session(executor="local") as eng:
+        view = read_run_view(eng.runs, eng.find_run(run_id).run_id, attempts=False)
+    return {t.node_id: t.status.value for t in view.tasks}

@@ -1,18 +1,19 @@
 """The ``rayline`` command: a click group whose ``main`` maps outcomes to exit codes.
 
-Exit codes: 0 succeeded, 1 the run failed (or an unexpected error), 2 a definition,
-validation or usage error, 3 skipped (the flow was busy: ``run``, ``trigger``, ``resume``),
-130 cancelled.
+Exit codes (the table in ``rayline.errors`` and the README): 0 succeeded, 1 the run failed
+(or an unexpected error), 2 a definition, validation or usage error, 3 nothing was done because
+the flow or the run is busy (``run``, ``trigger``, ``resume``), 4 the store cannot be used
+(corrupt, read-only, full, unreachable), 130 cancelled. Every failure ends with one line
+``error: ...`` on stderr, never a traceback (``RAYLINE_DEBUG=1`` prints it).
 Only click is imported at the top so that ``rayline --help`` stays fast; the engine (and Ray)
 load inside the commands that need them.
 """
 
 from __future__ import annotations
 
-import logging
+import errno
 import os
 import sys
-import time
 import traceback
 from typing import Any
 
@@ -26,8 +27,9 @@ from rayline.cli.runs import cancel_cmd, runs_group
 from rayline.cli.schedule import schedule_group, scheduler_cmd, trigger_cmd
 from rayline.cli.serve import serve_cmd
 from rayline.cli.store import store_group
+from rayline.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_STORE
+from rayline.launch.log_lines import configure_logging
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 DEBUG_ENV = "RAYLINE_DEBUG"
 
 
@@ -62,9 +64,17 @@ def _invoke(call: Any) -> int:
         click.echo(f"error: {exc}", err=True)
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
+        if exc.exit_code == EXIT_FAILED and store_failure(exc.__cause__ or exc.__context__) is not None:
+            return EXIT_STORE  # a store error raised for a corrupt, read-only or full store
         return exc.exit_code
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = store_failure(exc)
+        if reason is not None:
+            click.echo(f"error: the store cannot be used: {reason}", err=True)
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
+            return EXIT_STORE
         click.echo(f"error: unexpected {type(exc).__name__}: {first}", err=True)
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
@@ -74,46 +84,29 @@ def _invoke(call: Any) -> int:
     return rv if isinstance(rv, int) else EXIT_OK
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is *now*, so that a rich ``Live`` display (which
-    redirects stderr) and test runners (which swap it) both receive the lines."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
+_STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO}
+_STORE_PHRASES = ("file is not a database", "database disk image is malformed", "readonly database",
+                  "read-only", "disk i/o error", "database or disk is full", "unable to open database",
+                  "could not connect", "connection refused")  # fmt: skip
 
 
-def configure_logging() -> None:
-    """INFO (or ``RAYLINE_LOG_LEVEL``) from rayline's loggers to stderr; UTC timestamps when
-    stderr is not a terminal (cron, CI), a short form on a terminal."""
-    level_name = os.environ.get("RAYLINE_LOG_LEVEL", "INFO").upper()
-    level = logging.getLevelName(level_name)
-    if not isinstance(level, int):
-        level = logging.INFO
-    logger = logging.getLogger("rayline")
-    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
-        logger.removeHandler(h)
-    handler = _StderrHandler()
-    if _stderr_is_tty():
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    else:
-        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
-        fmt.converter = time.gmtime
-        handler.setFormatter(fmt)
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+def store_failure(exc: BaseException) -> str | None:
+    """A one-line reason when ``exc`` says the store (database or artifact folder) cannot be
+    read or written (corrupt, read-only, full, unreachable); None for any other error."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        text = " ".join(str(cur).split())
+        module = type(cur).__module__ or ""
+        if isinstance(cur, OSError) and cur.errno in _STORE_ERRNOS:
+            return f"{os.strerror(cur.errno)}: {getattr(cur, 'filename', None) or text}"
+        if module.startswith(("sqlalchemy", "sqlite3", "psycopg")):
+            low = text.lower()
+            if type(cur).__name__ in ("OperationalError", "DatabaseError") or any(p in low for p in _STORE_PHRASES):
+                return text.split(" [SQL:")[0].split("(Background on this error")[0].strip()[:300]
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 @click.group(cls=RaylineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,8 +125,8 @@ def cli() -> None:
       rayline resume 1a2b3c                      re-run what did not finish
       rayline graph flows/hello.py --format mermaid
 
-    Exit codes: 0 succeeded, 1 run failed, 2 definition or usage error, 3 skipped (the
-    flow was busy), 130 cancelled.
+    Exit codes: 0 succeeded, 1 run failed, 2 definition or usage error, 3 nothing done
+    (the flow or the run was busy), 4 the store cannot be used, 130 cancelled.
     Set RAYLINE_DEBUG=1 for tracebacks, RAYLINE_LOG_LEVEL=DEBUG for more logging.
     """
     configure_logging()

@@ -4,9 +4,10 @@ The callback can fire thousands of times a second, so it only updates counters; 
 elsewhere, at a bounded rate:
 
 - on a terminal, a rich ``Live`` display (a done/total bar and a table of running and failed
-  tasks) that rich redraws from its own thread at most 8 times a second;
+  tasks, each error's first line) that rich redraws from its own thread at most 8 times a second;
 - otherwise (cron, CI, pipes), plain timestamped lines: the start, one line per failed task and
-  per retry, a progress line every ~10 s for long runs, and the final line.
+  per retry (a multi-line error follows it whole, indented), a progress line every ~10 s for
+  long runs, and the final line.
 """
 
 from __future__ import annotations
@@ -133,9 +134,13 @@ class LineProgress(Progress):
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, more: str = "") -> None:
+        """One timestamped line; ``more`` (the rest of an error, every line) follows it,
+        indented under the text so that each event still starts with a stamp."""
+        stamp = utc_stamp()
+        rest = "".join(f"{' ' * (len(stamp) + 3)}{line}\n" for line in more.splitlines())
         with self._lock:
-            self.stream.write(f"{utc_stamp()} {text}\n")
+            self.stream.write(f"{stamp} {text}\n{rest}")
             self.stream.flush()
 
     def run_started(self) -> None:
@@ -143,24 +148,27 @@ class LineProgress(Progress):
         self.line(f"run {self.run_id} started: flow {self.flow}, {self.total} tasks{adopted}")
 
     def task_failed(self, node_id: str, status: str, meta: dict[str, Any]) -> None:
-        self.line(f"run {self.run_id} task {node_id} {status}: {_error_of(meta)}")
+        first, more = _split(_error_of(meta))
+        self.line(f"run {self.run_id} task {node_id} {status}: {first}", more)
 
     def retried(self, node_id: str, attempts: list[dict[str, Any]]) -> None:
         for a in attempts[:-1]:
             if a.get("status") != "FAILED":
                 continue
             wait = f"; retried after {a['retry_in']:g} s" if a.get("retry_in") is not None else "; retried"
-            self.line(f"run {self.run_id} task {node_id} attempt {a.get('attempt')} failed: "
-                      f"{_attempt_error(a)}{wait}")
+            first, more = _split(_attempt_error(a))
+            self.line(f"run {self.run_id} task {node_id} attempt {a.get('attempt')} failed: {first}{wait}", more)
 
     def warned(self, node_id: str, warnings: list[str]) -> None:
         for w in warnings:
-            self.line(f"run {self.run_id} task {node_id} warning: {str(w).strip()}")
+            first, more = _split(str(w))
+            self.line(f"run {self.run_id} task {node_id} warning: {first}", more)
 
     def run_finished(self) -> None:
         took = time.monotonic() - self.started
-        tail = f": {self.error.strip().splitlines()[0]}" if self.error and self.error.strip() else ""
-        self.line(f"run {self.run_id} {self.status} in {took:.1f} s ({self.counts_text() or 'no tasks'}){tail}")
+        first, more = _split(self.error or "")
+        tail = f": {first}" if first else ""
+        self.line(f"run {self.run_id} {self.status} in {took:.1f} s ({self.counts_text() or 'no tasks'}){tail}", more)
 
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
@@ -231,7 +239,7 @@ class LiveProgress(Progress):
             rows = 0
             for nid, err in list(failed.items())[: self.MAX_ROWS]:
                 st, _, msg = err.partition(": ")
-                table.add_row(nid, Text(st, style="red"), msg)
+                table.add_row(nid, Text(st, style="red"), _split(msg)[0])
                 rows += 1
             for nid, t0 in sorted(running.items(), key=lambda kv: kv[1])[: max(self.MAX_ROWS - rows, 0)]:
                 table.add_row(nid, Text("RUNNING", style="cyan"), f"{now - t0:.0f} s")
@@ -251,6 +259,13 @@ def _error_of(meta: dict[str, Any]) -> str:
 
 
 def _attempt_error(a: dict[str, Any]) -> str:
-    msg = (a.get("error_message") or "").strip().splitlines()
+    """``Kind: the whole message`` of one attempt."""
+    msg = (a.get("error_message") or "").strip()
     kind = a.get("error_type") or "error"
-    return f"{kind}: {msg[0]}" if msg else kind
+    return f"{kind}: {msg}" if msg else kind
+
+
+def _split(text: str) -> tuple[str, str]:
+    """(first line, the other lines) of a message."""
+    first, _, more = str(text).strip().partition("\n")
+    return first, more

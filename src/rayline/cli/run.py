@@ -1,5 +1,6 @@
-"""``rayline run`` and ``rayline resume``: drive a run through ``rayline.api`` with a live
-progress display on stderr, then print a summary (or one JSON object) on stdout."""
+"""``rayline run`` and ``rayline resume``: drive a run through ``rayline.api`` (and so through
+``rayline.launch``) with a live progress display on stderr, then print a summary (or one JSON
+object) on stdout."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ import contextlib
 import json
 import sys
 import time
-import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
+from rayline.cli.output import block, counts_text, first_line, format_seconds
 from rayline.cli.progress import make_progress
-
-_EXIT_BY_STATUS = {"SUCCEEDED": 0, "SUCCEEDED_WITH_WARNINGS": 0, "SKIPPED": 0, "CANCELLED": 130}
-EXIT_SKIPPED = 3  # `rayline run` found its flow busy (overlap skip) and ran nothing; as `rayline trigger`
+from rayline.errors import EXIT_BUSY
+from rayline.errors import exit_code_for_status as exit_code_for
 
 
 # ---------------------------------------------------------------------------- commands
@@ -25,7 +25,8 @@ EXIT_SKIPPED = 3  # `rayline run` found its flow busy (overlap skip) and ran not
 @click.argument("target", metavar="PATH[:FLOW]")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A flow parameter. VALUE is read as YAML (5 is an int, 0.1 a float, true a "
-                   "bool, [1, 2] a list) and then converted to the parameter's annotation.")
+                   "bool, [1, 2] a list) and then converted to the parameter's annotation; a "
+                   "value that does not convert (true for an int) is refused (exit 2).")
 @click.option("--set", "sets", multiple=True, metavar="NODE.OPTION=VALUE",
               help="Override a task option for one node id or task name, e.g. train.retries=3 "
                    "or train.gpus=1.")
@@ -52,8 +53,9 @@ def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address
     taken over once its lease expires.
 
     \b
-    Exit codes: 0 succeeded, 1 failed, 2 definition or usage error,
-    3 skipped (the flow was busy), 130 cancelled.
+    Exit codes: 0 succeeded, 1 failed, 2 definition or usage error (a -p value
+    of the wrong type too), 3 skipped (the flow was busy), 4 the store cannot be used,
+    130 cancelled.
 
     \b
     Examples:
@@ -62,20 +64,21 @@ def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address
       rayline run configs/churn.yaml --address ray://head:10001 --json
     """
     from rayline import api
-    from rayline.triggers.launch import declared_overlap
+    from rayline.launch.admission import choose_overlap
+    from rayline.launch.flow_files import load_flow_file
 
     if local and address:
         raise click.UsageError("--local runs without Ray, so it cannot be combined with --address")
     target = absolute_target(target)
-    graph = api.load_flow(target)
-    values = parse_params(params, graph)
+    flow_file = load_flow_file(target)  # loaded once: the graph and its declared overlap
+    values = parse_params(params, flow_file.graph)
     overrides = parse_sets(sets)
-    policy = overlap or declared_overlap(target)
+    policy = choose_overlap(overlap, flow_file.declared_overlap)
     executor = "local" if local else None
     started = time.monotonic()
     with json_stdout(as_json) as out:
         with make_progress(enabled=not quiet) as progress:
-            result = api.run(graph, values, executor=executor, address=address, overlap=policy,
+            result = api.run(flow_file.graph, values, executor=executor, address=address, overlap=policy,
                              overrides=overrides or None, on_event=progress.on_event)
         if result.status.value == "SKIPPED" and (result.record.trigger or {}).get("held_by"):
             return report_skipped(result, as_json, out)  # the flow was busy; not context.skip()
@@ -95,8 +98,9 @@ def resume_cmd(run_id: str, address: str | None, local: bool, as_json: bool, qui
     Tasks that succeeded (and whose stored outputs still verify) are adopted; only the rest
     run again, with the run's original parameters. RUN_ID may be a unique prefix. A run that
     `rayline run`, a schedule or a trigger started takes its flow's slot back: while another
-    run of the flow is going, nothing is resumed and the exit code is 3. Output and exit
-    codes are otherwise as for `rayline run`.
+    run of the flow is going, or while another process is resuming this run, nothing is
+    resumed and the exit code is 3. A run killed before it started is resumed like any
+    other. Output and exit codes are otherwise as for `rayline run`.
 
     \b
     Examples:
@@ -104,20 +108,20 @@ def resume_cmd(run_id: str, address: str | None, local: bool, as_json: bool, qui
       rayline resume 1a2b --address ray://head:10001 --json
     """
     from rayline import api
-    from rayline.cli.runs import find_run
-    from rayline.errors import FlowBusyError
+    from rayline.errors import FlowBusyError, RunBusyError
+    from rayline.launch.session import Session
 
     if local and address:
         raise click.UsageError("--local runs without Ray, so it cannot be combined with --address")
-    with api.Engine(executor="local") as eng:
-        run_id = find_run(eng, run_id).run_id  # an unknown or ambiguous id is a usage error
+    with Session(executor="local") as session:
+        run_id = session.find_run(run_id).run_id  # an unknown or ambiguous id is a usage error
     started = time.monotonic()
     with json_stdout(as_json) as out:
         try:
             with make_progress(enabled=not quiet) as progress:
                 result = api.resume(run_id, executor="local" if local else None, address=address,
                                     on_event=progress.on_event)
-        except FlowBusyError as exc:
+        except (FlowBusyError, RunBusyError) as exc:  # nothing was resumed: exit 3
             if not as_json:
                 raise
             doc = {"run_id": run_id, "resumed": False, "reason": str(exc), "held_by": exc.held_by}
@@ -171,18 +175,21 @@ def absolute_target(target: str) -> str:
 
 
 def parse_params(items: tuple[str, ...], graph: Any) -> dict[str, Any]:
-    """``-p name=value`` pairs: values read as YAML scalars/JSON, then converted to the flow
-    parameter's annotation when that is int, float, bool or str."""
-    declared = {p.name: p.annotation for p in graph.params}
-    out: dict[str, Any] = {}
+    """``-p name=value`` pairs, each converted strictly to its parameter's annotation
+    (``rayline.launch.params``): a value that does not convert is a usage error (exit 2)."""
+    from rayline.launch.params import parse_param_text
+
+    raw: dict[str, str] = {}
     for item in items:
         name, value = _split_assignment(item, "-p", "NAME=VALUE")
-        out[name] = coerce(value, declared.get(name))
-    return out
+        raw[name] = value
+    return parse_param_text(graph, raw)
 
 
 def parse_sets(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``--set node.option=value`` pairs into ``{"node": {"option": value}}``."""
+    from rayline.launch.params import yaml_value
+
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, value = _split_assignment(item, "--set", "NODE.OPTION=VALUE")
@@ -192,7 +199,7 @@ def parse_sets(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
                 f"--set {item!r}: expected NODE.OPTION=VALUE (a node id or task name, a dot, "
                 "an option), e.g. --set train.retries=3"
             )
-        out.setdefault(node, {})[option] = _yaml_value(value)
+        out.setdefault(node, {})[option] = yaml_value(value)
     return out
 
 
@@ -204,70 +211,11 @@ def _split_assignment(item: str, flag: str, form: str) -> tuple[str, str]:
     return name, value
 
 
-def _yaml_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
-        return text
-
-
-def coerce(text: str, annotation: Any) -> Any:
-    """The value of ``-p name=TEXT`` for a parameter annotated ``annotation``. A value that
-    cannot be converted is passed on unchanged, and validation reports the mismatch."""
-    target = _simple_type(annotation)
-    if target is str:
-        return text
-    value = _yaml_value(text)
-    if target is None or value is None or isinstance(value, target) and not (
-        target is int and isinstance(value, bool)
-    ):
-        return value
-    try:
-        if target is bool:
-            return _as_bool(value)
-        if target is int and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if target is float and isinstance(value, int | str) and not isinstance(value, bool):
-            return float(value)
-        if target is int and isinstance(value, str):
-            return int(value)
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
-def _simple_type(annotation: Any) -> type | None:
-    if annotation in (int, float, bool, str):
-        return annotation
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if len(args) == 1 and args[0] in (int, float, bool, str):
-        return args[0]  # Optional[int] and int | None
-    return None
-
-
-def _as_bool(value: Any) -> Any:
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on", "y"):
-            return True
-        if low in ("0", "false", "no", "off", "n"):
-            return False
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    return value
-
-
 # ---------------------------------------------------------------------------- reporting
 def resume_flags(local: bool, address: str | None) -> str:
     if local:
         return " --local"
     return f" --address {address}" if address else ""
-
-
-def exit_code_for(status: str) -> int:
-    return _EXIT_BY_STATUS.get(status, 1)
 
 
 def report(result: Any, seconds: float, as_json: bool, flags: str = "", out: TextIO | None = None) -> int:
@@ -288,68 +236,43 @@ def report_skipped(result: Any, as_json: bool, out: TextIO | None = None) -> int
         click.echo(json.dumps(doc, default=str), file=out)
     else:
         click.echo(f"run {result.run_id} ({result.flow_name}): SKIPPED, nothing ran: {result.error}", file=out)
-    return EXIT_SKIPPED
+    return EXIT_BUSY
 
 
 def run_json(result: Any) -> dict[str, Any]:
-    return {
-        "run_id": result.run_id,
-        "status": result.status.value,
-        "flow": result.flow_name,
-        "error": result.error,
-        "tasks": [{"node_id": t.node_id, "status": t.status.value, "attempts": t.attempts}
-                  for t in result.tasks],
-    }
+    """What ``rayline run|resume --json`` print: the outcome of the run's ``RunView``."""
+    return result.view().outcome()
 
 
 def summary(result: Any, seconds: float, flags: str = "") -> str:
-    status = result.status.value
-    counts = result.counts()
-    parts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    """What ``rayline run`` prints when a run ends: status, task counts, the whole error,
+    warnings, the result or the command that resumes."""
+    view = result.view()
+    status = view.status.value
     lines = [
-        f"run {result.run_id} ({result.flow_name}): {status} in {format_seconds(seconds)}",
-        f"  tasks: {parts or 'none'}",
+        f"run {view.run_id} ({view.flow}): {status} in {format_seconds(seconds)}",
+        f"  tasks: {counts_text(view.counts, ', ') or 'none'}",
     ]
-    if result.error:
-        lines.append(f"  error: {result.error.strip().splitlines()[0]}")
-    warnings = list(getattr(result, "warnings", ()) or ())
-    if warnings:
-        lines.append(f"  warnings: {len(warnings)}")
-        lines += [f"    - {_first_line(w)}" for w in warnings[:5]]
-        if len(warnings) > 5:
-            lines.append(f"    … {len(warnings) - 5} more: rayline runs show {result.run_id}")
+    if view.error:
+        lines.append(block("  error: ", view.error))
+    if view.warnings:
+        lines.append(f"  warnings: {len(view.warnings)}")
+        lines += [f"    - {first_line(w)}" for w in view.warnings[:5]]
+        if len(view.warnings) > 5:
+            lines.append(f"    … {len(view.warnings) - 5} more: rayline runs show {view.run_id}")
     if status in ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS"):
         shown = _result_preview(result)
         if shown is not None:
             lines.append(f"  result:  {shown}")
-        lines.append(f"  outputs: stored under {_artifact_root()}; load them with "
-                     f"rayline.load_run({result.run_id!r}).result()")
-        lines.append(f"  details: rayline runs show {result.run_id}")
+        lines.append(f"  outputs: stored under {view.artifact_root}; load them with "
+                     f"rayline.load_run({view.run_id!r}).result()")
+        lines.append(f"  details: rayline runs show {view.run_id}")
     else:
-        lines.append(f"  details: rayline runs show {result.run_id}")
-        lines.append(f"  resume:  rayline resume {result.run_id}{flags}")
+        lines.append(f"  details: rayline runs show {view.run_id}")
+        if view.failed_tasks:
+            lines.append(f"  traceback: rayline runs show {view.run_id} --traceback")
+        lines.append(f"  resume:  rayline resume {view.run_id}{flags}")
     return "\n".join(lines)
-
-
-def _first_line(text: str) -> str:
-    lines = str(text).strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def _artifact_root() -> Path:
-    from rayline.config import Settings
-
-    return Settings().artifact_root
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
 
 
 def _result_preview(run: Any, limit: int = 200) -> str | None:

@@ -20,9 +20,10 @@ from typing import Any
 
 import click
 
+from rayline.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, exit_code_for_status
+
 log = logging.getLogger("rayline.scheduler")
 
-EXIT_SKIPPED = 3
 _PATHS_HELP = ("PATHS are flow files (.py with @flow(schedule=...), .yaml with `schedule:`) or "
                "schedules files (YAML with a `schedules:` list); default configs/schedules.yaml.")  # fmt: skip
 _LOCAL_HELP = "Run in-process without Ray (also: RAYLINE_EXECUTOR=local)."
@@ -80,8 +81,8 @@ def list_cmd(paths: tuple[str, ...], as_json: bool) -> int:
     PATHS are flow files or schedules files (default configs/schedules.yaml). A schedule never
     polled yet shows the next fire time it would have.
     """
-    from rayline.api import Engine
     from rayline.errors import StoreError
+    from rayline.launch.session import Session
     from rayline.store.slots import FlowSlots
     from rayline.store.trigger_states import TriggerStates
     from rayline.triggers.catalog import load_entries
@@ -90,7 +91,7 @@ def list_cmd(paths: tuple[str, ...], as_json: bool) -> int:
     entries = load_entries(paths)
     now = utc_now()
     rows = []
-    with Engine(executor="local") as eng:
+    with Session(executor="local") as eng:
         states, slots = TriggerStates(eng.runs), FlowSlots(eng.runs)
         for e in entries:
             rec = states.get(e.trigger_id)
@@ -150,8 +151,8 @@ def tick_cmd(paths: tuple[str, ...], local: bool, address: str | None, now_s: st
     1 a started run failed or a due flow could not be fired; 2 a usage or definition error.
     """
     from rayline.config import Settings
+    from rayline.launch.launchers import InProcessLauncher
     from rayline.triggers.catalog import load_entries
-    from rayline.triggers.launch import InProcessLauncher
     from rayline.triggers.scheduler import Scheduler
 
     executor = _executor(local, address)
@@ -179,7 +180,7 @@ def tick_cmd(paths: tuple[str, ...], local: bool, address: str | None, now_s: st
             log.info("nothing due")
     failed = any(f.action == "error" for f in report) or any(
         s not in ("SUCCEEDED", "SUCCEEDED_WITH_WARNINGS") for s in finished.values())  # fmt: skip
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # ----------------------------------------------------------------------------- scheduler
@@ -201,8 +202,8 @@ def scheduler_cmd(paths: tuple[str, ...], local: bool, address: str | None, max_
     schedule's catch-up policy to ticks missed meanwhile.
     """
     from rayline.config import Settings
+    from rayline.launch.launchers import ProcessLauncher
     from rayline.triggers.catalog import load_entries
-    from rayline.triggers.launch import ProcessLauncher
     from rayline.triggers.scheduler import Scheduler
 
     executor = _executor(local, address)
@@ -254,14 +255,15 @@ def trigger_cmd(target: str, params: tuple[str, ...], reason: str, key: str | No
     exists and did not fail); 1 it failed; 2 usage or definition error; 3 skipped (busy);
     130 cancelled.
     """
-    from rayline.api import load_flow
-    from rayline.cli.run import absolute_target, exit_code_for, parse_params
+    from rayline.cli.run import absolute_target, parse_params
+    from rayline.launch.flow_files import load_flow_file
     from rayline.triggers.manual import trigger_flow
 
     executor = _executor(local, address)
     target = absolute_target(target)
-    values = parse_params(params, load_flow(target))
-    result = trigger_flow(target, values, reason=reason, key=key, overlap=overlap, executor=executor,
+    flow_file = load_flow_file(target)  # loaded once: trigger_flow plans this graph
+    values = parse_params(params, flow_file.graph)
+    result = trigger_flow(flow_file, values, reason=reason, key=key, overlap=overlap, executor=executor,
                           address=address, wait=not no_wait)  # fmt: skip
     got, run = result.reservation, result.run
     status = run.status.value if run is not None else None
@@ -272,7 +274,7 @@ def trigger_cmd(target: str, params: tuple[str, ...], reason: str, key: str | No
         line = f"{got.action} run {got.run_id}" if got.run_id else got.action
         click.echo(f"{line}{f' -> {status}' if status else ''}{f': {got.reason}' if got.reason else ''}")
     if got.action == "skipped" or status == "SKIPPED":
-        return EXIT_SKIPPED
+        return EXIT_BUSY
     if status is None or status in ("PENDING", "RUNNING"):
-        return 0
-    return exit_code_for(status)
+        return EXIT_OK
+    return exit_code_for_status(status)

@@ -76,9 +76,6 @@ class Flow:
             source=self.source,
         )
 
-    def _repr_html_(self) -> str:
-        return self.graph()._repr_html_()
-
     def __repr__(self) -> str:
         return f"<Flow {self.name} at {self.location}>"
 

@@ -156,16 +156,8 @@ class Graph:
             h.update(describe_args(n.args).encode())
         return h.hexdigest()
 
-    # Rendering lives in rayline.sdk.render; these keep notebooks one call away.
-    def _repr_html_(self) -> str:
-        from rayline.notebook import graph_html
-
-        return graph_html(self)
-
-    def _repr_markdown_(self) -> str:
-        from rayline.sdk.render import to_mermaid
-
-        return "```mermaid\n" + to_mermaid(self) + "\n```"
+    # Rendering lives in rayline.display (above this floor): it registers notebook display
+    # of Graph and Flow with IPython (rayline.display.ipython), so nothing here imports it.
 
 
 def iter_refs(value: Any) -> Iterator[Ref | ParamRef]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from rayline.errors import LeaseLostError, StoreError
+from rayline.errors import LeaseLostError, RunBusyError, StoreError
 from rayline.store.run_records import RunRecord, run_from_row, to_ts
 from rayline.store.runs_sql import runs, tasks
 from rayline.store.states import RunStatus, TaskStatus
@@ -105,15 +105,18 @@ def take_over(
     new generation. The run becomes RUNNING with a fresh ``started_at``, no ``ended_at``, no error.
 
     Raises:
-        StoreError: the run is RUNNING under a live lease, or does not exist.
+        RunBusyError: the run is RUNNING under a live lease (another process drives it).
+        StoreError: the run does not exist.
     """
     run = _locked_run(conn, run_id, where)
     if run.status == RunStatus.RUNNING and not is_stale(run, lease_ttl, host=host):
         beat = run.heartbeat_at or run.created_at
         ago = max(0.0, time.time() - beat.timestamp())
-        raise StoreError(
+        raise RunBusyError(
             f"run {run_id} is still running in pid {run.owner_pid} on host "
-            f"{run.owner_host} (heartbeat {ago:.0f} s ago); cancel it first or wait"
+            f"{run.owner_host} (heartbeat {ago:.0f} s ago); nothing was changed: cancel it "
+            "first or wait",
+            held_by=run_id,
         )
     return grant(conn, run, owner_pid=owner_pid, owner_host=owner_host, where=where)
 

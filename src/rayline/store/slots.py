@@ -14,17 +14,11 @@ A resume (``FlowSlots.resume``) of a run that was started under the slot takes t
 in the same transaction as the take-over, only while it is free or still the run's own; else it
 raises ``FlowBusyError`` and changes nothing.
 
-The slot is released by the holder's run ending: nothing needs to "unlock" it, so a crash cannot
-leave it locked for longer than the lease. The lease and staleness use the run store's clock
-(``time.time()`` of the writing process, like every heartbeat), never a scheduler's clock.
-
-Example::
-
-    slots = FlowSlots(store, lease_ttl=30.0)
-    got = slots.reserve(new_run, overlap="skip")
-    if got.action == "start":          # else "queued", "skipped" (see got.reason) or "exists"
-        runner = Runner(SlotGuardedStore(store, slots), artifacts, executor)
-        runner.resume(plan, got.run_id)  # take_over is the guarded PENDING -> RUNNING step
+The slot is released by the holder's run ending, so a crash cannot lock it for longer than the
+lease (run store's clock, never a scheduler's). A reserved run whose starter died before starting
+it goes back to the head of the queue when a trigger reserved it; one reserved by ``rayline run``
+becomes INTERRUPTED (only a resume runs it). Example: ``FlowSlots(store).reserve(new, overlap=
+"skip").action`` is ``start`` (run it: ``Runner(SlotGuardedStore(...)).resume``), ``queued``, ...
 """
 
 from __future__ import annotations
@@ -180,20 +174,25 @@ class FlowSlots:
         slot is free or still its own. Runs started without a slot (``overlap=allow``, plain
         ``rayline.run``) resume as before. Returns the new lease generation.
 
+        A reserved (PENDING) run whose starter died before it started is resumable too.
+
         Raises:
             FlowBusyError: another live run holds the flow's slot; nothing was changed.
-            StoreError: the run is RUNNING under a live lease, or is a reserved run that has not
-                started yet (it starts when its turn comes).
+            RunBusyError: the run is RUNNING under a live lease (another process drives it).
+            StoreError: the run is a reserved run whose starter is alive (it starts when its
+                turn comes).
         """
         with self.store._tx() as conn:
             run = self._locked(conn, run_id)
             overlap = (run.trigger or {}).get("overlap")
             if overlap in ("skip", "queue"):
-                if run.status == RunStatus.PENDING:
+                if run.status == RunStatus.PENDING and not self._unstarted_and_abandoned(run):
                     raise StoreError(
                         f"run {run_id} of flow '{run.flow_name}' is reserved and has not started; "
                         f"it starts when it gets the flow's slot (`rayline cancel {run_id}` drops it)"
                     )
+                # A reserved run whose starter died before it started is resumed like any other.
+                conn.execute(delete(run_queue).where(run_queue.c.run_id == run_id))
                 holder, live = self._holder(conn, run.flow_name)
                 if live and holder != run_id:
                     state = conn.execute(select(runs.c.status).where(runs.c.run_id == holder)).scalar()
@@ -226,11 +225,6 @@ class FlowSlots:
             stmt = stmt.where(run_queue.c.flow_name == flow_name)
         with self.store._tx(read=True) as conn:
             return [r[0] for r in conn.execute(stmt)]
-
-    def flows_with_queue(self) -> list[str]:
-        """Flows that have queued runs."""
-        with self.store._tx(read=True) as conn:
-            return sorted(r[0] for r in conn.execute(select(run_queue.c.flow_name).distinct()))
 
     # --------------------------------------------------------------------------- internals
     def _reserve(
@@ -321,8 +315,13 @@ class FlowSlots:
         )
         for run_id, status in conn.execute(stmt).all():
             conn.execute(delete(run_queue).where(run_queue.c.run_id == run_id))
-            if status == str(RunStatus.PENDING):
-                return run_id
+            if status != str(RunStatus.PENDING):
+                continue
+            run = self._locked(conn, run_id)
+            if _started_by_hand(run) and self._unstarted_and_abandoned(run):
+                self._abandon(conn, run)  # its `rayline run` died while it waited
+                continue
+            return run_id
         return None
 
     def _holder(self, conn: Connection, flow_name: str) -> tuple[str | None, bool]:
@@ -340,12 +339,16 @@ class FlowSlots:
                 return holder, False
             return holder, True
         if run.status == RunStatus.PENDING:
-            if self._unstarted_and_abandoned(run):
-                # Its starter died before starting it: it goes back to the head of the queue.
+            if not self._unstarted_and_abandoned(run):
+                return holder, True
+            if _started_by_hand(run):
+                self._abandon(conn, run)  # never run by someone else: its owner resumes it
+            else:
+                # A trigger's run whose starter died before starting it: it goes back to the
+                # head of the queue, and the scheduler starts it.
                 conn.execute(insert(run_queue).values(
                     run_id=holder, flow_name=flow_name, sort_key=0.0, enqueued_at=time.time()))  # fmt: skip
-                return holder, False
-            return holder, True
+            return holder, False
         return holder, False
 
     def _unstarted_and_abandoned(self, run: RunRecord) -> bool:
@@ -354,8 +357,22 @@ class FlowSlots:
         beat = run.heartbeat_at or run.created_at
         return time.time() - beat.timestamp() > self.lease_ttl
 
+    def _abandon(self, conn: Connection, run: RunRecord) -> None:
+        """Mark a reserved run whose starter died before it started INTERRUPTED (resumable)."""
+        why = (f"its starter (pid {run.owner_pid} on {run.owner_host}) stopped before the run started; "
+               f"`rayline resume {run.run_id}` runs it")  # fmt: skip
+        values = {"status": str(RunStatus.INTERRUPTED), "ended_at": time.time(), "error": why}
+        leases.fence(conn, run.run_id, run.generation, {**values, "generation": run.generation + 1},
+                     where=self.store._where)  # fmt: skip
+
     def _interrupt(self, conn: Connection, run: RunRecord) -> None:
         leases.interrupt(conn, run, self.lease_ttl, where=self.store._where, found_by="the scheduler")
+
+
+def _started_by_hand(run: RunRecord) -> bool:
+    """A run reserved by ``rayline run`` / ``rayline.run`` (no trigger kind): only its own
+    caller, or a resume, may run it."""
+    return "kind" not in (run.trigger or {})
 
 
 class SlotGuardedStore:

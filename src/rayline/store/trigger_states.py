@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from rayline.store.run_records import from_ts, to_json, to_ts
 from rayline.store.runs import RunStore
@@ -91,10 +92,16 @@ class TriggerStates:
             values["last_fired_at"] = to_ts(last_fired_at)
         if last_run_id is not _KEEP:
             values["last_run_id"] = last_run_id
-        with self.store._tx() as conn:
-            stmt = update(trigger_state).where(trigger_state.c.trigger_id == trigger_id)
-            if conn.execute(stmt.values(**values)).rowcount == 0:
-                conn.execute(insert(trigger_state).values(trigger_id=trigger_id, **values))
+        for attempt in range(2):
+            try:
+                with self.store._tx() as conn:
+                    stmt = update(trigger_state).where(trigger_state.c.trigger_id == trigger_id)
+                    if conn.execute(stmt.values(**values)).rowcount == 0:
+                        conn.execute(insert(trigger_state).values(trigger_id=trigger_id, **values))
+                return
+            except IntegrityError:
+                if attempt:  # a concurrent tick inserted the row first: the update now finds it
+                    raise
 
 
 def _record(m: Any) -> TriggerStateRecord:

@@ -16,7 +16,8 @@ next fire time and last run; ``rayline trigger flows/churn.py --reason ...`` fir
 
 Modules: ``schedule`` (Cron, DST semantics), ``policy`` (overlap, catch-up), ``newdata``,
 ``manual``, ``trigger`` (the interface), ``catalog`` (where schedules come from), ``scheduler``
-(tick and loop), ``launch`` (starting reserved runs). Nothing is imported until used.
+(tick and loop). Runs are started by ``rayline.launch``, never here. Nothing is imported until
+used.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rayline.errors import DefinitionError, UsageError
+from rayline.launch.flow_files import flows_in, import_flow_file, load_flow, split_target
 from rayline.triggers.trigger import TRIGGER_KINDS, Trigger, trigger_class
 
 __all__ = ["DEFAULT_SCHEDULES", "Entry", "declared_triggers", "load_entries"]
@@ -56,6 +57,7 @@ class Entry:
     flow_name: str
     trigger: Any  # a Trigger
     params: dict[str, Any] = field(default_factory=dict, hash=False)
+    graph: Any = field(default=None, hash=False, compare=False, repr=False)  # traced when read
 
     @property
     def trigger_id(self) -> str:
@@ -96,21 +98,15 @@ def load_entries(paths: Sequence[str | Path] = ()) -> list[Entry]:
 
 def declared_triggers(target: str) -> list[Entry]:
     """The triggers a flow file declares for its flow(s) (empty if none)."""
-    path_s, _, attr = _split(target)
+    path_s, attr = split_target(target)
     path = Path(path_s).resolve()
     if path.suffix in (".yaml", ".yml"):
         return _yaml_flow_entries(path)
     return _python_entries(path, attr, required=False)
 
 
-def _split(target: str) -> tuple[str, str, str]:
-    if Path(target).exists():
-        return target, "", ""
-    return target.partition(":")
-
-
 def _entries_of(target: str) -> list[Entry]:
-    path_s, _, attr = _split(target)
+    path_s, attr = split_target(target)
     path = Path(path_s).expanduser()
     if not path.exists():
         raise UsageError(f"no such file: {path_s}")
@@ -146,11 +142,7 @@ def _check_trigger(obj: Any, where: str) -> Any:
 
 
 def _python_entries(path: Path, attr: str, required: bool) -> list[Entry]:
-    from rayline.api import _import_file, load_flow
-    from rayline.sdk.flow import Flow
-
-    module = _import_file(path)
-    flows = {name: obj for name, obj in vars(module).items() if isinstance(obj, Flow)}
+    flows = flows_in(import_flow_file(path))
     if attr:
         chosen = {n: f for n, f in flows.items() if attr in (n, f.name)}
         if not chosen:
@@ -164,7 +156,7 @@ def _python_entries(path: Path, attr: str, required: bool) -> list[Entry]:
             trig = _check_trigger(trig, f"{path}: flow '{f.name}'")
             if hasattr(trig, "resolved"):
                 trig = trig.resolved(path.parent)
-            out.append(Entry(graph.source or f"{path}:{name}", graph.name, trig))
+            out.append(Entry(graph.source or f"{path}:{name}", graph.name, trig, graph=graph))
     if required and not out:
         which = f"flow '{attr}'" if attr else "no flow"
         raise DefinitionError(
@@ -175,7 +167,6 @@ def _python_entries(path: Path, attr: str, required: bool) -> list[Entry]:
 
 
 def _yaml_flow_entries(path: Path) -> list[Entry]:
-    from rayline.api import load_flow
     from rayline.sdk.yaml_reader import read_yaml
 
     graph = load_flow(str(path))  # validates the whole file, `schedule:` included
@@ -186,12 +177,10 @@ def _yaml_flow_entries(path: Path) -> list[Entry]:
 
     opts = dict(spec)
     params = opts.pop("params", None) or {}
-    return [Entry(graph.source or str(path), graph.name, Cron(opts.pop("cron"), **opts), dict(params))]
+    return [Entry(graph.source or str(path), graph.name, Cron(opts.pop("cron"), **opts), dict(params), graph)]
 
 
 def _schedules_file(path: Path, doc: Any) -> list[Entry]:
-    from rayline.api import load_flow
-
     items = doc.data.get("schedules")
     if not isinstance(items, list):
         raise DefinitionError(f"{doc.where(('schedules',))}: `schedules` must be a list of items with a `flow` key")
@@ -217,7 +206,7 @@ def _schedules_file(path: Path, doc: Any) -> list[Entry]:
             found = declared_triggers(target)
             if not found:
                 raise DefinitionError(f"{where}: flow {target} declares no schedule; add a trigger here, e.g. `cron: \"0 3 * * *\"`")
-            out += [Entry(e.target, e.flow_name, e.trigger, dict(params)) for e in found]
+            out += [Entry(e.target, e.flow_name, e.trigger, dict(params), e.graph) for e in found]
             continue
         kind = kinds[0]
         options = {k: v for k, v in item.items() if k not in _ITEM_KEYS and k != kind}
@@ -225,7 +214,7 @@ def _schedules_file(path: Path, doc: Any) -> list[Entry]:
         if hasattr(trig, "resolved"):
             trig = trig.resolved(path.parent)
         graph = load_flow(target)
-        out.append(Entry(graph.source or target, graph.name, trig, dict(params)))
+        out.append(Entry(graph.source or target, graph.name, trig, dict(params), graph))
     return out
 
 

@@ -17,7 +17,9 @@ they fired, start what may start; as one ``tick`` or as a loop.
 set (SIGINT/SIGTERM in ``rayline scheduler``).
 
 Flows are loaded (and their schedules read) when the scheduler starts; restart it after
-editing a schedule. Each run's child process loads its flow afresh from the file.
+editing a schedule. Each fire's run is planned once (``rayline.launch.admission.plan_run``) and
+reserved through ``rayline.launch``; a run started in this process runs that plan, a run's child
+process (``ProcessLauncher``) loads its flow afresh from the file, once.
 
 Clocks: ``now`` (the ``clock`` argument, injectable; tests never sleep) only decides which ticks
 are due and their logical times. Leases and staleness use the run store's clock, so a scheduler
@@ -42,11 +44,12 @@ from typing import Any
 
 from rayline.config import Settings
 from rayline.errors import RaylineError
-from rayline.store.runs import RunStore
+from rayline.launch.admission import plan_run, reserve
+from rayline.launch.flow_files import load_flow
+from rayline.launch.session import Session
 from rayline.store.slots import FlowSlots
 from rayline.store.trigger_states import TriggerStates
 from rayline.triggers.catalog import Entry, flows_of
-from rayline.triggers.launch import planned_run
 from rayline.triggers.trigger import Fire, iso_utc, utc_now
 
 log = logging.getLogger("rayline.scheduler")
@@ -87,18 +90,19 @@ class Scheduler:
         launcher: Any = None,
     ) -> None:
         self.entries = list(entries)
-        self.settings = settings or Settings()
-        self.settings.resolved_home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.store = RunStore(self.settings.run_store_url)
+        self.session = Session(settings or Settings(), executor="local")
+        self.settings = self.session.settings
+        self.store = self.session.runs
         self.slots = FlowSlots(self.store, self.settings.lease_ttl)
         self.states = TriggerStates(self.store)
         self.clock = clock
         self.launcher = launcher
         self._graphs: dict[str, Any] = {}
+        self._plans: dict[str, Any] = {}  # run id -> its plan, until the tick starts it
         self._next: dict[str, datetime | None] = {}
 
     def close(self) -> None:
-        self.store.close()
+        self.session.close()
 
     def __enter__(self) -> Scheduler:
         return self
@@ -140,9 +144,12 @@ class Scheduler:
             self._next[entry.trigger_id] = poll.next_at
         if self.launcher is not None:
             for run_id in to_start:
-                self.launcher.start(run_id)
+                self._start(run_id)
             self.drain()
         return report
+
+    def _start(self, run_id: str) -> None:
+        self.launcher.start(run_id, plan=self._plans.pop(run_id, None))
 
     def drain(self) -> list[str]:
         """Start queued runs of this scheduler's flows whose slot is free; return their ids."""
@@ -152,7 +159,7 @@ class Scheduler:
         for flow in flows_of(self.entries):
             while (run_id := self.slots.claim_next(flow)) is not None:
                 log.info("flow '%s': queued run %s may start now", flow, run_id)
-                self.launcher.start(run_id)
+                self._start(run_id)
                 started.append(run_id)
         return started
 
@@ -165,17 +172,17 @@ class Scheduler:
         trigger = {**info, "kind": kind, "reason": fire.reason, "trigger_id": entry.trigger_id,
                    "fired_at": iso_utc(now)}  # fmt: skip
         try:
-            new = planned_run(self._graph(entry), entry.all_params, offer=fire.offer, run_key=run_key,
-                              trigger=trigger, sort_key=fire.sort_key,
-                              persist_all=self.settings.persist == "all")  # fmt: skip
-            got = self.slots.reserve(new, overlap=entry.trigger.overlap, backlog=fire.backlog,
-                                     record_skip=fire.record_skip,
-                                     skip_takes_key=fire.skip_takes_key)  # fmt: skip
+            planned = plan_run(self.session, self._graph(entry), entry.all_params, offer=fire.offer,
+                               run_key=run_key, trigger=trigger, sort_key=fire.sort_key)  # fmt: skip
+            got = reserve(self.slots, planned, overlap=entry.trigger.overlap, backlog=fire.backlog,
+                          record_skip=fire.record_skip, skip_takes_key=fire.skip_takes_key)  # fmt: skip
         except Exception as exc:  # a flow that no longer compiles must not stop the others
             text = str(exc) if isinstance(exc, RaylineError) else f"{type(exc).__name__}: {exc}"
             log.error("%s: not fired: %s", what, text)
             return Fired(entry.trigger_id, entry.flow_name, kind, run_key, "error", None, text,
                          info.get("logical_time")), []  # fmt: skip
+        if got.action == "start" and got.run_id:  # started at the end of this tick
+            self._plans[got.run_id] = planned.plan
         if got.promoted:
             log.info("flow '%s': queued run %s takes the free slot", entry.flow_name, got.promoted)
         message = {
@@ -190,10 +197,8 @@ class Scheduler:
         return fired, got.to_start
 
     def _graph(self, entry: Entry) -> Any:
-        graph = self._graphs.get(entry.target)
+        graph = entry.graph or self._graphs.get(entry.target)
         if graph is None:
-            from rayline.api import load_flow
-
             graph = self._graphs[entry.target] = load_flow(entry.target)
         return graph
 

@@ -21,7 +21,7 @@ from rayline.sdk.graph import Graph, Ref, iter_refs
 
 COLLAPSE_OVER = 200
 
-# state -> (fill, stroke); shared with rayline.notebook.
+# state -> (fill, stroke); shared with rayline.display.notebook.
 STATE_COLOURS: dict[str, tuple[str, str]] = {
     "PENDING": ("#f1f3f5", "#adb5bd"),
     "RUNNING": ("#cfe2ff", "#0d6efd"),

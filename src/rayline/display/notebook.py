@@ -1,13 +1,14 @@
 """Rich display of flows and runs in Jupyter: self-contained HTML (no JavaScript, no network).
 
-``Graph._repr_html_`` calls ``graph_html``, so a graph shows itself at the end of a cell. Every
-piece of user text (names, parameters, errors) goes through ``html.escape``.
+``rayline.display.ipython`` registers ``graph_html`` for graphs and flows, so a graph shows itself at
+the end of a cell; ``Run._repr_html_`` renders its ``RunView`` with ``run_html``. Errors are shown
+whole. Every piece of user text (names, parameters, errors) goes through ``html.escape``.
 
 Example::
 
-    from rayline.notebook import graph_html, run_html
+    from rayline.display.notebook import graph_html, run_html
     from IPython.display import HTML
-    HTML(run_html({"run_id": "r1", "flow_name": "hello", "status": "SUCCEEDED", ...}))
+    HTML(run_html(read_run_view(store, run_id), graph))
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from collections import Counter
 from html import escape
 from typing import Any
 
+from rayline.display.render import Box, boxes, state_colours, state_name
+from rayline.display.run_view import RunView, TaskView
 from rayline.sdk.graph import Graph
-from rayline.sdk.render import Box, boxes, state_colours, state_name
 
 MAX_EDGES_LISTED = 500
-MAX_ERROR_CHARS = 4000
 
 _FONT = "font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 13px;"
 _CELL = "padding: 3px 8px; border-bottom: 1px solid #dee2e6; text-align: left; vertical-align: top;"
@@ -30,7 +31,7 @@ _CELL = "padding: 3px 8px; border-bottom: 1px solid #dee2e6; text-align: left; v
 def graph_html(graph: Graph, states: dict[str, Any] | None = None) -> str:
     """The graph as HTML: a title with the flow name and node count, one row per depth level
     with a box per node (coloured by state, if ``states`` maps node ids to states), then the
-    list of edges. Fan-outs of large graphs are collapsed as in ``rayline.sdk.render``."""
+    list of edges. Fan-outs of large graphs are collapsed as in ``rayline.display.render``."""
     drawn = boxes(graph, states)
     by_key = {b.key: b for b in drawn}
     n = len(graph)
@@ -62,25 +63,21 @@ def graph_html(graph: Graph, states: dict[str, Any] | None = None) -> str:
     return "\n".join(parts)
 
 
-def run_html(run_summary: dict[str, Any]) -> str:
-    """A run as HTML: its status and times, a table of its tasks, and its graph coloured by
-    state when ``run_summary["graph"]`` is given.
-
-    ``run_summary`` keys: ``run_id, flow_name, status, started_at, ended_at`` and ``tasks``, a
-    list of ``{node_id, status, attempts, duration_s, error}``; optionally ``graph``.
-    """
-    tasks = list(run_summary.get("tasks") or [])
-    status = run_summary.get("status")
-    started, ended = run_summary.get("started_at"), run_summary.get("ended_at")
-    took = _duration(started, ended)
-    tally = Counter(state_name(t.get("status")) for t in tasks)
+def run_html(view: RunView, graph: Graph | None = None) -> str:
+    """A run as HTML: its status and times, a table of its tasks with their whole errors, and
+    its graph coloured by state when ``graph`` is given."""
+    tasks = view.tasks
+    took = _seconds(view.duration_s)
+    tally = Counter(t.status.value for t in tasks)
     parts = [
         f'<div class="rayline-run" style="{_FONT}">',
-        f'<div style="font-weight: 600; margin-bottom: 4px;">run <code>{_e(run_summary.get("run_id"))}</code>'
-        f" of flow <code>{_e(run_summary.get('flow_name'))}</code> {_badge(status)}</div>",
-        f'<div style="color: #495057; margin-bottom: 6px;">started {_e(_time(started))}'
-        f" · ended {_e(_time(ended))}" + (f" · took {_e(took)}" if took else "") + "</div>",
+        f'<div style="font-weight: 600; margin-bottom: 4px;">run <code>{_e(view.run_id)}</code>'
+        f" of flow <code>{_e(view.flow)}</code> {_badge(view.status)}</div>",
+        f'<div style="color: #495057; margin-bottom: 6px;">started {_e(_time(view.created_at))}'
+        f" · ended {_e(_time(view.ended_at))}" + (f" · took {_e(took)}" if took else "") + "</div>",
     ]
+    if view.error:
+        parts.append(f'<div style="margin-bottom: 6px;">{_pre(view.error)}</div>')
     if tally:
         parts.append(
             '<div style="margin-bottom: 6px;">'
@@ -88,12 +85,8 @@ def run_html(run_summary: dict[str, Any]) -> str:
             + "</div>"
         )
     parts.append(_tasks_table(tasks))
-    graph = run_summary.get("graph")
-    if isinstance(graph, Graph):
-        states = {
-            str(t.get("node_id")): t.get("status") for t in tasks if t.get("status") is not None
-        }
-        parts.append(graph_html(graph, states))
+    if graph is not None:
+        parts.append(graph_html(graph, {t.node_id: t.status.value for t in tasks}))
     parts.append("</div>")
     return "\n".join(parts)
 
@@ -137,32 +130,30 @@ def _legend_html(states: dict[str, Any]) -> str:
     return '<div style="margin-top: 4px;">' + " ".join(_badge(s) for s in present) + "</div>"
 
 
-def _tasks_table(tasks: list[dict[str, Any]]) -> str:
+def _tasks_table(tasks: tuple[TaskView, ...]) -> str:
     head = "".join(
         f'<th style="{_CELL}">{h}</th>' for h in ("task", "status", "attempts", "duration", "error")
     )
     rows = []
     for t in tasks:
-        error = t.get("error")
-        err_html = ""
-        if error:
-            text = str(error)
-            if len(text) > MAX_ERROR_CHARS:
-                text = text[:MAX_ERROR_CHARS] + "\n… (truncated)"
-            err_html = (
-                f'<pre style="margin: 0; white-space: pre-wrap; max-height: 12em; '
-                f'overflow: auto; font-size: 12px;">{_e(text)}</pre>'
-            )
         rows.append(
-            f'<tr><td style="{_CELL}"><code>{_e(t.get("node_id"))}</code></td>'
-            f'<td style="{_CELL}">{_badge(t.get("status"))}</td>'
-            f'<td style="{_CELL}">{_e(t.get("attempts", ""))}</td>'
-            f'<td style="{_CELL}">{_e(_seconds(t.get("duration_s")))}</td>'
-            f'<td style="{_CELL}">{err_html}</td></tr>'
+            f'<tr><td style="{_CELL}"><code>{_e(t.node_id)}</code></td>'
+            f'<td style="{_CELL}">{_badge(t.status)}</td>'
+            f'<td style="{_CELL}">{_e(t.attempts)}</td>'
+            f'<td style="{_CELL}">{_e(_seconds(t.duration_s))}</td>'
+            f'<td style="{_CELL}">{_pre(t.error_text) if t.error else ""}</td></tr>'
         )
     return (
         f'<table style="border-collapse: collapse; margin-bottom: 8px;"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _pre(text: str) -> str:
+    """Every line of an error, scrollable when long."""
+    return (
+        f'<pre style="margin: 0; white-space: pre-wrap; max-height: 12em; '
+        f'overflow: auto; font-size: 12px;">{_e(text)}</pre>'
     )
 
 
@@ -176,25 +167,8 @@ def _badge(state: Any) -> str:
     )
 
 
-def _time(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, tz=dt.UTC).isoformat(sep=" ", timespec="seconds")
-    return str(value)
-
-
-def _duration(start: Any, end: Any) -> str:
-    if isinstance(start, dt.datetime) and isinstance(end, dt.datetime):
-        try:
-            return _seconds((end - start).total_seconds())
-        except TypeError:  # one naive, one aware
-            return ""
-    if isinstance(start, int | float) and isinstance(end, int | float):
-        return _seconds(end - start)
-    return ""
+def _time(value: dt.datetime | None) -> str:
+    return "—" if value is None else value.isoformat(sep=" ", timespec="seconds")
 
 
 def _seconds(value: Any) -> str:
