@@ -144,12 +144,15 @@ class Run:
         self._tasks: list[Any] | None = None
         self._attempts: list[Any] | None = None
         self._plan: dict[str, Any] | None = None
+        self._lease_ttl = 30.0  # Run.load takes the engine's
 
     @classmethod
     def load(cls, session: Session, run_id: str, graph: Graph | None = None) -> Run:
         # Details (tasks, attempts, plan) are read on first use; the Run keeps the store.
         session.keep_store_open = True
-        return cls(session.runs.get_run(run_id), session.runs, session.artifacts, graph)
+        run = cls(session.runs.get_run(run_id), session.runs, session.artifacts, graph)
+        run._lease_ttl = session.settings.lease_ttl
+        return run
 
     @property
     def tasks(self) -> list[Any]:
@@ -202,11 +205,21 @@ class Run:
         return next(t for t in self.tasks if t.node_id == node_id)
 
     def output(self, node_id: str) -> Any:
-        """The stored output of one task (verified against its checksum)."""
+        """The stored output of one task (verified against its checksum). One that is damaged or
+        gone raises ArtifactIntegrityError and is marked lost: ``rayline resume`` recomputes it."""
+        from rayline.errors import ArtifactIntegrityError, StoreError
+
         t = self.task(node_id)
         if not t.digest:
             raise UsageError(f"run {self.run_id}: task '{node_id}' has no stored output ({t.status})")
-        return self._artifacts.get(t.digest)
+        try:
+            return self._artifacts.get(t.digest)
+        except StoreError as exc:
+            if not isinstance(exc, ArtifactIntegrityError) and self._artifacts.exists(t.digest):
+                raise  # not a damaged or missing object (e.g. a read error): nothing is lost
+            self._runs.mark_output_lost(self.run_id, node_id, t.digest, str(exc), lease_ttl=self._lease_ttl,
+                                        found_by="reading the run's output")
+            raise ArtifactIntegrityError(f"{exc}. Marked it lost: `rayline resume {self.run_id}` recomputes it") from exc
 
     def result(self) -> Any:
         """The flow's return value, loaded from the artifact store."""

@@ -21,8 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-import rayline.store.artifacts as artifacts
+import rayline.store.artifact_files as artifact_files
 from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
+from rayline.store.artifact_encoding import to_bytes
 from rayline.store.artifacts import (
     ArtifactInfo,
     ArtifactStore,
@@ -150,13 +151,13 @@ def test_putting_plain_values_never_imports_pyarrow_or_pandas(tmp_path: Path):
 
 
 def test_manifest_is_written_last_and_describes_the_object(store, monkeypatch):
-    order, real = [], artifacts.write_atomic
+    order, real = [], artifact_files.write_atomic
 
-    def record(path: Path, data: bytes, *, sync: bool) -> None:
-        real(path, data, sync=sync)
+    def record(path: Path, data: bytes, *, sync: bool, **kw) -> None:
+        real(path, data, sync=sync, **kw)
         order.append(path.name)
 
-    monkeypatch.setattr(artifacts, "write_atomic", record)
+    monkeypatch.setattr(artifact_files, "write_atomic", record)
     info = store.put([1, 2, 3])
     assert order == [info.digest, f"{info.digest}.json"]
     manifest = json.loads(
@@ -176,7 +177,7 @@ def test_the_same_value_twice_is_written_once(store, monkeypatch):
     def no_write(*args, **kwargs):
         raise AssertionError("a second put of stored bytes must write nothing")
 
-    monkeypatch.setattr(artifacts, "write_atomic", no_write)
+    monkeypatch.setattr(artifact_files, "write_atomic", no_write)
     assert store.put({"k": "v"}) == first
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == before
 
@@ -207,17 +208,17 @@ class Crash(BaseException):
 
 
 def test_data_without_its_manifest_does_not_exist(store, monkeypatch):
-    real = artifacts.write_atomic
+    real = artifact_files.write_atomic
 
-    def die_before_manifest(path: Path, data: bytes, *, sync: bool) -> None:
+    def die_before_manifest(path: Path, data: bytes, *, sync: bool, **kw) -> None:
         if path.name.endswith(".json"):
             raise Crash
-        real(path, data, sync=sync)
+        real(path, data, sync=sync, **kw)
 
-    monkeypatch.setattr(artifacts, "write_atomic", die_before_manifest)
+    monkeypatch.setattr(artifact_files, "write_atomic", die_before_manifest)
     with pytest.raises(Crash):
         store.put("half-written")
-    digest = hashlib.sha256(artifacts._to_bytes("half-written")[0]).hexdigest()
+    digest = hashlib.sha256(to_bytes("half-written")[0]).hexdigest()
     assert data_path(store, digest).exists()  # the data landed, the manifest did not
     assert not store.exists(digest) and not store.verify(digest)
     with pytest.raises(StoreError, match=f"no artifact {digest}"):
@@ -237,7 +238,7 @@ def test_disk_full_during_fsync_is_a_store_error_naming_the_path(store, monkeypa
 
     monkeypatch.setattr(os, "fsync", full)
     value = np.zeros(1000)
-    digest = hashlib.sha256(artifacts._to_bytes(value)[0]).hexdigest()
+    digest = hashlib.sha256(to_bytes(value)[0]).hexdigest()
     with pytest.raises(StoreError, match=f"no space left writing .*{digest}"):
         store.put(value)
     assert not data_path(store, digest).exists() and not store.exists(digest)
@@ -465,3 +466,90 @@ def test_store_files_are_private(store: ArtifactStore):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
     for d in (store.root, store.root / "objects", path.parent):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+# ------------------------------------------------------------- repair and killed writers
+
+
+def test_a_put_over_damaged_bytes_rewrites_them(store: ArtifactStore):
+    info = store.put({"weights": list(range(100))})
+    path = data_path(store, info.digest)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))  # same size, one bit off: "already there" must not be trusted
+    assert not store.verify(info.digest)
+    assert store.put({"weights": list(range(100))}) == info
+    assert store.verify(info.digest) and store.get(info.digest) == {"weights": list(range(100))}
+
+
+def test_a_put_over_a_forged_manifest_rewrites_it(store: ArtifactStore):
+    info = store.put("payload")
+    manifest = data_path(store, info.digest).with_name(f"{info.digest}.json")
+    record = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**record, "hmac": "0" * 64}))
+    assert not store.verify(info.digest)
+    assert store.put("payload") == info and store.verify(info.digest)
+
+
+def _temp_file(store: ArtifactStore, name: str, age_s: float = 0.0) -> Path:
+    tmp = store.root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / name
+    path.write_bytes(b"partial")
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path
+
+
+def test_temp_files_name_their_writer(store: ArtifactStore):
+    from rayline.store.temp_files import machine_id, parse_temp_name, temp_name
+
+    writer = parse_temp_name(temp_name())
+    assert writer.machine == machine_id() and writer.pid == os.getpid()
+    assert abs(writer.started - time.time()) < 5
+    assert parse_temp_name(".abc.12.ff.tmp").machine is None and parse_temp_name("abc") is None
+
+
+def test_sweep_removes_dead_writers_files_and_keeps_live_ones(store: ArtifactStore):
+    from rayline.store.temp_files import machine_id
+
+    me, ms = machine_id(), int(time.time() * 1000)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    dead_here = _temp_file(store, f".rl-{me}-{dead.pid}-{ms}-00000001.tmp")
+    live_here = _temp_file(store, f".rl-{me}-{os.getppid()}-{ms}-00000002.tmp")  # pytest's parent
+    reused = _temp_file(store, f".rl-{me}-{os.getppid()}-{ms - 10**12}-00000003.tmp")  # the pid is newer
+    other = "f" * 16 if me != "f" * 16 else "e" * 16
+    quiet_elsewhere = _temp_file(store, f".rl-{other}-1-{ms}-00000004.tmp", age_s=120)
+    busy_elsewhere = _temp_file(store, f".rl-{other}-1-{ms}-00000005.tmp", age_s=1)
+    gone = {t.path for t in store.sweep_temp_files(lease_ttl=30.0)}
+    assert gone == {dead_here, reused, quiet_elsewhere}
+    assert live_here.exists() and busy_elsewhere.exists() and not dead_here.exists()
+    assert store.sweep_temp_files(lease_ttl=30.0, dry_run=True) == []
+
+
+def test_opening_the_store_sweeps_and_gc_finds_old_style_temp_files(home: Path):
+    from rayline.store.temp_files import machine_id
+
+    store = ArtifactStore.open(home)
+    info = store.put(1)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = _temp_file(store, f".rl-{machine_id()}-{dead.pid}-{int(time.time() * 1000)}-0000000a.tmp")
+    beside = data_path(store, info.digest).with_name(f".{info.digest}.{dead.pid}.aa.tmp")
+    beside.write_bytes(b"partial")
+    os.utime(beside, (time.time() - 120, time.time() - 120))
+    ArtifactStore.open(home, lease_ttl=30.0)
+    assert not left.exists() and beside.exists()  # open looks in tmp/ only: cheap
+    assert [t.path for t in store.sweep_temp_files(30.0, everywhere=True)] == [beside]
+    assert store.verify(info.digest)
+
+
+def test_a_symlinked_tmp_folder_is_refused(home: Path, tmp_path: Path):
+    store = ArtifactStore.open(home)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store.root.mkdir(parents=True, exist_ok=True)
+    (store.root / "tmp").symlink_to(outside)
+    with pytest.raises(UnsafeNameError, match="leads outside"):
+        store.put("never written outside")
+    assert list(outside.iterdir()) == []

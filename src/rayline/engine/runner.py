@@ -22,6 +22,7 @@ from typing import Any
 from rayline.engine.compiler import Plan, PlannedNode
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
+from rayline.store.run_events import find_lost_outputs
 from rayline.store.runs import AttemptRecord, TaskUpdate
 from rayline.store.states import RunStatus, TaskStatus
 
@@ -107,7 +108,9 @@ class Runner:
 
     def resume(self, plan: Plan, run_id: str) -> RunOutcome:
         run = self.store.get_run(run_id)
-        if run.status.ok:
+        tasks = self.store.get_tasks(run_id)
+        lost = find_lost_outputs(self.store, self.artifacts, run_id, tasks)  # each one an event
+        if run.status.ok and not lost:
             return RunOutcome(run_id, run.status, created=False)
         generation = self.store.take_over(
             run_id, owner_pid=os.getpid(), owner_host=socket.gethostname(), lease_ttl=self.lease_ttl
@@ -115,13 +118,14 @@ class Runner:
         adopted: dict[str, str] = {}
         code = {n.id: n.spec.code_hash for n in plan.nodes}
         old_plan = _old_code_hashes(self.store.get_plan(run.plan_hash))
-        for t in self.store.get_tasks(run_id):
+        redo = lost.union(*(plan.descendants(n) for n in lost))  # lost, and what depends on it
+        for t in tasks:
             if (
                 t.status.ok
                 and t.digest
                 and t.node_id in code
                 and old_plan.get(t.node_id, code[t.node_id]) == code[t.node_id]
-                and self.artifacts.verify(t.digest)
+                and t.node_id not in redo
             ):
                 adopted[t.node_id] = t.digest
         self.on_event("resume", {"run_id": run_id, "adopted": sorted(adopted)})

@@ -8,11 +8,19 @@ Layout under ``root`` (``RAYLINE_HOME/artifacts``)::
     cache/<k[:2]>/<key>             cache index: "<digest> <hmac>" (metadata apart from the bytes)
     named/<namespace>/<name>        named pointers (models, reports): "<digest> <hmac>"
     runs/<run_id>/starts/<node>.<k> one empty file per execution of a node (counts Ray retries)
+    tmp/.rl-<machine>-<pid>-<ms>-<hex>.tmp   writes in progress, named after their writer
 
-``digest`` is the sha256 of the stored bytes. Every write goes to a temp file in the same
-directory, is fsynced and ``os.replace``d into place, so a reader sees a complete file or none;
-the manifest goes last, so an object without one does not exist. Reads check the sha256 and an
-HMAC-SHA256 (key at ``RAYLINE_HOME/secret.key``, outside the root) before anything is unpickled.
+``digest`` is the sha256 of the stored bytes. Every write goes to a temp file under ``tmp/``, is
+fsynced and ``os.replace``d into place, so a reader sees a complete file or none; the manifest
+goes last, so an object without one does not exist. Reads check the sha256 and an HMAC-SHA256
+(key at ``RAYLINE_HOME/secret.key``, outside the root) before anything is unpickled. A ``put``
+of bytes already stored compares them with the stored copy and rewrites a damaged one. Temp
+files of writers that are gone (``temp_files.writer_gone``) are removed when the store is opened.
+
+Every file operation goes through the few ``_``-prefixed I/O methods below (``_read``,
+``_write``, ``_stat``, ``_remove``, ``_list``, ``_walk_temp``, ``_create``), so that another
+filesystem (fsspec) can take their place. Scans of the whole store (``verify``, ``gc``) live in
+``artifact_scan.py``; the byte formats in ``artifact_encoding.py``.
 
 The store holds only a path and a key: cheap to build and to pickle into Ray workers.
 
@@ -25,36 +33,34 @@ Example::
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import json
+import logging
 import os
-import pickle
-import re
-import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
+from rayline.errors import ArtifactIntegrityError, StoreError
+from rayline.store.artifact_encoding import from_bytes, to_bytes
+from rayline.store.artifact_files import ArtifactFiles, TempFile
 from rayline.store.files import (
     DIGEST,
-    READ_FLAGS,
-    WRITE_FLAGS,
     check_digest,
     fsync_dir,
     load_or_create_key,
     validate_name,
-    write_atomic,
     write_error,
 )
+from rayline.store.temp_files import writer_gone
 
-__all__ = ["ArtifactInfo", "ArtifactStore", "load_or_create_key", "validate_name"]
+log = logging.getLogger("rayline.artifacts")
 
-_TMP = re.compile(r"\..+\.tmp")
+__all__ = ["ArtifactInfo", "ArtifactStore", "TempFile", "load_or_create_key", "validate_name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,49 +72,7 @@ class ArtifactInfo:
     fmt: str
 
 
-def _to_bytes(value: Any) -> tuple[bytes, str, str]:
-    """(bytes, format, type). Tables become Parquet; pyarrow/pandas load only for their types."""
-    module = type(value).__module__
-    if module.startswith(("pyarrow", "pandas")):
-        import pyarrow as pa
-
-        table, kind = None, "arrow"
-        if isinstance(value, pa.Table):
-            table = value
-        elif module.startswith("pandas"):
-            import pandas as pd
-
-            if isinstance(value, pd.DataFrame):
-                try:
-                    table, kind = pa.Table.from_pandas(value), "pandas"
-                except (pa.ArrowException, TypeError, ValueError):
-                    table = None  # mixed-type object columns and the like: pickle instead
-        if table is not None:
-            import pyarrow.parquet as pq
-
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink)
-            return sink.getvalue().to_pybytes(), "parquet", kind
-    import cloudpickle
-
-    kind = f"{module}.{type(value).__qualname__}"
-    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), "pickle", kind
-
-
-def _from_bytes(data: bytes, fmt: str, kind: str) -> Any:
-    if fmt == "pickle":
-        # Safe only because the caller checked the sha256 and the HMAC first.
-        return pickle.loads(data)  # noqa: S301
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(pa.BufferReader(data))
-        return table.to_pandas() if kind == "pandas" else table
-    return data
-
-
-class ArtifactStore:
+class ArtifactStore(ArtifactFiles):
     """Content-addressed, atomic, signed storage of task outputs.
 
     Args:
@@ -116,27 +80,25 @@ class ArtifactStore:
         key: the HMAC key (at least 16 bytes), kept outside ``root``.
     """
 
-    __slots__ = ("_base", "_checked", "_key", "_root")
+    __slots__ = ("_key",)
 
     def __init__(self, root: str | Path, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) < 16:
             raise StoreError("the artifact store's HMAC key must be at least 16 bytes")
-        self._root = Path(root).expanduser().absolute()
-        self._base = self._root.resolve()
+        super().__init__(root)
         self._key = bytes(key)
-        self._checked: set[Path] = set()  # directories already proven to resolve inside root
 
     @classmethod
-    def open(cls, home: str | Path) -> ArtifactStore:
-        """The store at ``home/artifacts`` signed with ``home/secret.key`` (created if missing)."""
+    def open(cls, home: str | Path, *, lease_ttl: float = 30.0) -> ArtifactStore:
+        """The store at ``home/artifacts`` signed with ``home/secret.key`` (created if missing).
+
+        Removes the temp files of writers that are gone (``sweep_temp_files(lease_ttl)``).
+        """
         home = Path(home).expanduser()
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return cls(home / "artifacts", load_or_create_key(home / "secret.key"))
-
-    @property
-    def root(self) -> Path:
-        """The store's directory."""
-        return self._root
+        store = cls(home / "artifacts", load_or_create_key(home / "secret.key"))
+        store.sweep_temp_files(lease_ttl)
+        return store
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ArtifactStore, (self._root, self._key))
@@ -144,67 +106,8 @@ class ArtifactStore:
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self._root)!r})"  # never the key
 
-    # ------------------------------------------------------------------------------ paths
-
-    def _path(self, *parts: str) -> Path:
-        """``root/parts…``, each part a safe name, refused if it resolves outside the root."""
-        for part in parts:
-            validate_name(part)
-        path = self._root.joinpath(*parts)
-        # Names are validated (no separators, no ".."), so only a symlinked directory could lead
-        # outside; check each directory once per process (hot path: every task output).
-        if path.parent in self._checked:
-            if path.is_symlink():
-                raise UnsafeNameError(f"{path} is a symbolic link; the store never follows one")
-            return path
-        if not path.resolve().is_relative_to(self._base):
-            raise UnsafeNameError(f"{path} resolves outside the artifact store {self._root}")
-        if path.parent.is_dir():
-            self._checked.add(path.parent)
-        return path
-
     def _object(self, digest: str) -> Path:
         return self._path("objects", check_digest(digest)[:2], digest)
-
-    def _make_dirs(self, directory: Path) -> None:
-        missing = []
-        while not directory.exists():
-            missing.append(directory)
-            directory = directory.parent
-        for d in reversed(missing):
-            try:
-                os.mkdir(d, 0o700)
-            except FileExistsError:
-                pass
-            except OSError as e:
-                raise write_error(d, e) from e
-
-    def _write(self, path: Path, data: bytes, *, sync: bool) -> None:
-        try:
-            write_atomic(path, data, sync=sync)
-        except FileNotFoundError:
-            self._make_dirs(path.parent)
-            try:
-                write_atomic(path, data, sync=sync)
-            except FileNotFoundError as e:
-                raise write_error(path, e) from e
-
-    def _read(self, path: Path) -> bytes:
-        try:
-            fd = os.open(path, READ_FLAGS)
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                msg = f"{path} is a symbolic link; the store never follows one"
-                raise UnsafeNameError(msg) from e
-            raise StoreError(f"could not read {path}: {e.strerror}") from e
-        try:
-            with os.fdopen(fd, "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise StoreError(f"could not read {path}: {e.strerror}") from e
-
     def _mac(self, *fields: object) -> str:
         msg = "\n".join(["rayline-v1", *map(str, fields)]).encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
@@ -214,12 +117,13 @@ class ArtifactStore:
     def put(self, value: Any) -> ArtifactInfo:
         """Store ``value``: a pyarrow Table or pandas DataFrame as Parquet, anything else pickled.
 
-        Writes nothing if the same bytes are already stored.
+        Writes nothing if the same bytes are already stored intact; a stored copy that differs
+        (damaged on disk) or whose manifest fails its signature is rewritten.
 
         Raises:
             StoreError: the write failed (e.g. disk full); nothing partial is left in place.
         """
-        data, fmt, kind = _to_bytes(value)
+        data, fmt, kind = to_bytes(value)
         return self._put(data, fmt, kind)
 
     def put_bytes(self, data: bytes, fmt: str = "bytes") -> ArtifactInfo:
@@ -231,13 +135,14 @@ class ArtifactStore:
         path = self._object(digest)
         manifest = path.with_name(f"{digest}.json")
         info = ArtifactInfo(digest, len(data), fmt)
-        try:
-            m, d = os.lstat(manifest), os.lstat(path)
-            if stat.S_ISREG(m.st_mode) and m.st_size and d.st_size == len(data):
-                return info  # already stored; a truncated or missing copy is rewritten below
-        except FileNotFoundError:
-            pass
-        self._write(path, data, sync=True)
+        m, d = self._stat(manifest), self._stat(path)
+        intact = d is not None and d[0] == len(data) and self._same_bytes(path, data)
+        if intact and m is not None and m[0] and self._manifest_ok(digest):
+            return info  # already stored intact: nothing to write
+        if m is not None and d is not None:
+            log.warning("artifact %s in %s was damaged; rewriting it", digest, self._root)
+        if not intact:
+            self._write(path, data, sync=True)
         record = {
             "digest": digest, "size": len(data), "format": fmt,
             "created": datetime.now(UTC).isoformat(), "type": kind,
@@ -247,6 +152,19 @@ class ArtifactStore:
         if os.environ.get("RAYLINE_DB_SYNC", "").lower() == "full":
             fsync_dir(path.parent)  # power-loss durability of the names, as asked
         return info
+
+    def _same_bytes(self, path: Path, data: bytes) -> bool:
+        try:
+            return self._read(path) == data
+        except (FileNotFoundError, StoreError):
+            return False
+
+    def _manifest_ok(self, digest: str) -> bool:
+        try:
+            self._manifest(digest)
+        except StoreError:
+            return False
+        return True
 
     def _manifest(self, digest: str) -> tuple[Path, dict[str, Any]]:
         path = self._object(digest)
@@ -292,7 +210,7 @@ class ArtifactStore:
             StoreError: no such artifact.
         """
         data, m = self._verified_bytes(digest)
-        return _from_bytes(data, m["format"], m["type"])
+        return from_bytes(data, m["format"], m["type"])
 
     def get_bytes(self, digest: str) -> bytes:
         """The stored bytes, checked as ``get`` checks them."""
@@ -300,11 +218,7 @@ class ArtifactStore:
 
     def exists(self, digest: str) -> bool:
         """Whether the object's manifest is in place (a cheap check; ``verify`` reads it all)."""
-        manifest = self._object(digest).with_name(f"{digest}.json")
-        try:
-            return stat.S_ISREG(os.lstat(manifest).st_mode)
-        except FileNotFoundError:
-            return False
+        return self._stat(self._object(digest).with_name(f"{digest}.json")) is not None
 
     def verify(self, digest: str) -> bool:
         """Whether the object is present and passes its checksum and signature. Never raises."""
@@ -322,12 +236,12 @@ class ArtifactStore:
     def discard(self, digest: str) -> None:
         """Remove an object, manifest first.
 
-        ``put`` rewrites a missing or truncated object by itself; one damaged in place (``verify``
-        is False) must be discarded before a new ``put`` of the same bytes can replace it.
+        ``put`` rewrites a missing, truncated or damaged object by itself; ``rayline store
+        verify --repair`` and ``gc`` discard the ones nothing should read any more.
         """
         path = self._object(digest)
-        path.with_name(f"{digest}.json").unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
+        self._remove(path.with_name(f"{digest}.json"))
+        self._remove(path)
 
     # ------------------------------------------------------------------- pointers and cache
 
@@ -395,7 +309,7 @@ class ArtifactStore:
         k = 1
         while True:
             try:
-                os.close(os.open(directory / f"{node_id}.{k}", WRITE_FLAGS, 0o600))
+                self._create(directory / f"{node_id}.{k}")
                 return k
             except FileExistsError:
                 k += 1
@@ -404,19 +318,55 @@ class ArtifactStore:
             except OSError as e:
                 raise write_error(directory / f"{node_id}.{k}", e) from e
 
+    # ------------------------------------------------------------- temp files and listings
+
+    def temp_files(self, *, everywhere: bool = False) -> list[TempFile]:
+        """Temp files under ``tmp/`` (or, ``everywhere``, anywhere in the store)."""
+        return list(self._walk_temp(everywhere))
+
+    def sweep_temp_files(
+        self, lease_ttl: float = 30.0, *, everywhere: bool = False, dry_run: bool = False
+    ) -> list[TempFile]:
+        """Remove the temp files of writers that are gone (``temp_files.writer_gone``).
+
+        Returns what was removed (or, ``dry_run``, what would be). ``everywhere`` also looks
+        beside the objects, where older versions of rayline left their temp files.
+        """
+        now, gone = time.time(), []
+        for t in self._walk_temp(everywhere):
+            if writer_gone(t.writer, mtime=t.mtime, now=now, ttl=lease_ttl):
+                if dry_run or self._remove(t.path):
+                    gone.append(t)
+        return gone
+
     def cleanup_tmp(self, older_than_s: float = 3600) -> int:
-        """Remove temp files (``.*.tmp``) left by crashed writers; return how many."""
-        cutoff, removed = time.time() - older_than_s, 0
-        for dirpath, _dirs, files in os.walk(self._root):
-            for name in files:
-                if not _TMP.fullmatch(name):
-                    continue
-                path = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(path)
-                    if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
-                        os.unlink(path)
-                        removed += 1
-                except FileNotFoundError:
-                    continue
-        return removed
+        """Remove temp files anywhere in the store not changed for ``older_than_s``; how many."""
+        cutoff = time.time() - older_than_s
+        return sum(1 for t in self._walk_temp(True) if t.mtime < cutoff and self._remove(t.path))
+
+    def object_files(self) -> Iterator[tuple[str, tuple[int, float] | None, bool]]:
+        """Every object's ``(digest, (size, mtime) of its data or None, has a manifest)``."""
+        objects = self._root / "objects"
+        for shard in self._list(objects):
+            names = set(self._list(objects / shard))
+            for name in sorted(names):
+                digest = name.removesuffix(".json")
+                if not DIGEST.fullmatch(digest) or (name == digest and f"{digest}.json" in names):
+                    continue  # not an object, or met again through its manifest
+                yield digest, self._stat(objects / shard / digest), f"{digest}.json" in names
+
+    def pointers(self) -> Iterator[tuple[str, tuple[str, ...], str | None]]:
+        """Every cache entry and named pointer: ``(kind, where, digest)``; ``kind`` is
+        ``cache`` (``where`` = (key,)) or ``named`` ((namespace, name)); ``digest`` is None
+        for an entry that is torn or not signed by this store's key."""
+        for shard in self._list(self._root / "cache"):
+            for key in self._list(self._root / "cache" / shard):
+                yield "cache", (key,), self._get_pointer(self._root / "cache" / shard / key, "cache")
+        for ns in self._list(self._root / "named"):
+            for name in self._list(self._root / "named" / ns):
+                where = self._root / "named" / ns / name
+                yield "named", (ns, name), self._get_pointer(where, "named")
+
+    def cache_remove(self, key: str) -> bool:
+        """Remove cache entry ``key``; False if there was none."""
+        return self._remove(self._cache_path(key))

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rayline.errors import StoreError, UnsafeNameError
+from rayline.store.temp_files import temp_name
 
 KEY_BYTES = 32
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -80,16 +81,17 @@ def write_error(path: Path, e: OSError) -> StoreError:
     return StoreError(f"could not write {path}: {e.strerror or e} (errno {e.errno})")
 
 
-def write_atomic(path: Path, data: bytes, *, sync: bool) -> None:
+def write_atomic(path: Path, data: bytes, *, sync: bool, tmp_dir: Path | None = None) -> None:
     """Atomically place ``data`` at ``path``: temp file, write, (fsync), ``os.replace``.
 
-    The temp file ``.<name>.<pid>.<random>.tmp`` sits in the same directory, is created
+    The temp file (``temp_files.temp_name``: it names its writer's machine, pid and start time)
+    sits in ``tmp_dir`` (same filesystem as ``path``) or else beside ``path``, is created
     exclusively without following symlinks, and is removed if anything fails.
 
-    Raises FileNotFoundError (untouched) when the directory is missing; any other OSError
+    Raises FileNotFoundError (untouched) when a directory is missing; any other OSError
     becomes a StoreError naming ``path``, after the temp file is removed.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = (tmp_dir or path.parent) / temp_name()
     try:
         fd = os.open(tmp, WRITE_FLAGS, 0o600)
     except FileNotFoundError:
@@ -109,6 +111,8 @@ def write_atomic(path: Path, data: bytes, *, sync: bool) -> None:
         if fd >= 0:
             os.close(fd)
         tmp.unlink(missing_ok=True)
+        if isinstance(e, FileNotFoundError) or e.errno == errno.EXDEV:
+            raise  # the target's directory is missing, or on another filesystem: the caller acts
         raise write_error(path, e) from e
 
 
@@ -161,7 +165,7 @@ def load_or_create_key(path: Path) -> bytes:
 
 def _create_key(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(temp_name())
     try:
         write_atomic(tmp, secrets.token_bytes(KEY_BYTES), sync=True)
         try:

@@ -34,7 +34,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from rayline.errors import StoreError
-from rayline.store import leases
+from rayline.store import leases, run_events
 from rayline.store.run_records import (
     AttemptRecord,
     AttemptUpdate,
@@ -146,6 +146,7 @@ class RunStore:
         self._host = socket.gethostname()
         try:
             migrate_run_store(self._engine, self._where)
+            run_events.migrate_run_events(self._engine, self._where)
         except DBAPIError as e:
             self._engine.dispose()
             raise StoreError(f"cannot open the run store at {self._where}: {e.orig}") from e
@@ -420,3 +421,34 @@ class RunStore:
         stmt = select(plans.c.plan_json).where(plans.c.plan_hash == plan_hash)
         with self._tx(read=True) as conn:
             return conn.execute(stmt).scalar()
+
+    # ------------------------------------------------------------- events and lost outputs
+
+    def record_event(self, run_id: str, kind: str, *, node_id: str | None = None,
+                     digest: str | None = None, message: str | None = None) -> None:
+        """Append an event to the run's history (``run_events.record_event``)."""
+        with self._tx() as conn:
+            run_events.record_event(conn, run_id, kind, node_id=node_id, digest=digest, message=message)
+
+    def get_events(self, run_id: str) -> list[run_events.RunEvent]:
+        """The run's events, oldest first."""
+        with self._tx(read=True) as conn:
+            return run_events.list_events(conn, run_id)
+
+    def mark_output_lost(self, run_id: str, node_id: str, digest: str, reason: str, *,
+                         lease_ttl: float, found_by: str) -> bool:
+        """Record the output of ``node_id`` lost; resume then recomputes it and its dependants
+        (``run_events.mark_output_lost``). True if task states changed."""
+        with self._tx() as conn:
+            return run_events.mark_output_lost(conn, run_id, node_id, digest, reason, lease_ttl=lease_ttl,
+                                               host=self._host, where=self._where, found_by=found_by)
+
+    def tasks_with_digests(self, digests: Iterable[str]) -> list[tuple[str, str, str]]:
+        """``(run_id, node_id, digest)`` of succeeded tasks whose output is one of ``digests``."""
+        with self._tx(read=True) as conn:
+            return run_events.tasks_with_digests(conn, digests)
+
+    def referenced_digests(self) -> set[str]:
+        """Every artifact digest any task of any run records."""
+        with self._tx(read=True) as conn:
+            return run_events.referenced_digests(conn)
