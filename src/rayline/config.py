@@ -7,6 +7,7 @@ for the cluster), defaults. Built on demand and passed in; never a module-level 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,15 @@ class Settings(BaseSettings):
     )
     num_cpus: int | None = Field(default=None, description="CPUs for a local Ray started on demand.")
     object_store_memory: int | None = None
+    artifacts_url: str | None = Field(
+        default=None,
+        description="Where artifacts live: a folder, file://, s3://, gs://, abfs:// (default "
+        "home/artifacts). Every node must reach it.",
+    )
+    artifacts_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for artifacts_url (JSON in RAYLINE_ARTIFACTS_OPTIONS).",
+    )
 
     @property
     def resolved_home(self) -> Path:
