@@ -17,8 +17,8 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 import signal
 import subprocess
