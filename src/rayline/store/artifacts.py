@@ -23,8 +23,7 @@ Every file operation goes through ``self._files``, an ``ArtifactFiles`` (``artif
 stays in ``RAYLINE_HOME`` and travels to Ray workers inside the pickled store. Scans of the whole store (``verify``, ``gc``) live in
 ``artifact_scan.py``; the byte formats in ``artifact_encoding.py``.
 
-The store holds only a path (or a URL and its options) and a key: cheap to build and to pickle
-into Ray workers, which then write to the same place whatever their own environment says.
+The store holds a path (or a URL and its options) and a key: cheap to pickle into Ray workers.
 
 Example::
 
@@ -97,10 +96,8 @@ class ArtifactStore:
         self._key = bytes(key)
 
     @classmethod
-    def open(
-        cls, home: str | Path, *, lease_ttl: float = 30.0, url: str | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> ArtifactStore:  # fmt: skip
+    def open(cls, home: str | Path, *, lease_ttl: float = 30.0, url: str | None = None,
+             options: dict[str, Any] | None = None) -> ArtifactStore:  # fmt: skip
         """The store at ``url`` (default ``home/artifacts``) signed with ``home/secret.key``
         (created if missing). ``ArtifactStore.for_settings`` opens the one the settings name.
 
@@ -132,21 +129,9 @@ class ArtifactStore:
     def __repr__(self) -> str:
         return f"ArtifactStore({self._files.url!r})"  # never the key
 
-    @property
-    def root(self) -> Any:
-        """The store's root: a ``Path`` for a folder, a ``PurePosixPath`` (bucket/prefix) for a
-        URL."""
-        return self._files.root
-
-    @property
-    def url(self) -> str:
-        """Where the store is, as people and other nodes name it (a path or a URL)."""
-        return self._files.url
-
-    @property
-    def files(self) -> ArtifactFiles:
-        """The file layer (for ``artifact_location`` and the store's scans)."""
-        return self._files
+    root = property(lambda self: self._files.root, doc="``Path``, or ``PurePosixPath`` of a URL.")
+    url = property(lambda self: self._files.url, doc="The store as people name it: path or URL.")
+    files = property(lambda self: self._files, doc="The file layer (``ArtifactFiles``).")
 
     def _object(self, digest: str) -> Path:
         return self._files.path("objects", check_digest(digest)[:2], digest)
