@@ -183,3 +183,22 @@ def test_settings_take_the_endpoint_and_credentials_from_the_aws_environment(s3_
     fs.pipe_file(f"{path}/epoch-1", b"ckpt")
     assert artifact_url(settings, "checkpoints/run-1") == f"{url}/checkpoints/run-1"
     assert s3_server.filesystem().cat_file(f"{url.removeprefix('s3://')}/checkpoints/run-1/epoch-1") == b"ckpt"
+
+
+def test_rayline_store_verify_and_gc_work_on_the_bucket(s3_settings, s3_server):
+    from click.testing import CliRunner
+
+    from rayline.cli.main import cli
+
+    store = ArtifactStore.for_settings(s3_settings)
+    kept, damaged = store.put_named("models", "m", [1, 2]), store.put("soon damaged")
+    key = key_of(store, damaged.digest)
+    fs = s3_server.filesystem()
+    fs.pipe_file(key, fs.cat_file(key)[:-1])
+    checked = CliRunner().invoke(cli, ["store", "verify", "--json"])
+    assert checked.exit_code == 1, checked.output
+    report = json.loads(checked.stdout)
+    assert [d["digest"] for d in report["damaged"]] == [damaged.digest] and report["objects"] == 2
+    swept = CliRunner().invoke(cli, ["store", "gc", "--dry-run"])
+    assert swept.exit_code == 0, swept.output
+    assert store.verify(kept.digest) and store.get_named("models", "m") == [1, 2]
