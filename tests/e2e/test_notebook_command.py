@@ -56,9 +56,14 @@ def test_make_notebook_starts_jupyterlab_on_loopback(tmp_path):
         opened = listeners(descendants(lab.pid))
         assert opened and all(is_loopback(a) for _, _, a in opened), opened
     finally:
-        try:
-            os.killpg(lab.pid, signal.SIGTERM)
-            lab.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(lab.pid, signal.SIGKILL)
-            lab.wait(timeout=30)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(lab.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                lab.wait(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        lab.wait(timeout=30)
