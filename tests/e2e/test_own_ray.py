@@ -31,7 +31,7 @@ FLOWS = Path(__file__).parent / "flows"
 ROOT = Path(__file__).resolve().parents[2]
 #: Ray settings a user's shell may carry; each test starts from none of them.
 RAY_VARS = ("RAY_ADDRESS", "RAYLINE_RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
-            "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # fmt: skip
+            "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAYLINE_SERVE_INGRESS")  # fmt: skip
 
 
 def _env(home: Path, user_home: Path, **extra: str) -> dict[str, str]:
@@ -55,11 +55,10 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
         proc.wait(timeout=grace_s)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
-    for sig_target in (proc.pid,):
-        try:
-            os.killpg(sig_target, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     proc.wait(timeout=30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
@@ -185,7 +184,7 @@ def token_cluster(tmp_path: Path):
         _wait_for_text(log, "Ray runtime started", head, timeout_s=180)
         yield f"127.0.0.1:{port}", head_home / ".ray" / "auth_token", head_home
     finally:
-        _stop_group(head)
+        _stop_group(head, grace_s=10)
         subprocess.run(["rm", "-rf", temp_dir], check=False)
 
 
