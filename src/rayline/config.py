@@ -49,3 +49,8 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.resolved_home / "artifacts"
+
+    @property
+    def ray_dir(self) -> Path:
+        """rayline's own Ray: its token and the record of the Rays it started (0700)."""
+        return self.resolved_home / "ray"

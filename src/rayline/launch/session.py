@@ -61,6 +61,7 @@ class Session:
                 num_cpus=self.settings.num_cpus,
                 object_store_memory=self.settings.object_store_memory,
                 pool=self.settings.pool,
+                ray_dir=self.settings.ray_dir,
             )
         elif ex == "local":
             from rayline.engine.executors.local import LocalExecutor

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from rayline.engine.compiler import PlannedNode
@@ -26,8 +27,9 @@ class RayHandle:
 
 
 class RayExecutor:
-    """Runs nodes as Ray tasks on the cluster at ``address`` (or a local Ray started on demand,
-    dashboard off, token authentication left as Ray sets it)."""
+    """Runs nodes as Ray tasks on the cluster at ``address`` (or rayline's own local Ray started
+    on demand: see ``engine/ray_cluster.py``; ``ray_dir`` holds its token, default
+    ``Settings().ray_dir``)."""
 
     name = "ray"
 
@@ -38,11 +40,13 @@ class RayExecutor:
         num_cpus: int | None = None,
         object_store_memory: int | None = None,
         pool: str = "auto",
+        ray_dir: Path | None = None,
     ):
         self.address = address
         self.num_cpus = num_cpus
         self.object_store_memory = object_store_memory
         self.pool_policy = pool
+        self.ray_dir = ray_dir
         self._pool: Any = None
         self._pooled: set[str] = set()
         self._remotes: dict[Any, Any] = {}
@@ -50,20 +54,13 @@ class RayExecutor:
         self.started_ray = False
 
     def start(self) -> None:
-        import ray
+        from rayline.config import Settings
+        from rayline.engine.ray_cluster import connect
 
-        if ray.is_initialized():
-            return
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-        if self.address:
-            ray.init(address=self.address, **kwargs)
-        else:
-            if self.num_cpus is not None:
-                kwargs["num_cpus"] = self.num_cpus
-            if self.object_store_memory is not None:
-                kwargs["object_store_memory"] = self.object_store_memory
-            ray.init(address="local", **kwargs)  # never attach to a stray cluster by accident
-        self.started_ray = True
+        ray_dir = self.ray_dir or Settings().ray_dir
+        if connect(self.address, ray_dir=ray_dir, num_cpus=self.num_cpus,
+                   object_store_memory=self.object_store_memory):  # fmt: skip
+            self.started_ray = True
 
     def cluster_nodes(self) -> list[dict[str, float]] | None:
         import ray
