@@ -42,9 +42,10 @@ from sqlalchemy.exc import IntegrityError
 
 from rayline.errors import FlowBusyError, StoreError
 from rayline.store import leases
-from rayline.store.run_records import RunRecord, run_from_row, to_json
-from rayline.store.runs import RunStore, insert_run_rows
-from rayline.store.runs_sql import flow_slots, run_queue, runs
+from rayline.store.run_records import RunRecord, run_from_row
+from rayline.store.runs import RunStore
+from rayline.store.schema import flow_slots, insert_run_rows, run_queue, runs
+from rayline.store.sql import to_json
 from rayline.store.states import RunStatus
 
 Overlap = Literal["skip", "queue", "allow"]
@@ -133,7 +134,7 @@ class FlowSlots:
         trigger = {**new.trigger, "overlap": overlap}
         for _ in range(3):
             try:
-                with self.store._tx() as conn:
+                with self.store.transaction() as conn:
                     return self._reserve(conn, new, trigger, overlap, queue_limit, backlog,
                                          record_skip, skip_takes_key)  # fmt: skip
             except IntegrityError:
@@ -143,7 +144,7 @@ class FlowSlots:
     def claim_next(self, flow_name: str) -> str | None:
         """If the flow's slot is free and a run is queued, move the oldest into the slot and
         return its id (the caller must start it); else None."""
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             holder, live = self._holder(conn, flow_name)
             if live:
                 return None
@@ -160,7 +161,7 @@ class FlowSlots:
         Raises:
             StoreError: the run is not PENDING, is queued, or another run holds the slot.
         """
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             run = self._locked(conn, run_id)
             if run.status != RunStatus.PENDING:
                 raise StoreError(f"run {run_id} is {run.status}, not PENDING: it was started or ended elsewhere")
@@ -185,7 +186,7 @@ class FlowSlots:
             StoreError: the run is RUNNING under a live lease, or is a reserved run that has not
                 started yet (it starts when its turn comes).
         """
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             run = self._locked(conn, run_id)
             overlap = (run.trigger or {}).get("overlap")
             if overlap in ("skip", "queue"):
@@ -209,14 +210,14 @@ class FlowSlots:
 
     def touch(self, run_id: str) -> None:
         """Refresh the heartbeat of a reserved (PENDING) run while its starter gets ready."""
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == str(RunStatus.PENDING))
             conn.execute(stmt.values(heartbeat_at=time.time()))
 
     # ----------------------------------------------------------------------------- reads
     def holder(self, flow_name: str) -> str | None:
         """The run holding the flow's slot (it may have ended since), or None."""
-        with self.store._tx(read=True) as conn:
+        with self.store.transaction(read=True) as conn:
             return self._slot_of(conn, flow_name)
 
     def queued(self, flow_name: str | None = None) -> list[str]:
@@ -224,12 +225,12 @@ class FlowSlots:
         stmt = select(run_queue.c.run_id).order_by(run_queue.c.sort_key, run_queue.c.enqueued_at)
         if flow_name is not None:
             stmt = stmt.where(run_queue.c.flow_name == flow_name)
-        with self.store._tx(read=True) as conn:
+        with self.store.transaction(read=True) as conn:
             return [r[0] for r in conn.execute(stmt)]
 
     def flows_with_queue(self) -> list[str]:
         """Flows that have queued runs."""
-        with self.store._tx(read=True) as conn:
+        with self.store.transaction(read=True) as conn:
             return sorted(r[0] for r in conn.execute(select(run_queue.c.flow_name).distinct()))
 
     # --------------------------------------------------------------------------- internals
