@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import sys
 from typing import Any
 
@@ -48,6 +49,8 @@ class RayExecutor:
         self._remotes: dict[Any, Any] = {}
         self._by_value: set[str] = set()
         self.started_ray = False
+        self._gcs: tuple[str, int] | None = None
+        self._lost: str | None = None
 
     def start(self) -> None:
         import ray
@@ -64,6 +67,25 @@ class RayExecutor:
                 kwargs["object_store_memory"] = self.object_store_memory
             ray.init(address="local", **kwargs)  # never attach to a stray cluster by accident
         self.started_ray = True
+        self._gcs = _gcs_address()
+
+    def lost(self) -> str | None:
+        """Why the cluster is gone: its head's GCS refuses connections (or does not answer within
+        a second). Ray notices the same only after a minute, and then ends this process from
+        native code, so the run would be left RUNNING with nothing reported."""
+        if self._gcs is None:
+            self._gcs = _gcs_address()
+            if self._gcs is None:
+                return None
+        host, port = self._gcs
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+        except OSError as exc:
+            self._lost = (f"lost the Ray cluster: its head (GCS at {host}:{port}) cannot be reached "
+                          f"({exc.strerror or type(exc).__name__})")  # fmt: skip
+            return self._lost
+        self._lost = None
+        return None
 
     def cluster_nodes(self) -> list[dict[str, float]] | None:
         import ray
@@ -94,9 +116,9 @@ class RayExecutor:
         self._pooled = {n.id for n in ok}
 
     def finish(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None and self._lost is None:  # a lost cluster took the pool with it
             self._pool.end()
-            self._pool = None
+        self._pool = None
         self._pooled = set()
 
     def _remote_for(self, node: PlannedNode, static: TaskStatic) -> Any:
@@ -217,6 +239,19 @@ def _entry_for(static: TaskStatic, name: str) -> Any:
     entry.__name__ = entry.__qualname__ = name.replace("-", "_").replace(".", "_")
     entry.__module__ = "rayline.engine.executors.ray"
     return entry
+
+
+def _gcs_address() -> tuple[str, int] | None:
+    """Host and port of the connected cluster's GCS, or None (not connected, Ray Client)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+        return host.strip("[]"), int(port)
+    except (AttributeError, ValueError, TypeError):
+        return None
 
 
 def _infra_message(kind: str, text: str) -> str:
