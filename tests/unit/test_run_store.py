@@ -388,8 +388,8 @@ def test_list_runs_is_newest_first_and_filters(store: RunStore):
     assert [r.run_id for r in store.list_runs(limit=1)] == [c]
     assert [r.run_id for r in store.list_runs(flow_name="churn")] == [c, a]
     assert [r.run_id for r in store.list_runs(status=RunStatus.FAILED)] == [c]
-    assert store.latest_successful_run("churn").run_id == a
-    assert store.latest_successful_run("other") is None
+    assert [r.run_id for r in store.list_runs(limit=1, flow_name="churn", status=RunStatus.SUCCEEDED)] == [a]
+    assert store.list_runs(limit=1, flow_name="other", status=RunStatus.SUCCEEDED) == []
 
 
 # ------------------------------------------------------------------ the SQLite file (F25, F26)

@@ -344,11 +344,6 @@ class RunStore:
         with self.transaction(read=True) as conn:
             return [run_from_row(r) for r in conn.execute(stmt)]
 
-    def latest_successful_run(self, flow_name: str) -> RunRecord | None:
-        """The newest SUCCEEDED run of ``flow_name``, or None."""
-        found = self.list_runs(limit=1, flow_name=flow_name, status=RunStatus.SUCCEEDED)
-        return found[0] if found else None
-
     def get_tasks(self, run_id: str) -> list[TaskRecord]:
         """The run's tasks in plan order (empty if the run does not exist)."""
         stmt = select(tasks).where(tasks.c.run_id == run_id).order_by(tasks.c.seq)
