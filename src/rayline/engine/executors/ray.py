@@ -247,6 +247,10 @@ def _gcs_address() -> tuple[str, int] | None:
 
     if not ray.is_initialized():
         return None
+    from ray.util.client import ray as client
+
+    if client.is_connected():  # ray://: the GCS is the server's business, maybe not reachable here
+        return None
     try:
         host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
         return host.strip("[]"), int(port)
