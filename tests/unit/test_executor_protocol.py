@@ -47,7 +47,7 @@ def drift(cls: type) -> list[str]:
 
 def test_the_protocol_names_what_the_runner_calls():
     assert set(protocol_members()) == {
-        "name", "start", "cluster_nodes", "prepare", "finish", "submit", "wait", "metas", "cancel",
+        "name", "sequential", "start", "cluster_nodes", "prepare", "finish", "submit", "wait", "metas", "cancel",
         "release", "lost",
     }  # fmt: skip
 

@@ -220,7 +220,7 @@ class Runner:
         updates.append(TaskUpdate(node_id=node.id, status=TaskStatus.RUNNING, started_at=datetime.now(UTC)))
         self.on_event("task_started", {"node_id": node.id})
         spec = node.spec
-        if spec.timeout:
+        if spec.timeout and not self.executor.sequential:  # a sequential one waits its turn first
             tries = spec.retry.retries + 1
             backoff = sum(spec.retry.backoff.delay(i) for i in range(1, tries))
             deadlines[node.id] = time.monotonic() + tries * spec.timeout + backoff + 10.0

@@ -28,6 +28,10 @@ class Executor(Protocol):
     """What the ``Runner`` needs from the compute that runs a plan's nodes."""
 
     name: str
+    #: True when nodes run one at a time inside ``wait`` (in this process), so a ready node may
+    #: wait for its turn: the Runner's deadline backstop, for work running elsewhere, is off and
+    #: only the per-attempt timeout inside ``execute_node`` applies.
+    sequential: bool
 
     def start(self) -> None:
         """Connect to (or start) the compute; idempotent."""

@@ -43,6 +43,7 @@ class LocalHandle:
 
 class LocalExecutor:
     name = "local"
+    sequential = True
 
     def start(self) -> None:
         pass

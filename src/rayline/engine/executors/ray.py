@@ -31,6 +31,7 @@ class RayExecutor:
     dashboard off, token authentication left as Ray sets it)."""
 
     name = "ray"
+    sequential = False
 
     def __init__(
         self,
