@@ -110,7 +110,7 @@ class RayHead:
         self.log = workdir / "head.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [str(RAY), "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
+                [str(RAY), "start", "--head", "--block", f"--port={self.port}",
                  "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={workdir / 'ray'}"],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
             )  # fmt: skip
@@ -121,8 +121,12 @@ class RayHead:
         return f"127.0.0.1:{self.port}"
 
     def wait_ready(self) -> None:
-        wait_for(lambda: _accepts(self.port) or self.proc.poll() is not None, 120, "the Ray head's GCS to listen")
+        """Until ``ray start`` says the node is up (its GCS listening is not enough: a driver
+        that connects before the raylet registered fails)."""
+        wait_for(lambda: "Ray runtime started" in self.log.read_text() or self.proc.poll() is not None, 180,
+                 "`ray start --head` to report the node started")
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        assert _accepts(self.port)
 
     def kill(self) -> None:
         """SIGKILL the head's whole process group (GCS, raylet, agents, its workers)."""
