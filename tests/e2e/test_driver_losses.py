@@ -106,7 +106,10 @@ class RayHead:
         token = workdir / "ray-token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
-        self.env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+        self.env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+                    # a loaded 2-core CI machine starts the agents slowly; Ray's 30 s is too short
+                    "RAY_agent_register_timeout_ms": "180000", "RAY_raylet_start_wait_time_s": "180",
+                    "PYTHONUNBUFFERED": "1"}  # so that the log shows "Ray runtime started" at once
         self.log = workdir / "head.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
