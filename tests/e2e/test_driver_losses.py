@@ -97,6 +97,14 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def own_ports() -> list[str]:
+    """Free ports for the listeners ``ray start`` would otherwise put on fixed defaults (agent
+    52365, client server 10001, …), which another Ray on the same machine may hold."""
+    names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port", "ray-client-server-port")  # fmt: skip
+    return [f"--{name}={_free_port()}" for name in names]
+
+
 class RayHead:
     """``ray start --head --block`` in its own process group, with token authentication (Ray's
     default for ``ray start``) from a token file of its own, which the driver is given too."""
@@ -113,7 +121,7 @@ class RayHead:
         self.log = workdir / "head.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [str(RAY), "start", "--head", "--block", f"--port={self.port}",
+                [str(RAY), "start", "--head", "--block", f"--port={self.port}", *own_ports(),
                  "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={workdir / 'ray'}"],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
             )  # fmt: skip
