@@ -18,6 +18,7 @@ what to do. Validation collects every problem and raises them together.
     ├── SkipRun                  a task decided there is nothing to do (context.skip)
     ├── StoreError               a store (runs, artifacts, models) refused an operation
     │   ├── ArtifactIntegrityError   a stored artifact failed its checksum or signature
+    │   ├── NotJsonError             a value to store is not JSON (also a TypeError)
     │   ├── UnsafeNameError          a name that could escape the store's root
     │   ├── LeaseLostError           another process owns the run now
     │   ├── FlowBusyError            another run holds the flow's slot (exit code 3)
@@ -147,6 +148,10 @@ class StoreError(RaylineError):
 
 class ArtifactIntegrityError(StoreError):
     """A stored artifact failed its checksum or signature check: it is never used."""
+
+
+class NotJsonError(StoreError, TypeError):
+    """A value to be stored as JSON text (params, counters, metrics, lineage) is not JSON."""
 
 
 class UnsafeNameError(StoreError, ValueError):

@@ -16,12 +16,12 @@ import pytest
 
 import rayline
 from rayline import flow, task
+from rayline.connectors import EmptyInputError
 from rayline.store.states import RunStatus, TaskStatus
 from rayline.tasks.evaluation import evaluate
 from rayline.tasks.ingest import read_parquet
 from rayline.tasks.models import TrainedModel
 from rayline.tasks.train import latest_checkpoint, train_torch
-from rayline.tasks.training_data import EmptyDataError
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -186,8 +186,8 @@ def test_empty_data_is_refused_naming_the_task(settings):
     run = rayline.run(nothing, settings=settings)
     assert run.status == RunStatus.FAILED
     t = run.task("train_torch")
-    assert "EmptyDataError" in t.error_type and "train_torch" in t.error_message
-    with pytest.raises(EmptyDataError, match="0 rows"):
+    assert "EmptyInputError" in t.error_type and "train_torch" in t.error_message
+    with pytest.raises(EmptyInputError, match="0 rows"):
         train_torch(toy_table(10).slice(0, 0), model_fn=make_mlp, label="y")
 
 

@@ -196,11 +196,11 @@ def test_newer_registry_schema_is_refused(home: Path):
 
 
 def test_a_registry_on_a_network_filesystem_is_refused_by_name(home, tmp_path, monkeypatch):
-    from rayline.store import runs_sql
+    from rayline.store import sql
 
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")
-    monkeypatch.setattr(runs_sql, "_MOUNTS_FILE", str(mounts))
+    monkeypatch.setattr(sql, "_MOUNTS_FILE", str(mounts))
     monkeypatch.delenv("RAYLINE_ALLOW_NETWORK_FS", raising=False)
     with pytest.raises(StoreError, match="SQLite model registry .* network filesystem \\(nfs4\\)"):
         ModelRegistry(home)

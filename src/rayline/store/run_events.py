@@ -43,7 +43,8 @@ from sqlalchemy import (
 
 from rayline.store import leases
 from rayline.store.run_records import run_from_row
-from rayline.store.runs_sql import migrate, plans, runs, tasks, trigger_state, version_table
+from rayline.store.schema import plans, runs, tasks, trigger_state
+from rayline.store.sql import migrate, version_table
 from rayline.store.states import RunStatus, TaskStatus
 
 OUTPUT_LOST = "output_lost"

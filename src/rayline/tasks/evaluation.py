@@ -15,10 +15,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rayline.connectors import EmptyInputError
 from rayline.sdk.task import task
 from rayline.tasks.models import TrainedModel
 from rayline.tasks.training_data import (
-    EmptyDataError,
     Split,
     held_out_part,
     is_ray_dataset,
@@ -61,7 +61,7 @@ def split(data: Any, *, test_fraction: float = 0.2, seed: int = 0, part: str | N
         train, test = table.filter(~mask), table.filter(mask)
         for name, t in (("train", train), ("test", test)):
             if t.num_rows == 0:
-                raise EmptyDataError(
+                raise EmptyInputError(
                     f"split: the {name} part has 0 rows ({table.num_rows} rows, test_fraction="
                     f"{test_fraction}); give more data or change test_fraction"
                 )

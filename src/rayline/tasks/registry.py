@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from rayline.errors import StoreError
 from rayline.sdk.task import task
 from rayline.store.artifacts import ArtifactStore, validate_name
-from rayline.store.runs_sql import READ_OPTION
+from rayline.store.sql import READ_OPTION
 from rayline.tasks import registry_records as rr
 from rayline.tasks import registry_store as sql
 from rayline.tasks.registry_records import (

@@ -15,11 +15,12 @@ import json
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rayline.errors import ModelNotFoundError, StoreError, UnsafeNameError
 from rayline.store.files import check_digest, validate_name
+from rayline.store.sql import to_json as sql_to_json
 
 if TYPE_CHECKING:
     from rayline.store.artifacts import ArtifactStore
@@ -162,25 +163,12 @@ def effective_promotions(rows: list[Any]) -> list[AliasEvent]:
 
 
 def to_json(value: Any, what: str) -> str:
-    """JSON text for metrics, lineage or specs; numpy scalars and arrays, paths, datetimes and
-    sets are converted, anything else is refused with a message naming ``what``."""
-
-    def default(o: Any) -> Any:
-        tolist = getattr(o, "tolist", None)  # numpy scalars and arrays
-        if callable(tolist):
-            return tolist()
-        if isinstance(o, PurePath):
-            return str(o)
-        if isinstance(o, datetime):
-            return o.isoformat()
-        if isinstance(o, set | frozenset | tuple):
-            return list(o)
-        raise TypeError(f"{what}: a {type(o).__name__} is not JSON-able; pass numbers, strings, "
-                        "lists or dicts")  # fmt: skip
-
+    """JSON text for metrics, lineage or specs: a dict with string keys, written by the store's
+    one rule (``rayline.store.sql.to_json``, lenient: numpy values, paths, datetimes and sets are
+    converted); anything else is refused with a message naming ``what``."""
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise TypeError(f"{what} must be a dict with string keys, got {type(value).__name__}")
-    return json.dumps(value, default=default, sort_keys=True)
+    return sql_to_json(value, what, lenient=True)
 
 
 def check_alias(alias: str) -> str:

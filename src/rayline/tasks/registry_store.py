@@ -3,7 +3,7 @@
 The registry lives in its own SQLite file, ``RAYLINE_HOME/registry.db``, apart from the run
 store: models are registered from inside tasks on Ray workers, and only the driver writes the run
 store. The connection discipline is the run store's (``make_engine`` from
-``rayline.store.runs_sql``): WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` for every write,
+``rayline.store.sql``): WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` for every write,
 a 0600 file in a 0700 directory, refusal of network filesystems; and so is ``migrate``, which
 applies ``MIGRATIONS``. Timestamps are float epoch seconds; metrics, lineage and specs are JSON
 text; every statement is parameterised.
@@ -43,7 +43,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from rayline.errors import StoreError
-from rayline.store.runs_sql import make_engine, migrate, version_table
+from rayline.store.sql import make_engine, migrate, version_table
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = 1

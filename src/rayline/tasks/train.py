@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from rayline.connectors import EmptyInputError
 from rayline.errors import RaylineError
 from rayline.sdk.task import task
 from rayline.tasks.models import (
@@ -37,7 +38,6 @@ from rayline.tasks.models import (
 )
 from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
 from rayline.tasks.training_data import (
-    EmptyDataError,
     is_in_memory,
     is_ray_dataset,
     require_rows,
@@ -181,7 +181,7 @@ def train_torch(
         ``resumed_from`` (the checkpoint epoch the last attempt started from; 0 = fresh).
 
     Raises:
-        EmptyDataError: the data has no rows.
+        EmptyInputError: the data has no rows.
         TrainingFailedError: the workers failed more than ``max_failures`` times.
 
     Example::
@@ -262,7 +262,7 @@ def _source_shards(data: Any, n: int) -> tuple[list[Any], int | None]:
         return shards, None
     rows = [int(s.num_rows) for s in shards]
     if min(rows) == 0:
-        raise EmptyDataError(
+        raise EmptyInputError(
             f"train_torch: with {n} workers some shards have no rows (rows per shard: {rows}); "
             "use fewer workers or more data"
         )
@@ -293,7 +293,7 @@ def _training_failed(exc: Exception, run_dir: Path, max_failures: int) -> Except
     failures = getattr(exc, "worker_failures", None) or {}
     for failure in failures.values():
         cause = getattr(failure, "cause", None) or failure
-        if isinstance(cause, EmptyDataError | KeyError | TypeError | ValueError):
+        if isinstance(cause, EmptyInputError | KeyError | TypeError | ValueError):
             return cause  # the user's data or code: say so directly, not as a Train failure
     first = next(iter(failures.values()), exc)
     text = str(first).strip().splitlines()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class RayExecutor:
     ``Settings().ray_dir``)."""
 
     name = "ray"
+    sequential = False
 
     def __init__(
         self,
@@ -52,6 +54,8 @@ class RayExecutor:
         self._remotes: dict[Any, Any] = {}
         self._by_value: set[str] = set()
         self.started_ray = False
+        self._gcs: tuple[str, int] | None = None
+        self._lost: str | None = None
 
     def start(self) -> None:
         from rayline.config import Settings
@@ -61,6 +65,25 @@ class RayExecutor:
         if connect(self.address, ray_dir=ray_dir, num_cpus=self.num_cpus,
                    object_store_memory=self.object_store_memory):  # fmt: skip
             self.started_ray = True
+        self._gcs = _gcs_address()
+
+    def lost(self) -> str | None:
+        """Why the cluster is gone: its head's GCS refuses connections (or does not answer within
+        a second). Ray notices the same only after a minute, and then ends this process from
+        native code, so the run would be left RUNNING with nothing reported."""
+        if self._gcs is None:
+            self._gcs = _gcs_address()
+            if self._gcs is None:
+                return None
+        host, port = self._gcs
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+        except OSError as exc:
+            self._lost = (f"lost the Ray cluster: its head (GCS at {host}:{port}) cannot be reached "
+                          f"({exc.strerror or type(exc).__name__})")  # fmt: skip
+            return self._lost
+        self._lost = None
+        return None
 
     def cluster_nodes(self) -> list[dict[str, float]] | None:
         import ray
@@ -91,9 +114,9 @@ class RayExecutor:
         self._pooled = {n.id for n in ok}
 
     def finish(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None and self._lost is None:  # a lost cluster took the pool with it
             self._pool.end()
-            self._pool = None
+        self._pool = None
         self._pooled = set()
 
     def _remote_for(self, node: PlannedNode, static: TaskStatic) -> Any:
@@ -214,6 +237,23 @@ def _entry_for(static: TaskStatic, name: str) -> Any:
     entry.__name__ = entry.__qualname__ = name.replace("-", "_").replace(".", "_")
     entry.__module__ = "rayline.engine.executors.ray"
     return entry
+
+
+def _gcs_address() -> tuple[str, int] | None:
+    """Host and port of the connected cluster's GCS, or None (not connected, Ray Client)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from ray.util.client import ray as client
+
+    if client.is_connected():  # ray://: the GCS is the server's business, maybe not reachable here
+        return None
+    try:
+        host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+        return host.strip("[]"), int(port)
+    except (AttributeError, ValueError, TypeError):
+        return None
 
 
 def _infra_message(kind: str, text: str) -> str:
