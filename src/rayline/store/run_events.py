@@ -10,7 +10,7 @@ The ``run_events`` table sits in the run store's database with its own schema ve
 
 Example::
 
-    with store._tx() as conn:
+    with store.transaction() as conn:
         mark_output_lost(conn, run_id, "train", digest, "checksum mismatch", lease_ttl=30,
                          host=socket.gethostname(), where=store.url, found_by="Run.output")
 """

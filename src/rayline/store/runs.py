@@ -379,28 +379,28 @@ class RunStore:
     def record_event(self, run_id: str, kind: str, *, node_id: str | None = None,
                      digest: str | None = None, message: str | None = None) -> None:
         """Append an event to the run's history (``run_events.record_event``)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             run_events.record_event(conn, run_id, kind, node_id=node_id, digest=digest, message=message)
 
     def get_events(self, run_id: str) -> list[run_events.RunEvent]:
         """The run's events, oldest first."""
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return run_events.list_events(conn, run_id)
 
     def mark_output_lost(self, run_id: str, node_id: str, digest: str, reason: str, *,
                          lease_ttl: float, found_by: str) -> bool:
         """Record the output of ``node_id`` lost; resume then recomputes it and its dependants
         (``run_events.mark_output_lost``). True if task states changed."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             return run_events.mark_output_lost(conn, run_id, node_id, digest, reason, lease_ttl=lease_ttl,
                                                host=self._host, where=self._where, found_by=found_by)
 
     def tasks_with_digests(self, digests: Iterable[str]) -> list[tuple[str, str, str]]:
         """``(run_id, node_id, digest)`` of succeeded tasks whose output is one of ``digests``."""
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return run_events.tasks_with_digests(conn, digests)
 
     def referenced_digests(self) -> set[str]:
         """Every artifact digest any task of any run records."""
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return run_events.referenced_digests(conn)
