@@ -192,4 +192,5 @@ def _apply_overrides(graph: Graph, overrides: Mapping[str, Mapping[str, Any]]) -
             spec = Task(n.spec).with_options(**opts).spec
             n = Node(n.id, spec, n.args, n.location, n.upstream)
         new_nodes.append(n)
-    return Graph(graph.name, tuple(new_nodes), graph.params, graph.outputs, graph.location, graph.source)
+    return Graph(graph.name, tuple(new_nodes), graph.params, graph.outputs, graph.location, graph.source,
+                 hooks=graph.hooks)

@@ -20,6 +20,7 @@
         timeout: 30
         cache: true
     outputs: "${steps.square}"              # default: the steps nothing depends on
+    on_failure: "hello_tasks:alert"         # hooks (one or a list), see rayline.sdk.hooks
 
 A whole-string ``${params.x}`` becomes a ``ParamRef`` and ``${steps.id}`` a ``Ref``, also nested
 inside lists and mappings of ``with:``. References embedded in longer strings are refused (build
@@ -48,6 +49,7 @@ from rayline.sdk.yaml_reader import Loc, SpecValidationError, YamlDocument, read
 from rayline.sdk.yaml_uses import UsesError, UsesResolver
 
 if TYPE_CHECKING:
+    from rayline.sdk.hooks import RunHooks
     from rayline.sdk.task import Task
     from rayline.sdk.yaml_schema import FlowDoc, StepSpec
 
@@ -123,6 +125,7 @@ class _Loader:
                 nodes[sid] = (task, args)
         order = self._toposort(upstream)
         outputs = self._outputs(upstream, order)
+        hooks = self._hooks()
         if self.problems:
             problems = [replace(p, flow=p.flow or self.flow.name) for p in self.problems]
             raise SpecValidationError(sorted(problems, key=_line_of))
@@ -142,7 +145,35 @@ class _Loader:
             outputs=outputs,
             location=f"{self.doc.filename}:1",
             source=source,
+            hooks=hooks,
         )
+
+    def _hooks(self) -> RunHooks | None:
+        """``on_failure:`` / ``on_success:`` (a ``"module:function"`` or a list of them),
+        resolved from the same allowlist as ``uses:``."""
+        from rayline.sdk.hooks import as_hooks
+
+        data = self.doc.data if isinstance(self.doc.data, dict) else {}
+        found: dict[str, list[Any]] = {}
+        for kind in ("on_failure", "on_success"):
+            raw = data.get(kind)
+            refs = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+            for i, ref in enumerate(refs):
+                loc: Loc = (kind,) if isinstance(raw, str) else (kind, i)
+                if not isinstance(ref, str):
+                    continue  # the schema check reported it
+                try:
+                    obj = self.uses.resolve(ref)
+                except UsesError as exc:
+                    self.problem(f"{kind}: {exc.message}", loc, hint=exc.hint)
+                    continue
+                _, problems = as_hooks(**{kind: obj})
+                for problem in problems:
+                    self.problem(f"{kind}: {ref!r}: {problem}", loc)
+                if not problems:
+                    found.setdefault(kind, []).append(obj)
+        hooks, _ = as_hooks(found.get("on_failure"), found.get("on_success"))
+        return hooks or None
 
     # -- steps ---------------------------------------------------------------------------------
 

@@ -142,6 +142,8 @@ class _FlowSpec(_Strict):
     steps: dict[str, Any] = Field(min_length=1)
     outputs: Any = None
     schedule: ScheduleSpec | None = None
+    on_failure: str | list[str] | None = None
+    on_success: str | list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
