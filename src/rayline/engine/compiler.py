@@ -12,6 +12,7 @@ from typing import Any
 from rayline.engine.validate import ClusterNodes, validate
 from rayline.errors import DefinitionError
 from rayline.sdk.graph import Graph, Node, ParamRef, Ref
+from rayline.sdk.secrets import Secret
 from rayline.sdk.spec import TaskSpec
 from rayline.sdk.task import Task
 
@@ -54,9 +55,13 @@ class Plan:
         return self._index[node_id]
 
     def jsonable_params(self) -> dict[str, Any]:
-        """Parameter values as the run store records them (``repr`` for non-JSON values)."""
+        """Parameter values as the run store records them (``repr`` for non-JSON values; a
+        ``Secret`` as its reference, ``{"$secret": NAME}``, never its value)."""
         out: dict[str, Any] = {}
         for k, v in self.params.items():
+            if isinstance(v, Secret):
+                out[k] = v.to_json()
+                continue
             try:
                 json.dumps(v)
                 out[k] = v

@@ -10,6 +10,7 @@ from typing import Any
 
 from rayline.errors import Problem, ValidationError
 from rayline.sdk.graph import Graph, Node, ParamRef, Ref, iter_refs
+from rayline.sdk.secrets import Secret
 
 ClusterNodes = list[dict[str, float]]  # per alive node: resource name -> total amount
 
@@ -43,7 +44,8 @@ def check_params(graph: Graph, params: Mapping[str, Any]) -> Iterator[Problem]:
                 location=graph.location,
                 hint=f"pass it, e.g. `-p {p.name}=VALUE` or run(flow, {p.name}=...)",
             )
-        elif p.name in params and p.annotation is not None and not _isinstance(params[p.name], p.annotation):
+        elif (p.name in params and p.annotation is not None and not isinstance(params[p.name], Secret)
+              and not _isinstance(params[p.name], p.annotation)):  # fmt: skip
             yield Problem(
                 f"parameter '{p.name}' expects {_type_name(p.annotation)}, got "
                 f"{type(params[p.name]).__name__} {params[p.name]!r}",
