@@ -177,6 +177,8 @@ def _ray_options(spec: TaskSpec) -> dict[str, Any]:
     opts = spec.resources.ray_options()
     opts["max_retries"] = spec.retry.max_worker_retries
     opts["retry_exceptions"] = False  # the user's exceptions are retried by rayline, with backoff
+    if spec.runtime_env:
+        opts["runtime_env"] = spec.runtime_env  # its own worker (never the warm pool)
     return opts
 
 

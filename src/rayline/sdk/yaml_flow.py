@@ -16,6 +16,7 @@
         with: {xs: "${steps.load}"}         # the output of step `load`
         needs: [load]                       # ordering-only dependencies (optional)
         resources: {cpus: 1, gpus: 0}       # overrides the task's own options
+        runtime_env: {env_vars: {MODE: fast}, pip: [termcolor]}   # Ray's, for this step
         retries: 2
         timeout: 30
         cache: true
@@ -201,6 +202,8 @@ class _Loader:
             return None
         task = unwrap_task(obj, location=self.doc.where(loc))
         options = _options(spec)
+        if spec.runtime_env is not None:
+            options["runtime_env"] = self._runtime_env(sid, spec.runtime_env)
         if not options:
             return task
         try:
@@ -208,6 +211,19 @@ class _Loader:
         except DefinitionError as exc:
             self.problem(f"invalid options for task '{task.name}': {exc}", ("steps", sid), sid)
             return None
+
+    def _runtime_env(self, sid: str, env: dict[str, Any]) -> dict[str, Any]:
+        """A step's ``runtime_env:``, checked at its ``file:line``; a relative ``working_dir``
+        is read from the YAML file's folder."""
+        from rayline.sdk.runtime_env import runtime_env_problems
+
+        base = Path(self.doc.filename).resolve().parent
+        for message, hint in runtime_env_problems(env, base):
+            self.problem(message, ("steps", sid, "runtime_env"), sid, hint)
+        wd = env.get("working_dir")
+        if isinstance(wd, str) and "://" not in wd and not Path(wd).is_absolute():
+            env = {**env, "working_dir": str(base / wd)}
+        return env
 
     def _bind(
         self, sid: str, task: Task, kwargs: dict[str, Any]
