@@ -25,10 +25,13 @@ def env_vars_flow():
 
 
 @task(runtime_env={"pip": ["termcolor==3.3.0"]})
-def colour(text: str) -> str:
+def colour(text: str) -> dict:
+    from importlib.metadata import version
+
     import termcolor
 
-    return f"{termcolor.__name__} {termcolor.colored(text, 'red')!r}"
+    return {"version": version("termcolor"), "text": termcolor.colored(text, "red", force_color=True),
+            "from": termcolor.__file__}
 
 
 @flow
