@@ -16,6 +16,7 @@ what to do. Validation collects every problem and raises them together.
     ├── RunCancelledError        a run was cancelled (exit code 130)
     ├── TaskTimeoutError         one attempt of a task ran past its timeout
     ├── SkipRun                  a task decided there is nothing to do (context.skip)
+    ├── SecretError              a Secret("NAME") cannot be resolved where its task runs
     ├── StoreError               a store (runs, artifacts, models) refused an operation
     │   ├── ArtifactIntegrityError   a stored artifact failed its checksum or signature
     │   ├── NotJsonError             a value to store is not JSON (also a TypeError)
@@ -140,6 +141,12 @@ class SkipRun(RaylineError):
     SKIPPED, and so is the run unless another task failed. Never retried."""
 
     retryable = False
+
+
+class SecretError(RaylineError):
+    """A ``rayline.Secret("NAME")`` cannot be resolved on the worker: no such environment
+    variable nor file, or its file is readable by others. The message names the secret, the
+    node and how to set it; never a secret's value."""
 
 
 class StoreError(RaylineError):
