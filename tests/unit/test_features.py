@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from rayline.tasks.features import (
+from rayline.models.features import (
     BatchFn,
     DaskML,
     FeaturePipeline,
@@ -18,10 +18,9 @@ from rayline.tasks.features import (
     OneHot,
     Ordinal,
     StandardScale,
-    apply_features,
-    fit_features,
 )
-from rayline.tasks.training_data import EmptyDataError, Split
+from rayline.models.training_data import EmptyDataError, Split
+from rayline.tasks.features import apply_features, fit_features
 
 
 def add_ratio(df: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rayline.engine.compiler import Plan, PlannedNode
+from rayline.engine.lineage import RunLineage
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
 from rayline.store.runs import AttemptRecord, TaskUpdate
@@ -140,7 +141,8 @@ class Runner:
         first_error: str | None = None
         skip_reason: str | None = None
         previous = self._previous_watermarks(plan.graph.name, run_id)
-        report = _Report(self.store.get_run(run_id).counters)
+        record = self.store.get_run(run_id)
+        report, lineage = _Report(record.counters), RunLineage(plan, record)
 
         for nid in adopted:
             states[nid] = TaskStatus.SUCCEEDED
@@ -160,7 +162,7 @@ class Runner:
                     static = statics.get(id(node.spec))
                     if static is None:
                         static = statics[id(node.spec)] = self._static(node)
-                    handles[node.id] = ex.submit(node, static, self._call(node, run_id, plan.graph.name, previous), inputs)
+                    handles[node.id] = ex.submit(node, static, self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id)), inputs)
                     left = sum(1 for u in node.inputs if u not in adopted)
                     waiting_on[node.id] = left
                     if left == 0:
@@ -260,7 +262,8 @@ class Runner:
                 return dict(r.counters.get("watermarks", {}))
         return {}
 
-    def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None) -> NodeCall:
+    def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None,
+              lineage: dict | None = None) -> NodeCall:
         cache_base = None
         if node.spec.cache.enabled:
             h = hashlib.sha256(node.spec.code_hash.encode())
@@ -275,7 +278,7 @@ class Runner:
             persist=node.persist,
             cache_base=cache_base,
             flow_name=flow_name,
-            previous=previous or None,
+            previous=previous or None, lineage=lineage,
         )
 
     def _cancel(self, plan, run_id, generation, handles, states, updates) -> RunStatus:

@@ -38,8 +38,8 @@ from ray import serve
 from starlette.responses import JSONResponse, Response
 
 from rayline.errors import UsageError
-from rayline.serving import InputError, RecordPredictor
-from rayline.tasks.registry_records import ModelVersion
+from rayline.models.predictor import InputError, RecordPredictor
+from rayline.models.registry.records import ModelVersion
 
 api = FastAPI(title="rayline model server", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -75,7 +75,7 @@ class _Loaded:
     """One loaded model version and everything a request needs from it (swapped as one)."""
 
     def __init__(self, spec: dict[str, Any], predictor: Any) -> None:
-        from rayline.serving.input_log import InputLogger, input_log_options
+        from rayline.monitoring.input_log import InputLogger, input_log_options
 
         self.spec, self.predictor = spec, predictor
         self.identity = {"model": spec["name"], "version": spec["version"]}
@@ -94,17 +94,17 @@ class _Loaded:
         model cannot load, its ``setup`` raises or its first ``check_health`` fails."""
         if same is not None and cls.model_of(same.spec) == cls.model_of(spec):
             return cls(spec, same.predictor)
-        from rayline.store.artifacts import ArtifactStore
-        from rayline.tasks.registry_records import load_features
+        from rayline.models.registry import open_registry
 
-        store = ArtifactStore.open(spec["home"])
-        model = store.get(spec["digest"])  # sha256 and HMAC checked before unpickling
+        registry = open_registry(spec["home"], connect=False)  # load(mv) opens no database
+        mv = ModelVersion.from_dict(spec)
+        model = registry.load(mv)  # sha256 and HMAC checked before unpickling
         setup = getattr(model, "setup", None)
         if callable(setup):  # a pyfunc model may load resources; raising fails this version
             setup()
         predictor = RecordPredictor(
             model, flavor=spec["flavor"], inputs=spec.get("inputs"),
-            features=load_features(store, spec.get("features_digest")), store=store,
+            features=registry.load_features(mv), store=registry.store,
         )  # fmt: skip
         check = getattr(model, "check_health", None)
         if callable(check):  # probed before it serves a single request
@@ -357,7 +357,7 @@ def build_spec(mv: ModelVersion, home: Path, *, alias: str | None, token: str | 
     if batch_max_size < 1 or batch_wait_timeout_s < 0:
         raise UsageError("batch_max_size must be >= 1 and batch_wait_timeout_s >= 0")
     return {"home": str(home), "name": mv.name, "version": mv.version, "digest": mv.digest,
-            "flavor": mv.flavor, "inputs": None if mv.inputs is None else list(mv.inputs),
+            "created_at": mv.created_at.isoformat(), "flavor": mv.flavor, "inputs": None if mv.inputs is None else list(mv.inputs),
             "features_digest": mv.features_digest, "alias": alias, "token_sha256": token,
             "batch_max_size": int(batch_max_size),
             "batch_wait_timeout_s": float(batch_wait_timeout_s),

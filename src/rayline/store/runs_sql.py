@@ -2,7 +2,7 @@
 
 ``runs.py`` holds the records and the ``RunStore`` API; this module holds what the database looks
 like and how a connection is opened. ``make_engine`` and ``migrate`` serve the model registry
-(``rayline.tasks.registry_store``) too; ``label`` names the store in their messages. Timestamps are float epoch seconds (UTC); params, trigger and
+(``rayline.models.registry.tables``) too; ``label`` names the store in their messages. Timestamps are float epoch seconds (UTC); params, trigger and
 counters are JSON text. No pickled blobs, and every statement is parameterised.
 
 SQLite gets WAL, ``busy_timeout=30000``, ``synchronous=NORMAL`` (``FULL`` with
