@@ -44,8 +44,8 @@ from rayline.errors import RaylineError, RolloutError, UsageError
 from rayline.models.registry import ModelVersion, open_registry
 from rayline.models.registry.sql import ModelRegistry
 from rayline.monitoring.input_log import input_log_spec
-from rayline.serving.app import build_spec, deployment_options, token_sha256
 from rayline.serving.deployments import DeploymentRecords
+from rayline.serving.options import build_spec, deployment_options, token_sha256
 from rayline.serving.serve_control import (
     ACTOR,
     connect_ray,
@@ -100,8 +100,9 @@ def serve_model(
     auth_token_file: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
-    max_body_bytes: int = 1 << 20,
+    max_body_bytes: int | None = None,
     max_records: int = 10_000,
+    max_json_depth: int | None = None,
     health_check_period_s: float = 5.0,
     health_check_timeout_s: float = 10.0,
     max_constructor_retries: int = 3,
@@ -127,6 +128,9 @@ def serve_model(
         input_log: log served records for drift (``True``, or logger options ``{"flush_seconds":
             2, "dir": ...}``, see ``monitoring.input_log``; ``False``: off). None: an update keeps
             what it replaces had, else ``RAYLINE_INPUT_LOG`` in the replicas' environment.
+        max_body_bytes / max_json_depth: the largest request body (413 past it) and its deepest
+            nesting (400 past it); default: the settings (``RAYLINE_SERVE_MAX_BODY_BYTES``, 1 MiB;
+            ``RAYLINE_SERVE_MAX_JSON_DEPTH``, 64).
         ingress: ``proxy`` or ``haproxy`` (``serve_control.INGRESSES``) when this call starts
             Serve (default ``RAYLINE_SERVE_INGRESS``, else ``proxy``); a running Serve keeps its own.
 
@@ -140,6 +144,12 @@ def serve_model(
         RolloutError: the new version failed; the previous one serves again (if there was one).
     """
     log_spec = input_log_spec(input_log)
+    if max_body_bytes is None or max_json_depth is None:
+        from rayline.config import Settings
+
+        settings = Settings()
+        max_body_bytes = settings.serve_max_body_bytes if max_body_bytes is None else max_body_bytes
+        max_json_depth = settings.serve_max_json_depth if max_json_depth is None else max_json_depth
     registry = open_registry(home)
     records = DeploymentRecords(registry.home)
     mv = registry.get(name, version=version, alias=None if version is not None else alias)
@@ -147,7 +157,8 @@ def serve_model(
     token = token_sha256(env=auth_token_env, file=auth_token_file)
     spec = build_spec(mv, registry.home, alias=alias if version is None else None, token=token,
                       batch_max_size=batch_max_size, batch_wait_timeout_s=batch_wait_timeout_s,
-                      max_body_bytes=max_body_bytes, max_records=max_records)  # fmt: skip
+                      max_body_bytes=max_body_bytes, max_records=max_records,
+                      max_json_depth=max_json_depth)  # fmt: skip
     options = deployment_options(
         num_replicas=num_replicas, autoscaling=autoscaling,
         max_ongoing_requests=max_ongoing_requests, max_queued_requests=max_queued_requests,
