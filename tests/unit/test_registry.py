@@ -339,3 +339,18 @@ def test_torch_modules_need_inputs_and_predict_from_records(reg):
     assert p.predict([{"x": 3.0, "y": 1.0}, {"y": 2.0, "x": 0.5}]) == pytest.approx([2.0, -1.5])
     with pytest.raises(InputError, match="must be a number"):
         p.predict([{"x": "3", "y": 1.0}])
+
+
+def test_a_registry_copy_loads_a_given_version_without_opening_its_database(home: Path, model):
+    # What a serving replica does: it gets the version from the driver and loads it through the
+    # registry's load(version), from the artifact store alone.
+    import pickle
+
+    with ModelRegistry(home) as reg:
+        mv = reg.register("churn", model)
+        copy = pickle.loads(pickle.dumps(reg))
+    (home / "registry.db").unlink()
+    x, _ = _frame(5)
+    assert list(copy.load(mv).predict(x)) == list(model.predict(x))
+    assert copy.load_features(mv) is None
+    assert not (home / "registry.db").exists()
