@@ -150,7 +150,8 @@ def gate_and_promote(
     """
     from rayline import context
     from rayline.models.registry import ModelVersion, home_from_context, open_registry
-    from rayline.models.registry.sql import ModelRegistry, home_of
+    from rayline.models.registry.protocol import Registry
+    from rayline.models.registry.sql import home_of
 
     if mode not in ("max", "min"):
         raise ValueError(f"gate: mode is 'max' or 'min', got {mode!r}")
@@ -160,7 +161,7 @@ def gate_and_promote(
         raise ValueError(f"gate: metric {metric!r} is {'lower' if metric in LOWER_IS_BETTER else 'higher'}"
                          f"-is-better; mode={mode!r} contradicts it")  # fmt: skip
     ctx = context.current()
-    own = not isinstance(home, ModelRegistry)
+    own = not isinstance(home, Registry)
     reg = open_registry(home if home is not None else (home_from_context(ctx) or home_of(None))) if own else home
     try:
         if isinstance(challenger, ModelVersion):

@@ -48,10 +48,11 @@ def open_registry(settings_or_home: Any = None, *, connect: bool = True) -> Mode
     ``connect=False`` its database is opened on first use: a process that only ``load``s a
     ``ModelVersion`` it was given (a serving replica) never opens it.
     """
+    from rayline.models.registry.protocol import Registry
     from rayline.models.registry.sql import ModelRegistry
 
-    if isinstance(settings_or_home, ModelRegistry):
-        return settings_or_home
+    if isinstance(settings_or_home, Registry):
+        return settings_or_home  # type: ignore[return-value]
     return ModelRegistry(settings_or_home, connect=connect)
 
 
