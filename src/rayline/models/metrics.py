@@ -81,9 +81,9 @@ def score(model: TrainedModel, data: Any, *, label: str | None = None,
     import numpy as np
 
     label = label or model.label
-    regression = model.problem == "regression"
-    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
-    wanted = tuple(metrics) if metrics else (allowed if regression else ("accuracy", "auc", "logloss"))
+    is_regression = model.problem == "regression"
+    allowed = REGRESSION_METRICS if is_regression else CLASSIFICATION_METRICS
+    wanted = tuple(metrics) if metrics else (allowed if is_regression else ("accuracy", "auc", "logloss"))
     unknown = [m for m in wanted if m not in allowed]
     if unknown:
         raise ValueError(
@@ -96,7 +96,7 @@ def score(model: TrainedModel, data: Any, *, label: str | None = None,
             raise KeyError(f"evaluate: label column '{label}' is not in the data "
                            f"(columns: {', '.join(table.column_names)})")
         ys.append(table.column(label).to_numpy(zero_copy_only=False))
-        if regression:
+        if is_regression:
             preds.append(model.predict(table))
         else:
             proba = model.predict_proba(table)
@@ -105,7 +105,7 @@ def score(model: TrainedModel, data: Any, *, label: str | None = None,
     y, pred = np.concatenate(ys), np.concatenate(preds)
     out: dict[str, float] = {"rows": float(len(y))}
     for name in wanted:
-        if regression:
+        if is_regression:
             out[name] = regression(name, y, pred)
         else:
             classes = model.classes or tuple(range(probas[0].shape[1]))
