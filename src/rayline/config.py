@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     )
     num_cpus: int | None = Field(default=None, description="CPUs for a local Ray started on demand.")
     object_store_memory: int | None = None
+    serve_max_body_bytes: int = Field(
+        default=1 << 20, description="Largest /predict body a served model accepts (HTTP 413 past it)."
+    )
+    serve_max_json_depth: int = Field(
+        default=64, description="Deepest nesting of a /predict body (HTTP 400 past it)."
+    )
     # Notifications, secrets (issue 14): rayline.launch.notify, rayline.sdk.secrets.
     notify_url: str | None = Field(
         default=None, description="Webhook POSTed a JSON summary (run id, flow, status, error, link) when a run ends."

@@ -88,7 +88,7 @@ def registered(tmp_path: Path) -> tuple[Path, Path]:
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
 
-    from rayline.tasks.registry import ModelRegistry
+    from rayline.models.registry.sql import ModelRegistry
 
     home, user_home = tmp_path / "home", tmp_path / "user"
     user_home.mkdir()

@@ -17,10 +17,10 @@ import pytest
 import rayline
 from rayline import flow, task
 from rayline.connectors import EmptyInputError
+from rayline.models.trained import TrainedModel
 from rayline.store.states import RunStatus, TaskStatus
 from rayline.tasks.evaluation import evaluate
 from rayline.tasks.ingest import read_parquet
-from rayline.tasks.models import TrainedModel
 from rayline.tasks.train import latest_checkpoint, train_torch
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -140,7 +140,7 @@ def test_two_ddp_workers_learn_from_parquet_shards_with_a_checkpoint_per_epoch(s
     assert folder == settings.artifact_root / "train" / run.run_id / "train_torch"
     assert sorted(p.name for p in folder.glob("epoch_*")) == [f"epoch_{e:05d}" for e in range(1, 5)]
     # weights are a torch state_dict, loadable with weights_only=True
-    from rayline.tasks.models import load_state_dict
+    from rayline.models.trained import load_state_dict
 
     assert set(load_state_dict(model.weights)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from rayline.connectors import EmptyInputError
-from rayline.tasks.features import (
+from rayline.models.features import (
     BatchFn,
     DaskML,
     FeaturePipeline,
@@ -19,10 +19,9 @@ from rayline.tasks.features import (
     OneHot,
     Ordinal,
     StandardScale,
-    apply_features,
-    fit_features,
 )
-from rayline.tasks.training_data import Split
+from rayline.models.training_data import Split
+from rayline.tasks.features import apply_features, fit_features
 
 
 def add_ratio(df: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from typing import Any
 from rayline.engine.compiler import Plan, PlannedNode
 from rayline.engine.executors.base import Executor
 from rayline.engine.heartbeat import Heartbeat
+from rayline.engine.lineage import RunLineage
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
 from rayline.store.run_events import find_lost_outputs
@@ -117,7 +118,8 @@ class Runner:
         first_error: str | None = None
         skip_reason: str | None = None
         previous = self._previous_watermarks(plan.graph.name, run_id)
-        report = _Report(self.store.get_run(run_id).counters)
+        record = self.store.get_run(run_id)
+        report, lineage = _Report(record.counters), RunLineage(plan, record)
 
         for nid in adopted:
             states[nid] = TaskStatus.SUCCEEDED
@@ -137,7 +139,7 @@ class Runner:
                     static = statics.get(id(node.spec))
                     if static is None:
                         static = statics[id(node.spec)] = self._static(node)
-                    handles[node.id] = ex.submit(node, static, self._call(node, run_id, plan.graph.name, previous), inputs)
+                    handles[node.id] = ex.submit(node, static, self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id)), inputs)
                     left = sum(1 for u in node.inputs if u not in adopted)
                     waiting_on[node.id] = left
                     if left == 0:
@@ -239,7 +241,8 @@ class Runner:
                 return dict(r.counters.get("watermarks", {}))
         return {}
 
-    def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None) -> NodeCall:
+    def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None,
+              lineage: dict | None = None) -> NodeCall:
         cache_base = None
         if node.spec.cache.enabled:
             h = hashlib.sha256(node.spec.code_hash.encode())
@@ -254,7 +257,7 @@ class Runner:
             persist=node.persist,
             cache_base=cache_base,
             flow_name=flow_name,
-            previous=previous or None,
+            previous=previous or None, lineage=lineage,
         )
 
     def _cancel(self, plan, run_id, generation, handles, states, updates) -> RunStatus:

@@ -66,11 +66,12 @@ class NodeCall:
     cache_base: str | None  # hash of code + constant arguments, when the cache is on
     flow_name: str = ""
     previous: dict[str, Any] | None = None  # watermarks of the flow's last successful run
+    lineage: dict[str, Any] | None = None  # what the driver knows of the run (RunLineage.of)
 
     def pack(self) -> bytes:
         """Bytes for the wire: C pickle when it can (fast), cloudpickle for closures/lambdas."""
         fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist,
-                  self.cache_base, self.flow_name, self.previous)
+                  self.cache_base, self.flow_name, self.previous, self.lineage)
         if _plain(self.template):
             try:
                 return pickle.dumps(fields, protocol=5)
@@ -171,7 +172,7 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[A
     attempts: list[dict[str, Any]] = []
     meta["attempts"] = attempts
     ctx = context.TaskContext(call.run_id, call.node_id, call.flow_name, meta["ray_attempt"], store,
-                              call.previous or {})
+                              call.previous or {}, lineage=call.lineage or {})
     attempt = 0
     while True:
         attempt += 1

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayline.serving.app import DEPLOYMENT_NAME, QUIET_LOGS, ModelServer
+from rayline.serving.app import DEPLOYMENT_NAME, ModelServer
+from rayline.serving.options import QUIET_LOGS
 
 __all__ = ["ACTOR", "INGRESSES", "LOOPBACK", "PROXY_ENV", "REPLICA_ENV", "connect_ray", "deploy", "ensure_serve",
            "ingress_env", "loaded", "wait_for"]

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from rayline.connectors import EmptyInputError
-from rayline.tasks.models import build_module, feature_matrix, load_state_dict, state_dict_bytes
+from rayline.models.trained import build_module, feature_matrix, load_state_dict, state_dict_bytes
+from rayline.models.training_data import table_from_batch
 from rayline.tasks.torch_batches import TensorCache, cache_for, epoch_batches
-from rayline.tasks.training_data import table_from_batch
 
 __all__ = ["EpochTrainer", "LoopConfig", "read_checkpoint", "read_meta", "worker_loop"]
 

@@ -28,16 +28,14 @@ from typing import Any
 
 from rayline.connectors import EmptyInputError
 from rayline.errors import RaylineError
-from rayline.sdk.task import task
-from rayline.tasks.models import (
+from rayline.models.trained import (
     TrainedModel,
     feature_matrix,
     resolve_estimator,
     resolve_object,
     resolve_store,
 )
-from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
-from rayline.tasks.training_data import (
+from rayline.models.training_data import (
     is_in_memory,
     is_ray_dataset,
     require_rows,
@@ -46,6 +44,8 @@ from rayline.tasks.training_data import (
     to_table,
     training_part,
 )
+from rayline.sdk.task import task
+from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
 
 __all__ = ["TrainingFailedError", "checkpoint_dir", "latest_checkpoint", "train_sklearn", "train_torch"]
 
@@ -192,7 +192,7 @@ def train_torch(
     from ray.train import TrainingFailedError as RayTrainingFailed
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from rayline.tasks.features import FittedFeatures
+    from rayline.models.features import FittedFeatures
 
     if config is not None:
         best = dict(getattr(config, "best_config", config))
@@ -358,7 +358,7 @@ def train_sklearn(
     import numpy as np
     from sklearn.base import clone, is_classifier
 
-    from rayline.tasks.features import FittedFeatures
+    from rayline.models.features import FittedFeatures
 
     table = to_table(training_part(data), "train_sklearn")
     fitted = features if isinstance(features, FittedFeatures) else None
