@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rayline-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo notebook test test-slow bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +17,14 @@ install: $(STAMP)
 
 demo: install
 	$(PY) flows/churn.py
+
+# JupyterLab from this environment (its kernel imports this rayline), on loopback only, with
+# Jupyter's login token; extra options: make notebook NOTEBOOK_ARGS="--no-browser --port 8899".
+# As root (a container), JupyterLab refuses to start without --allow-root: given then.
+NOTEBOOK_ARGS ?=
+notebook: install
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) \
+		$(NOTEBOOK_ARGS) notebooks/quickstart.ipynb
 
 lint: install
 	$(VENV)/bin/ruff check --no-cache src tests flows benchmarks configs

@@ -158,8 +158,8 @@ def _serve_plain(port: int) -> None:
 
 
 def _serve_rayline(port: int, home: Path, batch_wait_ms: float | None) -> None:
+    from rayline.models.registry.sql import ModelRegistry
     from rayline.serving.rollout import serve_model
-    from rayline.tasks.registry import ModelRegistry
 
     extra = {} if batch_wait_ms is None else {"batch_wait_timeout_s": batch_wait_ms / 1000}
     with ModelRegistry(home) as reg:

@@ -101,7 +101,7 @@ class PlainLoop:
     def __init__(self, table, batch_size: int, lr: float, threads: int):
         import torch
 
-        from rayline.tasks.models import feature_matrix
+        from rayline.models.trained import feature_matrix
 
         torch.set_num_threads(threads)
         cols = [c for c in table.column_names if c != "y"]

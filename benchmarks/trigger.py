@@ -262,10 +262,10 @@ def serving_latency(files: int, work: Path, rng: random.Random) -> list[dict[str
     from ray import serve
     from sklearn.linear_model import LogisticRegression
 
+    from rayline.models.registry.sql import ModelRegistry
     from rayline.serving.rollout import serve_model
     from rayline.store.runs import RunStore
     from rayline.store.trigger_states import TriggerStates
-    from rayline.tasks.registry import ModelRegistry
 
     inbox, home = work / "serve-inbox", work / "serve-home"
     inbox.mkdir()

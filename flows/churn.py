@@ -160,14 +160,13 @@ def demo(keep_serving: bool = False, **params) -> int:
 
     import rayline
     from rayline.serving import serve_model, stop_serving
+    from rayline.serving.serve_control import connect_ray
 
     params.setdefault("data_dir", str(Path(params.get("data_dir", "data/churn")).resolve()))
     t0 = time.monotonic()
-    import ray
-
-    if not ray.is_initialized():  # workers' logs stay in /tmp/ray/session_latest/logs, not here
-        address = os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    # $RAY_ADDRESS, else rayline's own local Ray (loopback, token); workers' logs stay in
+    # Ray's session folder, not here
+    connect_ray()
     run = rayline.run(Path(__file__), params)
     print(f"\nrun {run.run_id}: {run.status} in {time.monotonic() - t0:.0f}s")
     if not run.status.ok:
@@ -193,7 +192,7 @@ def demo(keep_serving: bool = False, **params) -> int:
         ("rayline models list", "the registry; rayline models show churn"),
         (f"rayline serve {mv.name}@production", "serve it again over HTTP (rayline serve stop)"),
         *([(f"curl -X POST {d.url}/predict", "still serving")] if keep_serving else []),
-        ("jupyter lab notebooks/quickstart.ipynb", "the same flow, step by step"),
+        ("make notebook", "JupyterLab on notebooks/quickstart.ipynb: the same flow, step by step"),
         ("configs/churn.yaml", "the same pipeline as YAML: rayline run configs/churn.yaml"),
     ]
     width = max(len(cmd) for cmd, _ in steps) + 2

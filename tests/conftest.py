@@ -43,7 +43,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A run-store URL on each backend: a SQLite file, or a fresh database on the session's
     PostgreSQL server (what ``RAYLINE_DB_URL`` points a team at)."""
     if request.param == "sqlite":
-        from rayline.store.runs import sqlite_url
+        from rayline.store.sql import sqlite_url
 
         return sqlite_url(tmp_path / "store" / "runs.db")
     return request.getfixturevalue("postgres").new_database()

@@ -20,6 +20,7 @@ from rayline.errors import (
 from rayline.sdk.flow import Flow, flow
 from rayline.sdk.graph import Graph, Node, Param, ParamRef, Ref
 from rayline.sdk.resources import Backoff, Resources, RetryPolicy
+from rayline.sdk.secrets import Secret
 from rayline.sdk.task import Task, task
 
 __version__ = "0.1.0"
@@ -68,6 +69,7 @@ __all__ = [
     "Run",
     "RunCancelledError",
     "RunFailedError",
+    "Secret",
     "Task",
     "TracingError",
     "ValidationError",

@@ -7,9 +7,9 @@ for the cluster), defaults. Built on demand and passed in; never a module-level 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,25 @@ class Settings(BaseSettings):
     )
     num_cpus: int | None = Field(default=None, description="CPUs for a local Ray started on demand.")
     object_store_memory: int | None = None
+    serve_max_body_bytes: int = Field(
+        default=1 << 20, description="Largest /predict body a served model accepts (HTTP 413 past it)."
+    )
+    serve_max_json_depth: int = Field(
+        default=64, description="Deepest nesting of a /predict body (HTTP 400 past it)."
+    )
+    # Notifications, secrets (issue 14): rayline.launch.notify, rayline.sdk.secrets.
+    notify_url: str | None = Field(
+        default=None, description="Webhook POSTed a JSON summary (run id, flow, status, error, link) when a run ends."
+    )
+    notify_on: Literal["all", "failure"] = Field(
+        default="all", description="Which ends the webhook hears of: 'all', or 'failure' (FAILED, INTERRUPTED)."
+    )
+    notify_timeout: float = Field(default=5.0, gt=0, description="Seconds the webhook may take.")
+    ui_url: str | None = Field(default=None, description="Base URL of the web UI, for links to a run.")
+    secrets_dir: Path | None = Field(
+        default=None, description="A folder of secrets, one 0600 file per secret, for rayline.Secret('NAME')."
+    )
+
     artifacts_url: str | None = Field(
         default=None,
         description="Where artifacts live: a folder, file://, s3://, gs://, abfs:// (default "
@@ -45,6 +64,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="fsspec storage options for artifacts_url (JSON in RAYLINE_ARTIFACTS_OPTIONS).",
     )
+
+    @field_validator("notify_url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise ValueError(f"RAYLINE_NOTIFY_URL must be an http:// or https:// URL, got {value!r}")
+        return value or None
 
     @property
     def resolved_home(self) -> Path:
@@ -59,3 +85,8 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.resolved_home / "artifacts"
+
+    @property
+    def ray_dir(self) -> Path:
+        """rayline's own Ray: its token and the record of the Rays it started (0700)."""
+        return self.resolved_home / "ray"

@@ -10,8 +10,10 @@ Inside a task (on a Ray worker or in-process)::
     seen = context.previous_watermark("files", default=[])   # from the last successful run
     context.set_watermark("files", sorted(new_files))         # kept if this run succeeds
     context.skip("no new files")       # this task and its downstream end SKIPPED
+    context.lineage()                  # run id, flow, params, plan hash … (for a model's lineage)
 
-The context is one ``ContextVar``; the engine sets it around each attempt.
+The context is one ``ContextVar``; the engine sets it around each attempt. What the driver knows
+of the run (``TaskContext.lineage``) travels with the task: a task never opens the run store.
 """
 
 from __future__ import annotations
@@ -34,11 +36,30 @@ class TaskContext:
     warnings: list[str] = field(default_factory=list)
     counters: dict[str, float] = field(default_factory=dict)
     watermarks: dict[str, Any] = field(default_factory=dict)
+    #: From the driver: run_params, plan_hash, code_hash (of the tasks upstream), trigger.
+    lineage: dict[str, Any] = field(default_factory=dict)
 
 
 def current() -> TaskContext | None:
     """The running task's context, or None outside a run."""
     return _CURRENT.get()
+
+
+def lineage() -> dict[str, Any]:
+    """What the run says about where this task's output comes from: run id, node id and flow;
+    the run's parameters and plan hash; a code hash of every task upstream of this one (None
+    when there is none) and, for a run a trigger started, why (its ``trigger`` record). Empty
+    outside a run.
+
+    Example::
+
+        registry.register("churn", model, lineage={**context.lineage(), "rows": 60})
+    """
+    ctx = _CURRENT.get()
+    if ctx is None:
+        return {}
+    return {"run_id": ctx.run_id, "node_id": ctx.node_id, "flow_name": ctx.flow_name,
+            **ctx.lineage}  # fmt: skip
 
 
 def warn(message: str) -> None:

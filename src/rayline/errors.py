@@ -16,8 +16,10 @@ what to do. Validation collects every problem and raises them together.
     ├── RunCancelledError        a run was cancelled (exit code 130)
     ├── TaskTimeoutError         one attempt of a task ran past its timeout
     ├── SkipRun                  a task decided there is nothing to do (context.skip)
+    ├── SecretError              a Secret("NAME") cannot be resolved where its task runs
     ├── StoreError               a store (runs, artifacts, models) refused an operation
     │   ├── ArtifactIntegrityError   a stored artifact failed its checksum or signature
+    │   ├── NotJsonError             a value to store is not JSON (also a TypeError)
     │   ├── UnsafeNameError          a name that could escape the store's root
     │   ├── LeaseLostError           another process owns the run now
     │   ├── FlowBusyError            another run holds the flow's slot (exit code 3)
@@ -141,12 +143,22 @@ class SkipRun(RaylineError):
     retryable = False
 
 
+class SecretError(RaylineError):
+    """A ``rayline.Secret("NAME")`` cannot be resolved on the worker: no such environment
+    variable nor file, or its file is readable by others. The message names the secret, the
+    node and how to set it; never a secret's value."""
+
+
 class StoreError(RaylineError):
     """The run store, artifact store or model registry refused an operation."""
 
 
 class ArtifactIntegrityError(StoreError):
     """A stored artifact failed its checksum or signature check: it is never used."""
+
+
+class NotJsonError(StoreError, TypeError):
+    """A value to be stored as JSON text (params, counters, metrics, lineage) is not JSON."""
 
 
 class UnsafeNameError(StoreError, ValueError):

@@ -119,13 +119,13 @@ def test_drift_trigger_retrains_gates_and_rolls_out_through_the_scheduler(ray_se
 
     from rayline.api import load_run
     from rayline.launch.launchers import InProcessLauncher
+    from rayline.models.registry.sql import ModelRegistry
     from rayline.serving.rollout import serve_model
     from rayline.store.artifacts import ArtifactStore
     from rayline.store.runs import RunStore
     from rayline.store.trigger_states import TriggerStates
     from rayline.tasks.evaluation import split
     from rayline.tasks.gate import gate_and_promote
-    from rayline.tasks.registry import ModelRegistry
     from rayline.tasks.train import train_sklearn
     from rayline.triggers.catalog import load_entries
     from rayline.triggers.scheduler import Scheduler

@@ -115,8 +115,8 @@ def models(ui_home: Path) -> str:
     """Model ``ui-model``: versions 1 and 2, production promoted to 1 then 2; a drift report."""
     from sklearn.linear_model import LinearRegression
 
-    from rayline.tasks.registry import ModelRegistry
-    from rayline.triggers.drift_stats import DriftReport, FeatureDrift, save_report
+    from rayline.models.registry.sql import ModelRegistry
+    from rayline.monitoring.drift_stats import DriftReport, FeatureDrift, save_report
 
     with ModelRegistry(ui_home) as reg:
         for auc in (0.81, 0.86):
@@ -366,7 +366,7 @@ def test_cancel_button_stops_a_running_run(server: UiServer, browser: Any, env: 
 def test_rollback_button_moves_the_alias_back_and_records_it(server: UiServer, browser: Any, models: str, ui_home: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    from rayline.tasks.registry import ModelRegistry
+    from rayline.models.registry.sql import ModelRegistry
 
     browser.get(f"{server.url}/models/{models}")
     alias = browser.find_element(By.CSS_SELECTOR, '#aliases tr[data-alias="production"]')

@@ -23,18 +23,20 @@ from rayline.connectors.petastorm_bridge import (
     PetastormBridgeError,
     PetastormBridgeSource,
     build_env,
-    in_lambda,
-    in_negate,
-    in_pseudorandom_split,
-    in_reduce,
-    in_set,
 )
 from rayline.connectors.petastorm_codecs import (
     UNISCHEMA_KEY,
     PetastormDataError,
     UnsafePickleError,
-    decode_column,
     load_unischema,
+)
+from rayline.connectors.petastorm_decode import decode_column
+from rayline.connectors.petastorm_predicates import (
+    in_lambda,
+    in_negate,
+    in_pseudorandom_split,
+    in_reduce,
+    in_set,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "petastorm_small"

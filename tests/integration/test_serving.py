@@ -103,8 +103,8 @@ def served(ray_session, tmp_path_factory):
     from ray import serve
     from sklearn.linear_model import LogisticRegression
 
+    from rayline.models.registry.sql import ModelRegistry
     from rayline.serving.rollout import serve_model
-    from rayline.tasks.registry import ModelRegistry
 
     home = tmp_path_factory.mktemp("serving") / "home"
     x = pd.DataFrame(np.random.RandomState(0).randn(200, 3), columns=["a", "b", "c"])
@@ -284,6 +284,43 @@ def test_oversized_body_gets_413(served):
     r = served.post(big)
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
     assert served.post().status_code == 200
+
+
+def _replica_tracebacks() -> int:
+    """Tracebacks in this Ray session's Serve logs so far (0 when they cannot be read)."""
+    import glob
+
+    from ray._private import worker
+
+    node = worker._global_node
+    if node is None:
+        return 0
+    total = 0
+    for name in glob.glob(os.path.join(node.get_session_dir_path(), "logs", "serve", "*.log")):
+        with open(name, encoding="utf-8", errors="replace") as f:
+            total += f.read().count("Traceback")
+    return total
+
+
+@pytest.mark.parametrize("content, says", [
+    (b'{"records": [{"a": NaN, "b": 0, "c": 0}]}', "non-finite number (NaN)"),
+    (b'{"records": [{"a": Infinity, "b": 0, "c": 0}]}', "non-finite number (Infinity)"),
+    (b'{"records": [{"a": -Infinity, "b": 0, "c": 0}]}', "non-finite number"),
+    (b'{"records": [{"a": 1e999, "b": 0, "c": 0}]}', "non-finite number (1e999)"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested more than 64 levels"),
+    (b'{"records": [' + b"[" * 99_990 + b"]" * 99_990 + b"]}", "nested more than 64 levels"),
+    (b'{"records": [{"a": ' + b"[" * 70 + b"]" * 70 + b', "b": 0, "c": 0}]}', "nested more than 64"),
+    (b'{"records": [{"a": 1, "b": 0, "c": 0}', "not valid JSON"),
+    (b'\xff\xfe{"records": []}', "not valid JSON"),
+])  # fmt: skip
+def test_hostile_bodies_get_400_with_a_reason_never_500(served, content, says):
+    before = _replica_tracebacks()
+    r = httpx.post(f"{served.url}/predict", content=content, timeout=60,
+                   headers={**served.headers, "content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 400, r.text
+    assert says in r.json()["detail"]
+    assert served.post().status_code == 200
+    assert _replica_tracebacks() == before
 
 
 def test_bounded_overload_gets_429_not_a_crash(served):

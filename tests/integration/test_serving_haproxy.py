@@ -31,8 +31,8 @@ def served(ray_session, tmp_path_factory):
     from ray import serve
     from sklearn.linear_model import LogisticRegression
 
+    from rayline.models.registry.sql import ModelRegistry
     from rayline.serving.rollout import serve_model
-    from rayline.tasks.registry import ModelRegistry
 
     home = tmp_path_factory.mktemp("haproxy") / "home"
     x = pd.DataFrame(np.random.RandomState(1).randn(200, 3), columns=["a", "b", "c"])

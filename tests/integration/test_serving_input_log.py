@@ -28,9 +28,9 @@ def test_input_log_option_lands_served_records_in_parquet_and_survives_an_update
     from ray import serve
     from sklearn.linear_model import LogisticRegression
 
+    from rayline.models.registry.sql import ModelRegistry
+    from rayline.monitoring.drift_check import read_window, window_files
     from rayline.serving.rollout import serve_model, stop_serving
-    from rayline.tasks.registry import ModelRegistry
-    from rayline.triggers.drift import read_window, window_files
 
     assert os.environ.get("RAYLINE_INPUT_LOG") is None and os.environ.get("RAYLINE_SERVE_REPLICA_ENV") is None
     reg, logs = ModelRegistry(home), tmp_path / "monitor"

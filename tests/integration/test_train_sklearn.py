@@ -9,10 +9,10 @@ from sklearn.linear_model import LogisticRegression
 
 import rayline
 from rayline import flow, task
+from rayline.models.trained import TrainedModel
 from rayline.store.states import RunStatus
 from rayline.tasks.evaluation import evaluate, split
 from rayline.tasks.features import fit_features
-from rayline.tasks.models import TrainedModel
 from rayline.tasks.train import train_sklearn
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -16,12 +16,12 @@ import pytest
 
 import rayline
 from rayline import flow, task
+from rayline.connectors import EmptyInputError
+from rayline.models.trained import TrainedModel
 from rayline.store.states import RunStatus, TaskStatus
 from rayline.tasks.evaluation import evaluate
 from rayline.tasks.ingest import read_parquet
-from rayline.tasks.models import TrainedModel
 from rayline.tasks.train import latest_checkpoint, train_torch
-from rayline.tasks.training_data import EmptyDataError
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -140,7 +140,7 @@ def test_two_ddp_workers_learn_from_parquet_shards_with_a_checkpoint_per_epoch(s
     assert folder == settings.artifact_root / "train" / run.run_id / "train_torch"
     assert sorted(p.name for p in folder.glob("epoch_*")) == [f"epoch_{e:05d}" for e in range(1, 5)]
     # weights are a torch state_dict, loadable with weights_only=True
-    from rayline.tasks.models import load_state_dict
+    from rayline.models.trained import load_state_dict
 
     assert set(load_state_dict(model.weights)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
 
@@ -186,8 +186,8 @@ def test_empty_data_is_refused_naming_the_task(settings):
     run = rayline.run(nothing, settings=settings)
     assert run.status == RunStatus.FAILED
     t = run.task("train_torch")
-    assert "EmptyDataError" in t.error_type and "train_torch" in t.error_message
-    with pytest.raises(EmptyDataError, match="0 rows"):
+    assert "EmptyInputError" in t.error_type and "train_torch" in t.error_message
+    with pytest.raises(EmptyInputError, match="0 rows"):
         train_torch(toy_table(10).slice(0, 0), model_fn=make_mlp, label="y")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rayline.triggers.drift_stats import (
+from rayline.monitoring.drift_stats import (
     DriftReport,
     compare,
     ks_test,

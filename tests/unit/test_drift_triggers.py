@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from rayline.serving.input_log import InputLogger
+from rayline.monitoring.input_log import InputLogger
 from rayline.triggers.drift import Drift
 from rayline.triggers.metric import Metric
 from rayline.triggers.trigger import trigger_class

@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from rayline.tasks.features import (
+from rayline.connectors import EmptyInputError
+from rayline.models.features import (
     BatchFn,
     DaskML,
     FeaturePipeline,
@@ -18,10 +19,9 @@ from rayline.tasks.features import (
     OneHot,
     Ordinal,
     StandardScale,
-    apply_features,
-    fit_features,
 )
-from rayline.tasks.training_data import EmptyDataError, Split
+from rayline.models.training_data import Split
+from rayline.tasks.features import apply_features, fit_features
 
 
 def add_ratio(df: pd.DataFrame) -> pd.DataFrame:
@@ -137,7 +137,7 @@ def test_bad_specs_and_columns_say_what_to_fix():
 
 
 def test_empty_data_is_refused_naming_the_task():
-    with pytest.raises(EmptyDataError, match="fit_features.*0 rows"):
+    with pytest.raises(EmptyInputError, match="fit_features.*0 rows"):
         fit_features(churn_frame().iloc[:0], SPEC)
 
 

@@ -8,8 +8,8 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
+from rayline.models.registry.sql import ModelRegistry
 from rayline.tasks.gate import GateDecision, gate_and_promote, rollout_if_promoted
-from rayline.tasks.registry import ModelRegistry
 from rayline.tasks.train import train_sklearn
 
 

@@ -8,7 +8,7 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
-from rayline.serving.input_log import InputLogger, input_log_options, monitor_dir
+from rayline.monitoring.input_log import InputLogger, input_log_options, monitor_dir
 
 
 def _files(root):
@@ -62,7 +62,7 @@ def test_options_from_the_spec_or_the_environment(monkeypatch):
 
 def test_serve_option_is_checked_and_made_json_able(tmp_path, monkeypatch):
     from rayline.errors import UsageError
-    from rayline.serving.input_log import input_log_spec
+    from rayline.monitoring.input_log import input_log_spec
 
     monkeypatch.chdir(tmp_path)
     assert [input_log_spec(v) for v in (None, True, False)] == [None, True, False]
@@ -78,7 +78,7 @@ def test_serve_option_is_checked_and_made_json_able(tmp_path, monkeypatch):
 
 
 def test_logger_writes_under_the_given_dir_where_the_drift_trigger_reads(tmp_path):
-    from rayline.triggers.drift import window_files
+    from rayline.monitoring.drift_check import window_files
 
     logs = tmp_path / "logs"
     lg = InputLogger(tmp_path / "home", "churn", 1, flush_seconds=60, dir=logs)

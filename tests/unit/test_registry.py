@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -14,16 +15,17 @@ import pytest
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 
-from rayline import context
+import rayline
+from rayline import context, flow, task
+from rayline.config import Settings
 from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
-from rayline.serving import InputError, RecordPredictor, flavor_of
+from rayline.models.predictor import InputError, RecordPredictor
+from rayline.models.registry import ModelNotFoundError, parse_ref
+from rayline.models.registry.sql import ModelRegistry
+from rayline.models.servable import flavor_of
 from rayline.store.artifacts import ArtifactStore
-from rayline.tasks.registry import (
-    ModelNotFoundError,
-    ModelRegistry,
-    parse_ref,
-    register_model,
-)
+from rayline.store.runs import RunStore
+from rayline.tasks.registry import register_model
 
 
 class Doubler:
@@ -196,11 +198,11 @@ def test_newer_registry_schema_is_refused(home: Path):
 
 
 def test_a_registry_on_a_network_filesystem_is_refused_by_name(home, tmp_path, monkeypatch):
-    from rayline.store import runs_sql
+    from rayline.store import sql
 
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")
-    monkeypatch.setattr(runs_sql, "_MOUNTS_FILE", str(mounts))
+    monkeypatch.setattr(sql, "_MOUNTS_FILE", str(mounts))
     monkeypatch.delenv("RAYLINE_ALLOW_NETWORK_FS", raising=False)
     with pytest.raises(StoreError, match="SQLite model registry .* network filesystem \\(nfs4\\)"):
         ModelRegistry(home)
@@ -219,6 +221,37 @@ def test_register_model_task_records_lineage_from_the_task_context(home: Path, m
     assert mv.lineage["run_id"] == "run123" and mv.lineage["node_id"] == "register"
     assert mv.lineage["input_snapshot"] == {"rows": 60}
     assert ModelRegistry(home).history("churn")[0].actor == "run:run123"
+
+
+@task
+def lineage_model(n: int) -> Doubler:
+    return Doubler()
+
+
+@flow
+def lineage_flow(n: int = 3):
+    return register_model(lineage_model(n), name="lineage", alias="staging")
+
+
+def test_register_model_gets_the_run_lineage_from_the_driver_not_the_run_store(home: Path, tmp_path: Path):
+    # The run store is not home/runs.db (RAYLINE_DB_URL elsewhere): a task that looked for it
+    # would find nothing. The lineage comes from the driver, through the task's context.
+    elsewhere = tmp_path / "db" / "runs.db"
+    elsewhere.parent.mkdir()
+    settings = Settings(home=home, heartbeat_interval=0.5, lease_ttl=5.0, db_url=f"sqlite:///{elsewhere}")
+    done = rayline.run(lineage_flow, settings=settings, executor="local", n=7)
+    assert done.status.ok, done.error
+    assert not (home / "runs.db").exists()
+    mv = ModelRegistry(home).get("lineage")
+    with RunStore(settings.db_url) as runs:
+        rec = runs.get_run(done.run_id)
+        plan = json.loads(runs.get_plan(rec.plan_hash))
+    upstream = [n for n in plan["nodes"] if n["id"] != mv.lineage["node_id"]]
+    text = "\n".join(f"{n['id']}:{n['code_hash']}" for n in sorted(upstream, key=lambda n: n["id"]))
+    assert mv.lineage == {"run_id": done.run_id, "node_id": "register_model", "flow_name": "lineage_flow",
+                          "run_params": {"n": 7}, "plan_hash": rec.plan_hash,
+                          "code_hash": hashlib.sha256(text.encode()).hexdigest()}  # fmt: skip
+    assert mv.aliases == ("staging",)
 
 
 def test_register_model_outside_a_run_uses_rayline_home(home: Path):
@@ -306,3 +339,18 @@ def test_torch_modules_need_inputs_and_predict_from_records(reg):
     assert p.predict([{"x": 3.0, "y": 1.0}, {"y": 2.0, "x": 0.5}]) == pytest.approx([2.0, -1.5])
     with pytest.raises(InputError, match="must be a number"):
         p.predict([{"x": "3", "y": 1.0}])
+
+
+def test_a_registry_copy_loads_a_given_version_without_opening_its_database(home: Path, model):
+    # What a serving replica does: it gets the version from the driver and loads it through the
+    # registry's load(version), from the artifact store alone.
+    import pickle
+
+    with ModelRegistry(home) as reg:
+        mv = reg.register("churn", model)
+        copy = pickle.loads(pickle.dumps(reg))
+    (home / "registry.db").unlink()
+    x, _ = _frame(5)
+    assert list(copy.load(mv).predict(x)) == list(model.predict(x))
+    assert copy.load_features(mv) is None
+    assert not (home / "registry.db").exists()

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from rayline.errors import LeaseLostError, StoreError
-from rayline.store import runs_sql
-from rayline.store.runs import AttemptUpdate, RunStore, TaskUpdate, sqlite_url
+from rayline.store import schema, sql
+from rayline.store.runs import AttemptUpdate, RunStore, TaskUpdate
+from rayline.store.sql import sqlite_url
 from rayline.store.states import RunStatus, TaskStatus
 
 HOST = socket.gethostname()
@@ -387,8 +388,8 @@ def test_list_runs_is_newest_first_and_filters(store: RunStore):
     assert [r.run_id for r in store.list_runs(limit=1)] == [c]
     assert [r.run_id for r in store.list_runs(flow_name="churn")] == [c, a]
     assert [r.run_id for r in store.list_runs(status=RunStatus.FAILED)] == [c]
-    assert store.latest_successful_run("churn").run_id == a
-    assert store.latest_successful_run("other") is None
+    assert [r.run_id for r in store.list_runs(limit=1, flow_name="churn", status=RunStatus.SUCCEEDED)] == [a]
+    assert store.list_runs(limit=1, flow_name="other", status=RunStatus.SUCCEEDED) == []
 
 
 # ------------------------------------------------------------------ the SQLite file (F25, F26)
@@ -418,7 +419,7 @@ def test_newer_schema_version_is_refused_with_a_clear_message(home: Path):
     with sqlite3.connect(home / "runs.db") as db:
         db.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="has schema version 99, this rayline understands up "
-                                          f"to {runs_sql.SCHEMA_VERSION}; upgrade rayline"):  # fmt: skip
+                                          f"to {schema.SCHEMA_VERSION}; upgrade rayline"):  # fmt: skip
         RunStore.open(home)
 
 
@@ -427,8 +428,8 @@ def _crash_in_migration(url: str) -> None:
         conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
         os._exit(137)
 
-    runs_sql.SCHEMA_VERSION += 1
-    runs_sql.MIGRATIONS[runs_sql.SCHEMA_VERSION] = half_done
+    schema.SCHEMA_VERSION += 1
+    schema.MIGRATIONS[schema.SCHEMA_VERSION] = half_done
     RunStore(url)
 
 
@@ -440,7 +441,7 @@ def test_a_migration_killed_halfway_leaves_the_old_version(home: Path):
     child.join(timeout=30)
     assert child.exitcode == 137
     with sqlite3.connect(home / "runs.db") as db:
-        assert db.execute("SELECT version FROM schema_version").fetchone() == (runs_sql.SCHEMA_VERSION,)
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (schema.SCHEMA_VERSION,)
         assert db.execute("SELECT name FROM sqlite_master WHERE name='half_done'").fetchall() == []
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     RunStore(url).close()
@@ -451,7 +452,7 @@ def test_a_store_on_a_network_filesystem_is_refused_unless_allowed(
 ):
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")
-    monkeypatch.setattr(runs_sql, "_MOUNTS_FILE", str(mounts))
+    monkeypatch.setattr(sql, "_MOUNTS_FILE", str(mounts))
     monkeypatch.delenv("RAYLINE_ALLOW_NETWORK_FS", raising=False)
     with pytest.raises(StoreError, match="network filesystem \\(nfs4\\).*RAYLINE_ALLOW_NETWORK_FS"):
         RunStore.open(home)

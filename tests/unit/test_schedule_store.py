@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import MetaData, create_engine
 
 from rayline.errors import FlowBusyError, StoreError
-from rayline.store import runs_sql
-from rayline.store.runs import RunStore, sqlite_url
+from rayline.store import schema
+from rayline.store.runs import RunStore
 from rayline.store.slots import FlowSlots, NewRun, SlotGuardedStore
+from rayline.store.sql import sqlite_url
 from rayline.store.states import RunStatus
 from rayline.store.trigger_states import TriggerStates
 
@@ -197,10 +198,10 @@ def test_a_version_1_store_migrates_to_2_keeping_its_runs(home: Path):
     engine = create_engine(url)
     with engine.begin() as conn:
         md = MetaData()
-        runs_sql._define_v1(md)
+        schema._define_v1(md)
         md.create_all(conn)
-        runs_sql.schema_version.create(conn)
-        conn.execute(runs_sql.schema_version.insert().values(id=1, version=1))
+        schema.schema_version.create(conn)
+        conn.execute(schema.schema_version.insert().values(id=1, version=1))
         conn.exec_driver_sql("INSERT INTO plans VALUES ('p', '{}', 0)")
         conn.exec_driver_sql("INSERT INTO runs (run_id, flow_name, status, params_json, plan_hash, "
                              "created_at, generation, counters_json) VALUES ('r1', 'f', 'SUCCEEDED', "

@@ -23,3 +23,22 @@ def test_a_replica_without_a_model_answers_503_with_retry_after():
         resp = asyncio.run(call(req))
         assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
         assert "no model is loaded" in json.loads(resp.body)["detail"]
+
+
+def test_request_bodies_are_refused_with_a_reason_past_the_configured_depth():
+    from rayline.config import Settings
+    from rayline.serving.app import _Reject, parse_body
+
+    assert parse_body(b'{"records": [{"a": [1, [2]]}]}', 5) == {"records": [{"a": [1, [2]]}]}
+    for raw, says in ((b'{"records": [{"a": [1, [2]]}]}', "nested more than 4 levels"),
+                      (b"[" * 100_000 + b"]" * 100_000, "nested more than 4 levels"),
+                      (b'{"a": NaN}', "non-finite number (NaN)"),
+                      (b'{"a": -2.5e400}', "non-finite number (-2.5e400)"),
+                      (b"{", "not valid JSON")):  # fmt: skip
+        try:
+            parse_body(raw, 4)
+        except _Reject as r:
+            assert r.status == 400 and says in r.message, r.message
+        else:
+            raise AssertionError(f"{raw[:40]!r} was accepted")
+    assert Settings(serve_max_json_depth=7).serve_max_json_depth == 7

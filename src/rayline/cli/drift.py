@@ -24,7 +24,7 @@ def drift_group() -> None:
 def drift_show(model: str, as_json: bool) -> None:
     """Show the latest drift report of MODEL: per feature PSI, KS, p-value, drifted."""
     from rayline.errors import StoreError
-    from rayline.triggers.drift_stats import load_report
+    from rayline.monitoring.drift_stats import load_report
 
     try:
         report = load_report(model)

@@ -1,6 +1,6 @@
 """``rayline models list|show|promote|rollback|history``: the model registry from the shell.
 
-The registry is ``RAYLINE_HOME/registry.db`` (see ``rayline.tasks.registry``). Every command
+The registry is ``RAYLINE_HOME/registry.db`` (see ``rayline.models.registry``). Every command
 takes ``--json`` for scripts. Unknown models, versions and aliases exit with code 2 and a message
 that lists what exists.
 """
@@ -24,9 +24,9 @@ class LookupFailed(click.ClickException):
 
 
 def _registry() -> Any:
-    from rayline.tasks.registry import ModelRegistry
+    from rayline.models.registry import open_registry
 
-    return ModelRegistry()
+    return open_registry()
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -109,7 +109,7 @@ def list_cmd(as_json: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 def show_cmd(ref: str, as_json: bool) -> int:
     """Every version of NAME (metrics, aliases, lineage), or the one NAME@N / NAME@ALIAS names."""
-    from rayline.tasks.registry import parse_ref
+    from rayline.models.registry import parse_ref
 
     reg = _registry()
     name, version, alias = _call(parse_ref, ref)

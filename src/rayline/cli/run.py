@@ -26,7 +26,9 @@ from rayline.errors import exit_code_for_status as exit_code_for
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A flow parameter. VALUE is read as YAML (5 is an int, 0.1 a float, true a "
                    "bool, [1, 2] a list) and then converted to the parameter's annotation; a "
-                   "value that does not convert (true for an int) is refused (exit 2).")
+                   "value that does not convert (true for an int) is refused (exit 2). "
+                   "secret:NAME passes a reference to the secret NAME (an environment variable "
+                   "or a file in RAYLINE_SECRETS_DIR where the task runs), never its value.")
 @click.option("--set", "sets", multiple=True, metavar="NODE.OPTION=VALUE",
               help="Override a task option for one node id or task name, e.g. train.retries=3 "
                    "or train.gpus=1.")

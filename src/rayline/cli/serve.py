@@ -121,8 +121,8 @@ def start_cmd(ref: str, port: int, host: str, app_name: str | None, route_prefix
     """
     import os
 
+    from rayline.models.registry import parse_ref
     from rayline.serving.rollout import serve_model, stop_serving
-    from rayline.tasks.registry import parse_ref
 
     name, version, alias = _call(parse_ref, ref)
     address = address or os.environ.get("RAY_ADDRESS")

@@ -64,7 +64,7 @@ def _referenced(stores: _Stores) -> set[str]:
     triggers, and the model registry's versions and feature transforms."""
     refs = stores.runs.referenced_digests()
     if (stores.settings.resolved_home / "registry.db").exists():
-        from rayline.tasks.registry import ModelRegistry
+        from rayline.models.registry.sql import ModelRegistry
 
         with ModelRegistry(stores.settings) as registry:
             for model in registry.list_models():

@@ -22,7 +22,7 @@ them, so they carry ``retryable = False``::
     └── DataError                 the input data broke a rule; not worth retrying
         ├── CorruptFileError      a file is not readable Parquet (names file and reason)
         ├── SchemaContractError   files disagree with the schema contract (every problem)
-        └── EmptyInputError       nothing to read after listing and filtering
+        └── EmptyInputError       no rows: nothing to read, or a task given empty data
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ class SchemaContractError(DataError):
         super().__init__("\n".join(lines))
 
 
-class EmptyInputError(DataError):
-    """There are no rows to read (no files, zero-row files, or everything filtered out)."""
+class EmptyInputError(DataError, ValueError):
+    """There are no rows to read (no files, zero-row files, or everything filtered out), or a task
+    was given data with no rows: nothing is trained or scored on zero rows."""
 
 
 @runtime_checkable

@@ -36,15 +36,6 @@ import pyarrow as pa
 from rayline.connectors import SchemaContractError
 from rayline.connectors.parquet import ParquetSource
 from rayline.connectors.parquet import open as open_parquet
-from rayline.connectors.petastorm_bridge import (  # petastorm's predicates, for engine="bridge"
-    Predicate,
-    in_intersection,
-    in_lambda,
-    in_negate,
-    in_pseudorandom_split,
-    in_reduce,
-    in_set,
-)
 from rayline.connectors.petastorm_codecs import (
     UNISCHEMA_KEY,
     PetastormDataError,
@@ -52,8 +43,17 @@ from rayline.connectors.petastorm_codecs import (
     UnischemaField,
     UnsafePickleError,
     arrow_schema,
-    decode_column,
     load_unischema,
+)
+from rayline.connectors.petastorm_decode import decode_column
+from rayline.connectors.petastorm_predicates import (  # for engine="bridge"
+    Predicate,
+    in_intersection,
+    in_lambda,
+    in_negate,
+    in_pseudorandom_split,
+    in_reduce,
+    in_set,
 )
 from rayline.errors import DefinitionError
 
@@ -175,7 +175,7 @@ def read_petastorm(
         raise DefinitionError(f"{extra}: only with engine='bridge' (petastorm's own reader); "
                               "the pyarrow engine filters stored scalar columns with filter=")  # fmt: skip
     schema = read_unischema(url, storage_options)
-    fields = _select(schema, columns, url)
+    fields = select_fields(schema, columns, url)
     parquet = open_parquet(url, columns=[f.name for f in fields], filter=filter,
                            storage_options=storage_options, on_empty=on_empty)  # fmt: skip
     return PetastormSource(url=url, parquet=parquet, unischema=schema, fields=fields)
@@ -210,7 +210,7 @@ def read_unischema(url: str, storage_options: Mapping[str, Any] | None = None) -
         raise UnsafePickleError(f"{url}/_common_metadata: {exc}") from None
 
 
-def _select(schema: Unischema, columns: Sequence[str] | None, url: str) -> tuple[UnischemaField, ...]:
+def select_fields(schema: Unischema, columns: Sequence[str] | None, url: str) -> tuple[UnischemaField, ...]:
     if columns is None:
         return tuple(schema.fields.values())
     names = [columns] if isinstance(columns, str) else list(columns)

@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import json
@@ -29,13 +28,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from rayline.connectors.petastorm_predicates import Predicate
 from rayline.errors import DefinitionError, RaylineError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -151,67 +151,6 @@ def check_env(env: str | os.PathLike[str] | None = None) -> Path:
     return python
 
 
-# ---------------------------------------------------------------------------- predicates
-@dataclass(frozen=True)
-class Predicate:
-    """A petastorm predicate as data (JSON for the bridge); build one with the ``in_*`` helpers,
-    named and ordered as in ``petastorm.predicates``."""
-
-    op: str
-    args: tuple[Any, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        def enc(a: Any) -> Any:
-            return a.to_json() if isinstance(a, Predicate) else [enc(x) for x in a] if isinstance(a, list | tuple) else a
-
-        return {"op": self.op, "args": [enc(a) for a in self.args]}
-
-
-def in_set(inclusion_values: Sequence[Any], predicate_field: str) -> Predicate:
-    return Predicate("in_set", (list(inclusion_values), predicate_field))
-
-
-def in_intersection(inclusion_values: Sequence[Any], predicate_field: str) -> Predicate:
-    return Predicate("in_intersection", (list(inclusion_values), predicate_field))
-
-
-def in_negate(predicate: Predicate) -> Predicate:
-    return Predicate("in_negate", (predicate,))
-
-
-def in_reduce(predicate_list: Sequence[Predicate], reduce_func: Callable[..., bool] | str = "all") -> Predicate:
-    """``reduce_func``: ``all``/``any`` (the builtins or their names)."""
-    name = getattr(reduce_func, "__name__", reduce_func)
-    if name not in ("all", "any"):
-        raise DefinitionError(f"in_reduce: reduce_func must be all or any, got {reduce_func!r}")
-    return Predicate("in_reduce", (list(predicate_list), name))
-
-
-def in_pseudorandom_split(fraction_list: Sequence[float], subset_index: int, predicate_field: str) -> Predicate:
-    return Predicate("in_pseudorandom_split", (list(fraction_list), subset_index, predicate_field))
-
-
-def in_lambda(predicate_fields: Sequence[str], predicate_func: Callable[..., bool], state_arg: Any = None) -> Predicate:
-    """Any function of the named fields' values, shipped with cloudpickle (your own code, run in
-    the side env's Python of the same version). Functions from your own modules travel by value
-    (the side env cannot import them); what they call must exist there (numpy, the stdlib)."""
-    import types
-
-    import cloudpickle
-
-    module = sys.modules.get(getattr(predicate_func, "__module__", "") or "")
-    own = (isinstance(predicate_func, types.FunctionType) and module is not None
-           and "site-packages" not in str(getattr(module, "__file__", "site-packages")))  # fmt: skip
-    if own:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        blob = base64.b64encode(cloudpickle.dumps((predicate_func, state_arg))).decode()
-    finally:
-        if own:
-            cloudpickle.unregister_pickle_by_value(module)
-    return Predicate("in_lambda", (list(predicate_fields), blob))
-
-
 # ---------------------------------------------------------------------------- streaming
 def stream_bridge(request: Mapping[str, Any], env: str | os.PathLike[str] | None = None) -> Iterator[pa.RecordBatch]:
     """Run one bridge process for ``request`` and yield the record batches it streams."""
@@ -263,17 +202,17 @@ class PetastormBridgeSource:
              env: str | os.PathLike[str] | None = None, batch_rows: int = 4096) -> PetastormBridgeSource:  # fmt: skip
         """Check the side env and the dataset (footers; Unischema when there is one)."""
         from rayline.connectors.parquet import open as open_parquet
-        from rayline.connectors.petastorm import _select, read_unischema
+        from rayline.connectors.petastorm import read_unischema, select_fields
         from rayline.connectors.petastorm_codecs import PetastormDataError, arrow_schema
 
         if predicate is not None and not isinstance(predicate, Predicate):
-            raise DefinitionError("predicate= takes a rayline.connectors.petastorm_bridge predicate "
+            raise DefinitionError("predicate= takes a rayline.connectors.petastorm_predicates predicate "
                                   "(in_set, in_lambda, …), not a petastorm object")  # fmt: skip
         check_env(env)
         stored = open_parquet(url, storage_options=storage_options, on_empty="skip")
         try:
             unischema = read_unischema(url, storage_options)
-            schema = arrow_schema(_select(unischema, columns, url))
+            schema = arrow_schema(select_fields(unischema, columns, url))
         except PetastormDataError as exc:
             if "no _common_metadata" not in str(exc) and "holds no Unischema" not in str(exc):
                 raise

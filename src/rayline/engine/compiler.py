@@ -12,6 +12,7 @@ from typing import Any
 from rayline.engine.validate import ClusterNodes, validate
 from rayline.errors import DefinitionError
 from rayline.sdk.graph import Graph, Node, ParamRef, Ref
+from rayline.sdk.secrets import Secret
 from rayline.sdk.spec import TaskSpec
 from rayline.sdk.task import Task
 
@@ -54,9 +55,13 @@ class Plan:
         return self._index[node_id]
 
     def jsonable_params(self) -> dict[str, Any]:
-        """Parameter values as the run store records them (``repr`` for non-JSON values)."""
+        """Parameter values as the run store records them (``repr`` for non-JSON values; a
+        ``Secret`` as its reference, ``{"$secret": NAME}``, never its value)."""
         out: dict[str, Any] = {}
         for k, v in self.params.items():
+            if isinstance(v, Secret):
+                out[k] = v.to_json()
+                continue
             try:
                 json.dumps(v)
                 out[k] = v
@@ -172,6 +177,8 @@ def _ray_options(spec: TaskSpec) -> dict[str, Any]:
     opts = spec.resources.ray_options()
     opts["max_retries"] = spec.retry.max_worker_retries
     opts["retry_exceptions"] = False  # the user's exceptions are retried by rayline, with backoff
+    if spec.runtime_env:
+        opts["runtime_env"] = spec.runtime_env  # its own worker (never the warm pool)
     return opts
 
 
@@ -192,4 +199,5 @@ def _apply_overrides(graph: Graph, overrides: Mapping[str, Mapping[str, Any]]) -
             spec = Task(n.spec).with_options(**opts).spec
             n = Node(n.id, spec, n.args, n.location, n.upstream)
         new_nodes.append(n)
-    return Graph(graph.name, tuple(new_nodes), graph.params, graph.outputs, graph.location, graph.source)
+    return Graph(graph.name, tuple(new_nodes), graph.params, graph.outputs, graph.location, graph.source,
+                 hooks=graph.hooks)

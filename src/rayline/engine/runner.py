@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rayline.engine.compiler import Plan, PlannedNode
+from rayline.engine.executors.base import Executor
+from rayline.engine.heartbeat import Heartbeat
+from rayline.engine.lineage import RunLineage
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
 from rayline.store.run_events import find_lost_outputs
@@ -38,40 +40,12 @@ class RunOutcome:
     created: bool = True
 
 
-class _Lease:
-    """Heartbeats the run's lease from a thread; records if another process took it over."""
-
-    def __init__(self, store: Any, run_id: str, generation: int, interval: float):
-        self.store, self.run_id, self.generation, self.interval = store, run_id, generation, interval
-        self.lost: LeaseLostError | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"rayline-lease-{run_id}", daemon=True)
-
-    def __enter__(self) -> _Lease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.store.heartbeat(self.run_id, self.generation)
-            except LeaseLostError as exc:
-                self.lost = exc
-                return
-            except Exception as exc:  # a transient store error must not kill the run
-                log.warning("heartbeat for run %s failed: %s", self.run_id, exc)
-
-
 class Runner:
     def __init__(
         self,
         run_store: Any,
         artifacts: Any,
-        executor: Any,
+        executor: Executor,
         *,
         lease_ttl: float = 30.0,
         heartbeat_interval: float = 5.0,
@@ -144,13 +118,14 @@ class Runner:
         first_error: str | None = None
         skip_reason: str | None = None
         previous = self._previous_watermarks(plan.graph.name, run_id)
-        report = _Report(self.store.get_run(run_id).counters)
+        record = self.store.get_run(run_id)
+        report, lineage = _Report(record.counters), RunLineage(plan, record)
 
         for nid in adopted:
             states[nid] = TaskStatus.SUCCEEDED
         self.on_event("run_started", {"run_id": run_id, "plan": plan, "adopted": dict(adopted)})
 
-        with _Lease(self.store, run_id, generation, self.heartbeat_interval) as lease:
+        with Heartbeat(self.store, run_id, generation, self.heartbeat_interval, ex) as lease:
             try:
                 reset = [TaskUpdate(node_id=n.id, status=TaskStatus.PENDING) for n in plan.nodes if n.id not in adopted]
                 if reset and adopted:
@@ -164,7 +139,7 @@ class Runner:
                     static = statics.get(id(node.spec))
                     if static is None:
                         static = statics[id(node.spec)] = self._static(node)
-                    handles[node.id] = ex.submit(node, static, self._call(node, run_id, plan.graph.name, previous), inputs)
+                    handles[node.id] = ex.submit(node, static, self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id)), inputs)
                     left = sum(1 for u in node.inputs if u not in adopted)
                     waiting_on[node.id] = left
                     if left == 0:
@@ -175,6 +150,8 @@ class Runner:
                     if lease.lost:
                         ex.cancel(list(pending.values()), force=True)
                         raise lease.lost
+                    if lease.compute_lost:
+                        return self._compute_lost(plan, run_id, generation, lease.compute_lost, states, pending_updates)
                     done = [h for h in ex.wait(list(pending.values()), timeout=0.1) if h.node_id in pending]
                     done.sort(key=lambda h: order[h.node_id])  # parents before children
                     for h in done:
@@ -249,7 +226,7 @@ class Runner:
         updates.append(TaskUpdate(node_id=node.id, status=TaskStatus.RUNNING, started_at=datetime.now(UTC)))
         self.on_event("task_started", {"node_id": node.id})
         spec = node.spec
-        if spec.timeout:
+        if spec.timeout and not self.executor.sequential:  # a sequential one waits its turn first
             tries = spec.retry.retries + 1
             backoff = sum(spec.retry.backoff.delay(i) for i in range(1, tries))
             deadlines[node.id] = time.monotonic() + tries * spec.timeout + backoff + 10.0
@@ -264,7 +241,8 @@ class Runner:
                 return dict(r.counters.get("watermarks", {}))
         return {}
 
-    def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None) -> NodeCall:
+    def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None,
+              lineage: dict | None = None) -> NodeCall:
         cache_base = None
         if node.spec.cache.enabled:
             h = hashlib.sha256(node.spec.code_hash.encode())
@@ -279,7 +257,7 @@ class Runner:
             persist=node.persist,
             cache_base=cache_base,
             flow_name=flow_name,
-            previous=previous or None,
+            previous=previous or None, lineage=lineage,
         )
 
     def _cancel(self, plan, run_id, generation, handles, states, updates) -> RunStatus:
@@ -292,6 +270,20 @@ class Runner:
         self.store.set_run_status(run_id, RunStatus.CANCELLED, error="cancelled (SIGINT)", generation=generation)
         self.on_event("run_finished", {"run_id": run_id, "status": RunStatus.CANCELLED, "error": "cancelled"})
         return RunStatus.CANCELLED
+
+    def _compute_lost(self, plan, run_id, generation, why, states, updates) -> RunStatus:
+        """The compute is gone (its work with it): record what had not finished INTERRUPTED and
+        the run FAILED with the reason, resumable once the compute is back."""
+        error = f"{why}; the run can be resumed with `rayline resume {run_id}` once it is back"
+        for n in plan.nodes:
+            if not states.get(n.id, TaskStatus.PENDING).terminal:
+                states[n.id] = TaskStatus.INTERRUPTED
+                updates.append(TaskUpdate(node_id=n.id, status=TaskStatus.INTERRUPTED, error_message=why,
+                                          ended_at=datetime.now(UTC)))
+        self.store.record_tasks(run_id, updates, generation=generation)
+        self.store.set_run_status(run_id, RunStatus.FAILED, error=error, generation=generation)
+        self.on_event("run_finished", {"run_id": run_id, "status": RunStatus.FAILED, "error": error})
+        return RunStatus.FAILED
 
     def _crash(self, run_id, generation, exc, handles, states) -> None:
         """The driver itself failed (not a task): stop the work and leave the run resumable."""

@@ -10,13 +10,15 @@ from typing import Any
 
 from rayline.errors import Problem, ValidationError
 from rayline.sdk.graph import Graph, Node, ParamRef, Ref, iter_refs
+from rayline.sdk.secrets import Secret
 
 ClusterNodes = list[dict[str, float]]  # per alive node: resource name -> total amount
 
 
 def validate(graph: Graph, params: Mapping[str, Any], cluster: ClusterNodes | None = None) -> None:
     problems: list[Problem] = []
-    for check in (check_params, check_references, check_cycles, check_types, check_serialisable):
+    for check in (check_params, check_references, check_cycles, check_types, check_serialisable,
+                  check_runtime_envs):  # fmt: skip
         problems.extend(check(graph, params))
     if cluster is not None:
         problems.extend(check_resources(graph, cluster))
@@ -43,7 +45,8 @@ def check_params(graph: Graph, params: Mapping[str, Any]) -> Iterator[Problem]:
                 location=graph.location,
                 hint=f"pass it, e.g. `-p {p.name}=VALUE` or run(flow, {p.name}=...)",
             )
-        elif p.name in params and p.annotation is not None and not _isinstance(params[p.name], p.annotation):
+        elif (p.name in params and p.annotation is not None and not isinstance(params[p.name], Secret)
+              and not _isinstance(params[p.name], p.annotation)):  # fmt: skip
             yield Problem(
                 f"parameter '{p.name}' expects {_type_name(p.annotation)}, got "
                 f"{type(params[p.name]).__name__} {params[p.name]!r}",
@@ -211,6 +214,22 @@ def _unpicklable_path(value: Any, label: str, cloudpickle: Any, depth: int = 0) 
         if found:
             return found
     return f"{label} ({reason})"
+
+
+def check_runtime_envs(graph: Graph, params: Mapping[str, Any]) -> Iterator[Problem]:
+    """Obvious mistakes in a task's ``runtime_env`` (unknown keys, env_vars that are not
+    strings, a malformed pip list, a working_dir that does not exist), once per task."""
+    from rayline.sdk.runtime_env import runtime_env_problems
+
+    seen: set[int] = set()
+    for node in graph.nodes:
+        env = node.spec.runtime_env
+        if env is None or id(node.spec) in seen:
+            continue
+        seen.add(id(node.spec))
+        for message, hint in runtime_env_problems(env):
+            yield Problem(f"task '{node.spec.name}': {message}", flow=graph.name, node=node.id,
+                          location=node.spec.location, hint=hint)  # fmt: skip
 
 
 def check_resources(graph: Graph, cluster: ClusterNodes) -> Iterator[Problem]:

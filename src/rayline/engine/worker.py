@@ -8,6 +8,7 @@ downstream nodes see it and report UPSTREAM_FAILED without running.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -65,11 +66,12 @@ class NodeCall:
     cache_base: str | None  # hash of code + constant arguments, when the cache is on
     flow_name: str = ""
     previous: dict[str, Any] | None = None  # watermarks of the flow's last successful run
+    lineage: dict[str, Any] | None = None  # what the driver knows of the run (RunLineage.of)
 
     def pack(self) -> bytes:
         """Bytes for the wire: C pickle when it can (fast), cloudpickle for closures/lambdas."""
         fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist,
-                  self.cache_base, self.flow_name, self.previous)
+                  self.cache_base, self.flow_name, self.previous, self.lineage)
         if _plain(self.template):
             try:
                 return pickle.dumps(fields, protocol=5)
@@ -123,7 +125,27 @@ def code_in(value: Any, depth: int = 0) -> list[Any]:
 
 def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
     """Run one node. ``resolved`` holds the upstream values, then — only when the cache is on —
-    the upstream metas (their digests make the cache key)."""
+    the upstream metas (their digests make the cache key).
+
+    Secrets (``rayline.Secret``) in the arguments are resolved here, on the worker, and their
+    values masked in the errors and warnings that go back to the driver."""
+    from rayline.sdk.secrets import has_secrets, mask_meta, resolve_secrets
+
+    upstream_failed = any(type(v) is Failed for v in resolved[: call.n_inputs])
+    if upstream_failed or not has_secrets(call.template):
+        return _execute_node(static, call, *resolved)
+    started = time.time()
+    try:
+        template, secrets = resolve_secrets(call.template, call.node_id)
+    except Exception as exc:  # missing, or a file others may read: the task fails, never runs
+        meta = {"node_id": call.node_id, "status": "FAILED", "pid": os.getpid(), "ray_attempt": _ray_attempt(),
+                "attempts": [_attempt(1, started, "FAILED", exc)]}  # fmt: skip
+        return Failed(call.node_id), meta
+    value, meta = _execute_node(static, dataclasses.replace(call, template=template), *resolved)
+    return value, mask_meta(meta, secrets)
+
+
+def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
     n = call.n_inputs
     values, metas = list(resolved[:n]), resolved[n:]
     for v in values:
@@ -150,7 +172,7 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
     attempts: list[dict[str, Any]] = []
     meta["attempts"] = attempts
     ctx = context.TaskContext(call.run_id, call.node_id, call.flow_name, meta["ray_attempt"], store,
-                              call.previous or {})
+                              call.previous or {}, lineage=call.lineage or {})
     attempt = 0
     while True:
         attempt += 1

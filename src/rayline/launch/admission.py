@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rayline.engine.compiler import Plan
-from rayline.errors import UsageError
+from rayline.errors import LeaseLostError, UsageError
 from rayline.launch.flow_files import load_flow
 from rayline.launch.session import Session
 from rayline.sdk.graph import Graph
@@ -39,7 +39,7 @@ from rayline.store.states import RunStatus
 
 log = logging.getLogger("rayline.launch")
 
-__all__ = ["Admitted", "PlannedRun", "admit", "choose_overlap", "plan_run", "reserve", "resume_run",
+__all__ = ["Admitted", "PlannedRun", "admit", "choose_overlap", "drive", "plan_run", "reserve", "resume_run",
            "run_unslotted", "start_reserved", "wait_for_turn"]  # fmt: skip
 
 
@@ -110,7 +110,49 @@ def run_unslotted(session: Session, planned: PlannedRun, *, on_event: Any = None
     ex = session.executor()
     session.check_cluster(planned.plan, ex)
     new = planned.new
-    outcome = session.runner(ex, on_event).run(planned.plan, run_key=new.run_key, trigger=new.trigger or None)
+    return drive(session, planned.plan, ex, on_event=on_event, run_key=new.run_key, trigger=new.trigger or None)
+
+
+def drive(
+    session: Session,
+    plan: Plan,
+    executor: Any,
+    *,
+    on_event: Any = None,
+    resume_id: str | None = None,
+    slot: str | None = None,
+    run_key: str | None = None,
+    trigger: Mapping[str, Any] | None = None,
+) -> str:
+    """Run ``plan`` to its end with the session's ``Runner`` (a new run, or ``resume_id``'s),
+    then announce the end (the flow's hooks, the webhook: ``notify.announce_end``). Every way
+    of running a flow comes through here, so hooks run once per run end, after the run's final
+    state is committed. Returns the run id.
+    """
+    from rayline.launch.notify import announce_end
+
+    seen: dict[str, str] = {"run_id": resume_id or ""}
+
+    def events(kind: str, data: dict[str, Any]) -> None:
+        if kind == "run_started":
+            seen["run_id"] = data["run_id"]
+        if on_event is not None:
+            on_event(kind, data)
+
+    runner = session.runner(executor, events, slot=slot)
+    try:
+        if resume_id is None:
+            outcome = runner.run(plan, run_key=run_key, trigger=dict(trigger) if trigger else None)
+        else:
+            outcome = runner.resume(plan, resume_id)
+    except LeaseLostError:
+        raise  # another process drives the run now
+    except BaseException:
+        if seen["run_id"]:
+            announce_end(session, seen["run_id"], plan.graph)  # the driver failed: INTERRUPTED
+        raise
+    if outcome.created:  # not a run_key that already existed, nor a run that had ended
+        announce_end(session, outcome.run_id, plan.graph)
     return outcome.run_id
 
 
@@ -223,7 +265,7 @@ def start_reserved(session: Session, run_id: str, *, plan: Plan | None = None, o
     except BaseException as exc:
         unreserve(session.runs, run_id, exc)
         raise
-    session.runner(ex, on_event, slot="start").resume(plan, run_id)  # it ends the run
+    drive(session, plan, ex, on_event=on_event, resume_id=run_id, slot="start")  # it ends the run
 
 
 def resume_run(session: Session, run_id: str, *, on_event: Any = None) -> tuple[str, Graph]:
@@ -243,7 +285,7 @@ def resume_run(session: Session, run_id: str, *, on_event: Any = None) -> tuple[
     plan = session.compile(graph, record.params)
     ex = session.executor()
     session.check_cluster(plan, ex)
-    session.runner(ex, on_event, slot="resume").resume(plan, record.run_id)
+    drive(session, plan, ex, on_event=on_event, resume_id=record.run_id, slot="resume")
     return record.run_id, graph
 
 

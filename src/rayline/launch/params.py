@@ -7,6 +7,8 @@ converted to the annotation when that is ``int``, ``float``, ``bool`` or ``str``
 ``Optional`` of one). A value that does not convert is refused with the parameter's name and the
 type it expects: booleans are not numbers (``-p n=true`` for ``n: int`` is an error), and
 ``2.5`` is not an int. ``check_values`` refuses a bool given from Python for a number.
+``secret:NAME`` is a ``rayline.Secret("NAME")``: resolved where the task runs, never stored
+(``rayline.sdk.secrets``).
 
 Example::
 
@@ -20,11 +22,13 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from rayline.errors import UsageError
+from rayline.errors import DefinitionError, UsageError
 from rayline.sdk.graph import Graph
+from rayline.sdk.secrets import Secret
 
 __all__ = ["check_values", "coerce_text", "parse_param_text", "yaml_value"]
 
+SECRET_PREFIX = "secret:"
 _TRUE = ("1", "true", "yes", "on", "y")
 _FALSE = ("0", "false", "no", "off", "n")
 
@@ -56,6 +60,11 @@ def coerce_text(name: str, text: str, annotation: Any) -> Any:
     Raises:
         UsageError: the value does not convert (the message names the parameter and the type).
     """
+    if text.startswith(SECRET_PREFIX):  # -p token=secret:API_TOKEN: a reference, never a value
+        try:
+            return Secret(text[len(SECRET_PREFIX) :])
+        except DefinitionError as exc:
+            raise UsageError(f"-p {name}={text}: {exc}") from None
     target, optional = _simple_type(annotation)
     if target is str:
         return text

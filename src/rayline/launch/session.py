@@ -23,6 +23,7 @@ from rayline.engine import compiler
 from rayline.engine.compiler import Plan
 from rayline.errors import ValidationError
 from rayline.sdk.graph import Graph
+from rayline.sdk.secrets import decode_secret_params
 
 __all__ = ["Session"]
 
@@ -61,6 +62,7 @@ class Session:
                 num_cpus=self.settings.num_cpus,
                 object_store_memory=self.settings.object_store_memory,
                 pool=self.settings.pool,
+                ray_dir=self.settings.ray_dir,
             )
         elif ex == "local":
             from rayline.engine.executors.local import LocalExecutor
@@ -94,6 +96,7 @@ class Session:
     def compile(self, graph: Graph, params: Mapping[str, Any], overrides: Any = None) -> Plan:
         """The run's ``Plan``: every static check but the cluster's (``check_cluster``), so that
         a run is compiled once, before any executor starts."""
+        params = decode_secret_params(params)  # a resumed run's recorded {"$secret": NAME}
         return compiler.compile_plan(graph, params, cluster=None, overrides=overrides,
                             persist_all=self.settings.persist == "all")  # fmt: skip
 

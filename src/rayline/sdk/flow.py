@@ -12,6 +12,7 @@ from typing import Any
 
 from rayline.errors import DefinitionError, TracingError
 from rayline.sdk.graph import REQUIRED, Graph, Param, ParamRef, Ref, iter_refs
+from rayline.sdk.hooks import as_hooks
 from rayline.sdk.spec import definition_site
 from rayline.sdk.tracing import end_trace, start_trace
 
@@ -20,11 +21,15 @@ class Flow:
     """A traced pipeline. Call ``graph()`` for its IR; ``rayline.run(flow, **params)`` runs it.
     Calling the flow directly runs its body as plain Python (tasks run as plain functions)."""
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None, schedule: Any = None):
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, schedule: Any = None,
+                 on_failure: Any = None, on_success: Any = None):  # fmt: skip
         self.fn = fn
         self.name = name or fn.__name__
         self.schedule = schedule
         self.location = definition_site(fn)
+        self.hooks, problems = as_hooks(on_failure, on_success)
+        if problems:
+            raise DefinitionError(f"{self.location}: flow '{self.name}': " + "; ".join(problems))
         self.source: str | None = None  # set by the loader: "path.py:attr"
         self._graph: Graph | None = None
         functools.update_wrapper(self, fn)
@@ -74,6 +79,7 @@ class Flow:
             outputs=outputs,
             location=self.location,
             source=self.source,
+            hooks=self.hooks or None,
         )
 
     def __repr__(self) -> str:
@@ -89,18 +95,31 @@ def _user_frame(exc: BaseException) -> str:
     return f"{f.filename}:{f.lineno}: "
 
 
-def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, schedule: Any = None) -> Any:
+def flow(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    schedule: Any = None,
+    on_failure: Any = None,
+    on_success: Any = None,
+) -> Any:
     """Declare a flow. Its parameters (with defaults and type hints) are the flow's parameters.
+
+    ``on_failure`` / ``on_success``: a callable (or a list of them) called on the driver when a
+    run ends FAILED or INTERRUPTED / SUCCEEDED, with the keyword arguments it names among
+    ``run_id``, ``flow``, ``status``, ``error`` (whole) and ``run`` (see ``rayline.sdk.hooks``).
+    A hook that fails is logged; it never changes the run's outcome.
 
     Example::
 
-        @flow
+        @flow(on_failure=lambda *, run_id, error: print(run_id, error))
         def hello(n: int = 3):
             parts = [square(i) for i in range(3)]
             return total(parts)
     """
 
     def wrap(f: Callable[..., Any]) -> Flow:
-        return Flow(f, name=name, schedule=schedule)
+        return Flow(f, name=name, schedule=schedule, on_failure=on_failure, on_success=on_success)
 
     return wrap(fn) if fn is not None else wrap

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rayline.errors import TracingError
 
 if TYPE_CHECKING:
+    from rayline.sdk.hooks import RunHooks
     from rayline.sdk.spec import TaskSpec
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
@@ -122,6 +123,7 @@ class Graph:
     outputs: Any = None
     location: str = "<unknown>"
     source: str | None = None  # how to load it again: "path.py:flow" or "path.yaml"
+    hooks: RunHooks | None = None  # called when a run ends (rayline.launch.notify)
     _index: dict[str, Node] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ class TaskSpec:
     timeout: float | None = None
     persist: bool = False
     location: str = "<unknown>"
+    runtime_env: dict[str, Any] | None = None  # Ray's runtime environment (rayline.sdk.runtime_env)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

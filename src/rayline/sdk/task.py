@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, overload
 
@@ -81,6 +82,7 @@ def _build_spec(
     cache: bool = _UNSET,
     persist: bool = _UNSET,
     name: str | None = _UNSET,
+    runtime_env: dict[str, Any] | None = _UNSET,
 ) -> TaskSpec:
     location = definition_site(fn)
     b = base or TaskSpec(name=getattr(fn, "__name__", "task"), fn=fn, location=location)
@@ -110,6 +112,10 @@ def _build_spec(
         t = pick(timeout, b.timeout)
         if t is not None and (not isinstance(t, int | float) or t <= 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
+        env = pick(runtime_env, b.runtime_env)
+        if env is not None and not isinstance(env, Mapping):
+            raise ValueError(f"runtime_env must be a mapping (Ray's runtime environment), got {env!r}")
+        env = copy.deepcopy(dict(env)) if env else None  # checked in full at compile time
         task_name = pick(name, None) or b.name
         if not isinstance(task_name, str) or not task_name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum():
             raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {task_name!r}")
@@ -123,6 +129,7 @@ def _build_spec(
         cache=CachePolicy(enabled=bool(pick(cache, b.cache.enabled))),
         timeout=t,
         persist=bool(pick(persist, b.persist)),
+        runtime_env=env,
         _memo=dict(b._memo) if base is not None and base.fn is fn else {},
     )
 
@@ -141,7 +148,9 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``worker_retries=3`` (Ray re-runs after a worker/node death; 0 for tasks whose crash means
     bad input),
     ``backoff=`` (seconds, a mapping or a ``Backoff``), ``timeout=None`` (seconds per attempt),
-    ``cache=False``, ``persist=False``, ``name=None``.
+    ``cache=False``, ``persist=False``, ``name=None``,
+    ``runtime_env=None`` (Ray's runtime environment for this task's own worker: ``pip``,
+    ``env_vars``, ``working_dir``, ``image_uri``; see ``rayline.sdk.runtime_env``).
 
     Example::
 

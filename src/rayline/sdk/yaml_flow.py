@@ -16,10 +16,12 @@
         with: {xs: "${steps.load}"}         # the output of step `load`
         needs: [load]                       # ordering-only dependencies (optional)
         resources: {cpus: 1, gpus: 0}       # overrides the task's own options
+        runtime_env: {env_vars: {MODE: fast}, pip: [termcolor]}   # Ray's, for this step
         retries: 2
         timeout: 30
         cache: true
     outputs: "${steps.square}"              # default: the steps nothing depends on
+    on_failure: "hello_tasks:alert"         # hooks (one or a list), see rayline.sdk.hooks
 
 A whole-string ``${params.x}`` becomes a ``ParamRef`` and ``${steps.id}`` a ``Ref``, also nested
 inside lists and mappings of ``with:``. References embedded in longer strings are refused (build
@@ -48,6 +50,7 @@ from rayline.sdk.yaml_reader import Loc, SpecValidationError, YamlDocument, read
 from rayline.sdk.yaml_uses import UsesError, UsesResolver
 
 if TYPE_CHECKING:
+    from rayline.sdk.hooks import RunHooks
     from rayline.sdk.task import Task
     from rayline.sdk.yaml_schema import FlowDoc, StepSpec
 
@@ -123,6 +126,7 @@ class _Loader:
                 nodes[sid] = (task, args)
         order = self._toposort(upstream)
         outputs = self._outputs(upstream, order)
+        hooks = self._hooks()
         if self.problems:
             problems = [replace(p, flow=p.flow or self.flow.name) for p in self.problems]
             raise SpecValidationError(sorted(problems, key=_line_of))
@@ -142,7 +146,35 @@ class _Loader:
             outputs=outputs,
             location=f"{self.doc.filename}:1",
             source=source,
+            hooks=hooks,
         )
+
+    def _hooks(self) -> RunHooks | None:
+        """``on_failure:`` / ``on_success:`` (a ``"module:function"`` or a list of them),
+        resolved from the same allowlist as ``uses:``."""
+        from rayline.sdk.hooks import as_hooks
+
+        data = self.doc.data if isinstance(self.doc.data, dict) else {}
+        found: dict[str, list[Any]] = {}
+        for kind in ("on_failure", "on_success"):
+            raw = data.get(kind)
+            refs = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+            for i, ref in enumerate(refs):
+                loc: Loc = (kind,) if isinstance(raw, str) else (kind, i)
+                if not isinstance(ref, str):
+                    continue  # the schema check reported it
+                try:
+                    obj = self.uses.resolve(ref)
+                except UsesError as exc:
+                    self.problem(f"{kind}: {exc.message}", loc, hint=exc.hint)
+                    continue
+                _, problems = as_hooks(**{kind: obj})
+                for problem in problems:
+                    self.problem(f"{kind}: {ref!r}: {problem}", loc)
+                if not problems:
+                    found.setdefault(kind, []).append(obj)
+        hooks, _ = as_hooks(found.get("on_failure"), found.get("on_success"))
+        return hooks or None
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -170,6 +202,8 @@ class _Loader:
             return None
         task = unwrap_task(obj, location=self.doc.where(loc))
         options = _options(spec)
+        if spec.runtime_env is not None:
+            options["runtime_env"] = self._runtime_env(sid, spec.runtime_env)
         if not options:
             return task
         try:
@@ -177,6 +211,19 @@ class _Loader:
         except DefinitionError as exc:
             self.problem(f"invalid options for task '{task.name}': {exc}", ("steps", sid), sid)
             return None
+
+    def _runtime_env(self, sid: str, env: dict[str, Any]) -> dict[str, Any]:
+        """A step's ``runtime_env:``, checked at its ``file:line``; a relative ``working_dir``
+        is read from the YAML file's folder."""
+        from rayline.sdk.runtime_env import runtime_env_problems
+
+        base = Path(self.doc.filename).resolve().parent
+        for message, hint in runtime_env_problems(env, base):
+            self.problem(message, ("steps", sid, "runtime_env"), sid, hint)
+        wd = env.get("working_dir")
+        if isinstance(wd, str) and "://" not in wd and not Path(wd).is_absolute():
+            env = {**env, "working_dir": str(base / wd)}
+        return env
 
     def _bind(
         self, sid: str, task: Task, kwargs: dict[str, Any]

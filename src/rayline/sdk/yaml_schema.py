@@ -70,6 +70,7 @@ class StepSpec(_Strict):
     timeout: float | None = Field(default=None, gt=0)
     cache: bool | None = None
     persist: bool | None = None
+    runtime_env: dict[str, Any] | None = None  # checked by rayline.sdk.runtime_env
     description: str | None = None
 
     @model_validator(mode="before")
@@ -142,6 +143,8 @@ class _FlowSpec(_Strict):
     steps: dict[str, Any] = Field(min_length=1)
     outputs: Any = None
     schedule: ScheduleSpec | None = None
+    on_failure: str | list[str] | None = None
+    on_success: str | list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod

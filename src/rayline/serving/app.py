@@ -5,8 +5,11 @@ Routes (under the application's route prefix):
 * ``POST /predict`` — ``{"records": [{...}, ...]}`` in; ``{"predictions": [...], "model": name,
   "version": N}`` out. Requests are batched across callers with ``@serve.batch``; a request alone
   in the replica, or with as many records as a batch holds, is scored at once (no batch wait).
-  Bad input is a 4xx whose ``detail`` says what was wrong (400 malformed JSON, 413 too large, 415
-  not JSON, 422 records that do not fit the model) and never takes the replica down.
+  Bad input is a 4xx whose ``detail`` says what was wrong (400 malformed JSON, a non-finite
+  number such as ``NaN`` or ``Infinity``, or nesting deeper than ``max_json_depth``; 413 larger
+  than ``max_body_bytes``; 415 not JSON; 422 records that do not fit the model), never a 500 or a
+  logged traceback, and never takes the replica down. Both limits come from the settings
+  (``RAYLINE_SERVE_MAX_BODY_BYTES``, ``RAYLINE_SERVE_MAX_JSON_DEPTH``) or ``serve_model``.
 * ``GET /healthz`` — ``{"status": "ok"}``; always open, says nothing about the model.
 * ``GET /version`` — model, version, flavor, inputs, batching settings and counters (the batch
   counters show requests sharing a batch).
@@ -15,7 +18,7 @@ With a bearer token configured, ``/predict`` and ``/version`` need ``Authorizati
 401 without one, 403 with a wrong one. The replica only ever sees the token's sha256 (the
 deployment's arguments are stored by Serve's controller), compared in constant time.
 
-The model version to serve is a JSON-able ``spec`` (``build_spec``, below), given as the
+The model version to serve is a JSON-able ``spec`` (``rayline.serving.options.build_spec``), given as the
 deployment's ``user_config``: a new version is a new spec, which Serve hands to the running
 replicas' ``reconfigure`` (a lightweight update: the new model is loaded and probed next to the
 old one and swapped in at once; if it fails, the old one keeps serving). See ``ModelServer``.
@@ -27,19 +30,20 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import os
+import re
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from ray import serve
 from starlette.responses import JSONResponse, Response
 
-from rayline.errors import UsageError
-from rayline.serving import InputError, RecordPredictor
-from rayline.tasks.registry_records import ModelVersion
+from rayline.models.predictor import InputError, RecordPredictor
+from rayline.models.registry.records import ModelVersion
+from rayline.serving.options import DEFAULT_MAX_JSON_DEPTH
 
 api = FastAPI(title="rayline model server", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -60,6 +64,57 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
+class _NotFinite(ValueError):
+    """A number JSON cannot hold (``NaN``, ``Infinity``, or one that overflows a float)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotFinite(text[:40])
+    return value
+
+
+# Only a literal with an exponent or hundreds of digits can overflow a float: check those only.
+_MAY_OVERFLOW = re.compile(rb"[eE]|[0-9]{300}")
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects and lists more than ``limit`` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        inner = v.values() if isinstance(v, dict) else v
+        stack.extend((x, depth + 1) for x in inner if isinstance(x, dict | list))
+    return False
+
+
+def parse_body(raw: bytes, max_depth: int) -> Any:
+    """The JSON value of a request body, or ``_Reject(400)`` naming why it is refused: not JSON,
+    a non-finite number, or nested more than ``max_depth`` levels."""
+    deep = f"the body is nested more than {max_depth} levels deep; send flat records"
+    try:
+        body = json.loads(raw, parse_constant=_no_constant,
+                          parse_float=_finite_float if _MAY_OVERFLOW.search(raw) else None)  # fmt: skip
+    except _NotFinite as e:
+        raise _Reject(400, f"the body holds a non-finite number ({e}); JSON numbers must be "
+                           "finite (send null for a missing value)") from None  # fmt: skip
+    except RecursionError:  # deeper than Python's parser goes: far past any limit
+        raise _Reject(400, deep) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _Reject(400, f"the body is not valid JSON: {e}") from None
+    # Fewer brackets than the limit cannot nest past it: the walk is skipped for most bodies.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _too_deep(body, max_depth):
+        raise _Reject(400, deep)
+    return body
+
+
 def _not_loaded() -> Response:
     return _error(503, "no model is loaded in this replica yet; retry shortly", {"Retry-After": "1"})
 
@@ -75,7 +130,7 @@ class _Loaded:
     """One loaded model version and everything a request needs from it (swapped as one)."""
 
     def __init__(self, spec: dict[str, Any], predictor: Any) -> None:
-        from rayline.serving.input_log import InputLogger, input_log_options
+        from rayline.monitoring.input_log import InputLogger, input_log_options
 
         self.spec, self.predictor = spec, predictor
         self.identity = {"model": spec["name"], "version": spec["version"]}
@@ -94,17 +149,17 @@ class _Loaded:
         model cannot load, its ``setup`` raises or its first ``check_health`` fails."""
         if same is not None and cls.model_of(same.spec) == cls.model_of(spec):
             return cls(spec, same.predictor)
-        from rayline.store.artifacts import ArtifactStore
-        from rayline.tasks.registry_records import load_features
+        from rayline.models.registry import open_registry
 
-        store = ArtifactStore.open(spec["home"])
-        model = store.get(spec["digest"])  # sha256 and HMAC checked before unpickling
+        registry = open_registry(spec["home"], connect=False)  # load(mv) opens no database
+        mv = ModelVersion.from_dict(spec)
+        model = registry.load(mv)  # sha256 and HMAC checked before unpickling
         setup = getattr(model, "setup", None)
         if callable(setup):  # a pyfunc model may load resources; raising fails this version
             setup()
         predictor = RecordPredictor(
             model, flavor=spec["flavor"], inputs=spec.get("inputs"),
-            features=load_features(store, spec.get("features_digest")), store=store,
+            features=registry.load_features(mv), store=registry.store,
         )  # fmt: skip
         check = getattr(model, "check_health", None)
         if callable(check):  # probed before it serves a single request
@@ -307,10 +362,7 @@ class ModelServer:
             if size > limit:
                 raise _Reject(413, f"request body is larger than {limit} bytes")
             chunks.append(chunk)
-        try:
-            body = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise _Reject(400, f"the body is not valid JSON: {e}") from None
+        body = parse_body(b"".join(chunks), int(spec.get("max_json_depth", DEFAULT_MAX_JSON_DEPTH)))
         if not isinstance(body, dict) or "records" not in body:
             got = "an object without 'records'" if isinstance(body, dict) else type(body).__name__
             raise _Reject(422, f'the body must be {{"records": [{{...}}, ...]}}, got {got}')
@@ -319,81 +371,3 @@ class ModelServer:
             raise _Reject(413, f"{len(records)} records in one request; at most "
                                f"{spec['max_records']}")  # fmt: skip
         return records
-
-
-# ------------------------------------------------------------ the deployment's argument and options
-
-QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
-
-
-def token_sha256(*, env: str | None = None, file: str | Path | None = None) -> str | None:
-    """The sha256 of the bearer token in env var ``env`` or file ``file`` (never the token).
-
-    Raises:
-        UsageError: the variable is unset or empty, or the file is unreadable or empty.
-    """
-    if env and file:
-        raise UsageError("give auth_token_env or auth_token_file, not both")
-    if env:
-        token = os.environ.get(env, "").strip()
-        if not token:
-            raise UsageError(f"auth token variable {env} is not set (or empty)")
-    elif file:
-        try:
-            token = Path(file).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise UsageError(f"cannot read the auth token file {file}: {e.strerror}") from e
-        if not token:
-            raise UsageError(f"auth token file {file} is empty")
-    else:
-        return None
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def build_spec(mv: ModelVersion, home: Path, *, alias: str | None, token: str | None,
-               batch_max_size: int, batch_wait_timeout_s: float, max_body_bytes: int,
-               max_records: int) -> dict[str, Any]:  # fmt: skip
-    """The replica's argument: what to load and how to answer. JSON-able, secret-free."""
-    if batch_max_size < 1 or batch_wait_timeout_s < 0:
-        raise UsageError("batch_max_size must be >= 1 and batch_wait_timeout_s >= 0")
-    return {"home": str(home), "name": mv.name, "version": mv.version, "digest": mv.digest,
-            "flavor": mv.flavor, "inputs": None if mv.inputs is None else list(mv.inputs),
-            "features_digest": mv.features_digest, "alias": alias, "token_sha256": token,
-            "batch_max_size": int(batch_max_size),
-            "batch_wait_timeout_s": float(batch_wait_timeout_s),
-            "max_body_bytes": int(max_body_bytes), "max_records": int(max_records)}  # fmt: skip
-
-
-def deployment_options(*, num_replicas: int, autoscaling: dict[str, Any] | None,
-                       max_ongoing_requests: int | None, max_queued_requests: int,
-                       ray_actor_options: dict[str, Any] | None, batch_max_size: int,
-                       health_check_period_s: float,
-                       health_check_timeout_s: float,
-                       max_constructor_retries: int = 3) -> dict[str, Any]:  # fmt: skip
-    """Serve deployment options: replicas or autoscaling bounds, concurrency, health checks."""
-    actor = {"num_cpus": 0.5, **(ray_actor_options or {})}  # surge fits on 2 CPUs
-    opts: dict[str, Any] = {
-        "max_ongoing_requests": int(max_ongoing_requests or max(64, 2 * batch_max_size)),
-        "max_queued_requests": int(max_queued_requests),
-        # Past the queue bound, say "too many requests, retry in 1 s" rather than Serve's 503.
-        "backpressure_config": {"status_code": 429, "retry_after_s": 1},
-        "ray_actor_options": actor,
-        "health_check_period_s": float(health_check_period_s),
-        "health_check_timeout_s": float(health_check_timeout_s),
-        "graceful_shutdown_wait_loop_s": 0.5,
-        "graceful_shutdown_timeout_s": 10.0,
-        "max_constructor_retry_count": int(max_constructor_retries),
-        "max_surge_percent": 100,
-        "logging_config": dict(QUIET_LOGS),
-    }
-    if autoscaling:
-        lo = int(autoscaling.get("min", autoscaling.get("min_replicas", 1)))
-        hi = int(autoscaling.get("max", autoscaling.get("max_replicas", max(lo, 1))))
-        if not 0 <= lo <= hi or hi < 1:
-            raise UsageError(f"autoscaling needs 0 <= min <= max and max >= 1, got {lo}..{hi}")
-        extra = {k: v for k, v in autoscaling.items() if k not in ("min", "max")}
-        opts["autoscaling_config"] = {"min_replicas": lo, "max_replicas": hi,
-                                      "target_ongoing_requests": batch_max_size, **extra}  # fmt: skip
-    else:
-        opts["num_replicas"] = int(num_replicas)
-    return opts

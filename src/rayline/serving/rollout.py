@@ -41,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from rayline.errors import RaylineError, RolloutError, UsageError
-from rayline.serving.app import build_spec, deployment_options, token_sha256
-from rayline.serving.input_log import input_log_spec
+from rayline.models.registry import ModelVersion, open_registry
+from rayline.models.registry.sql import ModelRegistry
+from rayline.monitoring.input_log import input_log_spec
+from rayline.serving.deployments import DeploymentRecords
+from rayline.serving.options import build_spec, deployment_options, token_sha256
 from rayline.serving.serve_control import (
     ACTOR,
     connect_ray,
@@ -51,7 +54,6 @@ from rayline.serving.serve_control import (
     loaded,
     wait_for,
 )
-from rayline.tasks.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,9 @@ def serve_model(
     auth_token_file: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
-    max_body_bytes: int = 1 << 20,
+    max_body_bytes: int | None = None,
     max_records: int = 10_000,
+    max_json_depth: int | None = None,
     health_check_period_s: float = 5.0,
     health_check_timeout_s: float = 10.0,
     max_constructor_retries: int = 3,
@@ -123,8 +126,11 @@ def serve_model(
             0 for a first deployment).
         address: the Ray cluster (default ``RAY_ADDRESS``, else a local Ray in this process).
         input_log: log served records for drift (``True``, or logger options ``{"flush_seconds":
-            2, "dir": ...}``, see ``serving.input_log``; ``False``: off). None: an update keeps
+            2, "dir": ...}``, see ``monitoring.input_log``; ``False``: off). None: an update keeps
             what it replaces had, else ``RAYLINE_INPUT_LOG`` in the replicas' environment.
+        max_body_bytes / max_json_depth: the largest request body (413 past it) and its deepest
+            nesting (400 past it); default: the settings (``RAYLINE_SERVE_MAX_BODY_BYTES``, 1 MiB;
+            ``RAYLINE_SERVE_MAX_JSON_DEPTH``, 64).
         ingress: ``proxy`` or ``haproxy`` (``serve_control.INGRESSES``) when this call starts
             Serve (default ``RAYLINE_SERVE_INGRESS``, else ``proxy``); a running Serve keeps its own.
 
@@ -138,13 +144,21 @@ def serve_model(
         RolloutError: the new version failed; the previous one serves again (if there was one).
     """
     log_spec = input_log_spec(input_log)
-    registry = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
+    if max_body_bytes is None or max_json_depth is None:
+        from rayline.config import Settings
+
+        settings = Settings()
+        max_body_bytes = settings.serve_max_body_bytes if max_body_bytes is None else max_body_bytes
+        max_json_depth = settings.serve_max_json_depth if max_json_depth is None else max_json_depth
+    registry = open_registry(home)
+    records = DeploymentRecords(registry.home)
     mv = registry.get(name, version=version, alias=None if version is not None else alias)
     app = app_name or name
     token = token_sha256(env=auth_token_env, file=auth_token_file)
     spec = build_spec(mv, registry.home, alias=alias if version is None else None, token=token,
                       batch_max_size=batch_max_size, batch_wait_timeout_s=batch_wait_timeout_s,
-                      max_body_bytes=max_body_bytes, max_records=max_records)  # fmt: skip
+                      max_body_bytes=max_body_bytes, max_records=max_records,
+                      max_json_depth=max_json_depth)  # fmt: skip
     options = deployment_options(
         num_replicas=num_replicas, autoscaling=autoscaling,
         max_ongoing_requests=max_ongoing_requests, max_queued_requests=max_queued_requests,
@@ -158,7 +172,7 @@ def serve_model(
     bound_host, bound_port = ensure_serve(host, port, ingress=ingress)
     prefix = "/" + route_prefix.strip("/")
     url = f"http://{bound_host}:{bound_port}{'' if prefix == '/' else prefix}"
-    previous = _live_previous(registry, app)
+    previous = _live_previous(records, app)
     if log_spec is None and previous is not None:  # an update keeps the input logging it had
         log_spec = previous["spec"]["spec"].get("input_log")
     if log_spec is not None:
@@ -176,27 +190,28 @@ def serve_model(
     if why is None and bake > 0:
         why = wait_for(app, timeout_s=timeout_s, bake_s=bake)
     if why is None:
-        registry.set_deployment(app, mv, alias=spec["alias"], spec=record, status="RUNNING")
+        records.put(app, mv, alias=spec["alias"], spec=record, status="RUNNING")
         registry.record_event(name, "rollout", alias=spec["alias"], to_version=mv.version,
                               from_version=previous["version"] if previous else None,
                               reason=f"serving as '{app}' at {url}", actor=ACTOR)  # fmt: skip
         return _deployment(app, mv, spec["alias"], url, "RUNNING",
                            previous["version"] if previous else None, spec)  # fmt: skip
-    raise _roll_back(registry, app, mv, spec["alias"], previous, why, timeout_s)
+    raise _roll_back(registry, records, app, mv, spec["alias"], previous, why, timeout_s)
 
 
-def _live_previous(registry: ModelRegistry, app: str) -> dict[str, Any] | None:
+def _live_previous(records: DeploymentRecords, app: str) -> dict[str, Any] | None:
     """What rayline deployed as ``app`` if Serve still runs it, else None."""
     from ray import serve
 
-    found = registry.deployments(app)
+    found = records.find(app)
     live = serve.status().applications.get(app)
     if not found or live is None or live.status not in ("RUNNING", "DEPLOYING", "UNHEALTHY"):
         return None
     return found[0]
 
 
-def _roll_back(registry: ModelRegistry, app: str, mv: ModelVersion, alias: str | None,
+def _roll_back(registry: ModelRegistry, records: DeploymentRecords, app: str, mv: ModelVersion,
+               alias: str | None,
                previous: dict[str, Any] | None, why: str, timeout_s: float) -> RolloutError:  # fmt: skip
     from ray import serve
 
@@ -218,8 +233,7 @@ def _roll_back(registry: ModelRegistry, app: str, mv: ModelVersion, alias: str |
     again = wait_for(app, timeout_s=timeout_s) or loaded(app, previous["spec"]["spec"], timeout_s=timeout_s)
     status = "RUNNING" if again is None else "FAILED"
     prev_mv = registry.get(previous["name"], previous["version"])
-    registry.set_deployment(app, prev_mv, alias=previous["alias"], spec=previous["spec"],
-                            status=status)  # fmt: skip
+    records.put(app, prev_mv, alias=previous["alias"], spec=previous["spec"], status=status)
     tail = "" if again is None else f"; restoring it also failed: {again}"
     return RolloutError(
         f"model '{mv.name}' version {mv.version} failed to deploy as '{app}' ({why}); version "
@@ -240,10 +254,10 @@ def stop_serving(app: str | None = None, *, home: Any = None, address: str | Non
     """
     from ray import serve
 
-    registry = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
-    records = registry.deployments(app)
+    store = DeploymentRecords(open_registry(home, connect=False).home)
+    records = store.find(app)
     if app is not None and not records:
-        known = ", ".join(r["app"] for r in registry.deployments()) or "none"
+        known = ", ".join(r["app"] for r in store.find()) or "none"
         raise UsageError(f"rayline serves no application '{app}'; deployed: {known}")
     connect_ray(address or (records[0]["spec"].get("address") if records else None))
     live = serve.status().applications
@@ -252,14 +266,13 @@ def stop_serving(app: str | None = None, *, home: Any = None, address: str | Non
         if r["app"] in live:
             serve.delete(r["app"])
             stopped.append(r["app"])
-        registry.forget_deployment(r["app"])
+        store.forget(r["app"])
     return stopped
 
 
 def serving_status(home: Any = None) -> list[dict[str, Any]]:
     """What rayline deployed, with Serve's live status when Ray is connected."""
-    registry = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
-    rows = registry.deployments()
+    rows = DeploymentRecords(open_registry(home, connect=False).home).find()
     live: dict[str, Any] = {}
     try:
         import ray

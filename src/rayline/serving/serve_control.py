@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayline.serving.app import DEPLOYMENT_NAME, QUIET_LOGS, ModelServer
+from rayline.serving.app import DEPLOYMENT_NAME, ModelServer
+from rayline.serving.options import QUIET_LOGS
 
 __all__ = ["ACTOR", "INGRESSES", "LOOPBACK", "PROXY_ENV", "REPLICA_ENV", "connect_ray", "deploy", "ensure_serve",
            "ingress_env", "loaded", "wait_for"]
@@ -125,15 +126,12 @@ def _session_dir() -> str | None:
 
 
 def connect_ray(address: str | None = None) -> bool:
-    """Connect to Ray (``address``, ``RAY_ADDRESS``) or start a local one; True if started."""
-    import ray
+    """Join Ray (``address``, ``RAY_ADDRESS``) or start rayline's own local Ray, with the
+    settings of ``rayline.engine.ray_cluster``; True if started."""
+    from rayline.config import Settings
+    from rayline.engine.ray_cluster import connect
 
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"include_dashboard": False, "log_to_driver": False}
-    ray.init(address=address or "local", **kwargs)  # never attach to a stray cluster
-    return not address
+    return connect(address or os.environ.get("RAY_ADDRESS"), ray_dir=Settings().ray_dir, log_to_driver=False)
 
 
 def ensure_serve(host: str, port: int, request_timeout_s: float = 60.0, *,

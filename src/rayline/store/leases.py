@@ -25,7 +25,7 @@ from sqlalchemy import Connection, select, update
 
 from rayline.errors import LeaseLostError, RunBusyError, StoreError
 from rayline.store.run_records import RunRecord, run_from_row, to_ts
-from rayline.store.runs_sql import runs, tasks
+from rayline.store.schema import runs, tasks
 from rayline.store.states import RunStatus, TaskStatus
 
 

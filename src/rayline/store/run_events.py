@@ -10,7 +10,7 @@ The ``run_events`` table sits in the run store's database with its own schema ve
 
 Example::
 
-    with store._tx() as conn:
+    with store.transaction() as conn:
         mark_output_lost(conn, run_id, "train", digest, "checksum mismatch", lease_ttl=30,
                          host=socket.gethostname(), where=store.url, found_by="Run.output")
 """
@@ -43,7 +43,8 @@ from sqlalchemy import (
 
 from rayline.store import leases
 from rayline.store.run_records import run_from_row
-from rayline.store.runs_sql import migrate, plans, runs, tasks, trigger_state, version_table
+from rayline.store.schema import plans, runs, tasks, trigger_state
+from rayline.store.sql import migrate, version_table
 from rayline.store.states import RunStatus, TaskStatus
 
 OUTPUT_LOST = "output_lost"

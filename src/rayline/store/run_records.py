@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rayline.errors import StoreError
 from rayline.store.states import RunStatus, TaskStatus
 
 if TYPE_CHECKING:
@@ -148,14 +147,6 @@ def to_ts(value: datetime | None) -> float | None:
 def from_ts(value: float | None) -> datetime | None:
     """The aware UTC datetime of epoch seconds ``value``."""
     return None if value is None else datetime.fromtimestamp(value, tz=UTC)
-
-
-def to_json(value: Any, what: str) -> str:
-    """Canonical JSON text of ``value``; ``what`` names it in the error."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise StoreError(f"{what} must be JSON-serialisable to be stored: {e}") from e
 
 
 def run_from_row(row: Row[Any]) -> RunRecord:

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -44,18 +44,17 @@ from rayline.store.run_records import (
     attempt_from_row,
     run_from_row,
     task_from_row,
-    to_json,
 )
-from rayline.store.runs_sql import (
-    READ_OPTION,
-    make_engine,
+from rayline.store.schema import (
+    insert_run_rows,
     migrate_run_store,
     plans,
     runs,
     task_attempts,
     tasks,
 )
-from rayline.store.states import RunStatus, TaskStatus
+from rayline.store.sql import READ_OPTION, make_engine, sqlite_url, to_json
+from rayline.store.states import RunStatus
 from rayline.store.task_batches import apply_task_writes, task_writes
 
 __all__ = [
@@ -65,61 +64,7 @@ __all__ = [
     "RunStore",
     "TaskRecord",
     "TaskUpdate",
-    "insert_run_rows",
-    "sqlite_url",
 ]
-
-
-def sqlite_url(path: str | Path) -> str:
-    """The SQLAlchemy URL of the SQLite file at ``path``."""
-    return f"sqlite:///{Path(path).expanduser().absolute()}"
-
-
-def insert_run_rows(
-    conn: Connection,
-    *,
-    run_id: str,
-    now: float,
-    flow_name: str,
-    source: str | None,
-    params_json: str,
-    plan_hash: str,
-    plan_json: str,
-    node_ids: Sequence[str],
-    run_key: str | None,
-    trigger_json: str | None,
-    owner_pid: int | None,
-    owner_host: str | None,
-    status: RunStatus,
-    error: str | None = None,
-) -> None:
-    """Insert a run, its plan (if new) and one PENDING task per node inside the caller's
-    transaction (``create_run``'s, or a scheduler's that also takes the flow's slot).
-
-    Raises:
-        IntegrityError: ``run_key`` (or ``run_id``) is taken.
-    """
-    known = select(plans.c.plan_hash).where(plans.c.plan_hash == plan_hash)
-    if conn.execute(known).first() is None:
-        conn.execute(insert(plans).values(plan_hash=plan_hash, plan_json=plan_json, created_at=now))
-    conn.execute(
-        insert(runs).values(
-            run_id=run_id, flow_name=flow_name, source=source,
-            status=str(status), params_json=params_json, plan_hash=plan_hash,
-            run_key=run_key, trigger_json=trigger_json, created_at=now,
-            started_at=now if status == RunStatus.RUNNING else None,
-            ended_at=now if status.terminal else None,
-            owner_pid=owner_pid, owner_host=owner_host, heartbeat_at=now,
-            generation=1, error=error, counters_json="{}",
-        )
-    )  # fmt: skip
-    if node_ids:
-        rows = [
-            {"run_id": run_id, "node_id": n, "seq": i,
-             "status": str(TaskStatus.PENDING), "attempts": 0}
-            for i, n in enumerate(node_ids)
-        ]  # fmt: skip
-        conn.execute(insert(tasks), rows)
 
 
 # ---------------------------------------------------------------------------------- the store
@@ -180,7 +125,19 @@ class RunStore:
         return f"RunStore({self._where!r})"
 
     @contextmanager
-    def _tx(self, *, read: bool = False) -> Iterator[Connection]:
+    def transaction(self, *, read: bool = False) -> Iterator[Connection]:
+        """One transaction on the store's database, for the modules that keep their own tables in
+        it (flow slots, trigger state): a write transaction (``BEGIN IMMEDIATE`` on SQLite)
+        committed when the block ends, or with ``read=True`` a deferred one that never blocks.
+
+        Example::
+
+            with store.transaction() as conn:
+                conn.execute(update(flow_slots).where(...).values(...))
+
+        Raises:
+            StoreError: the database refused (``IntegrityError`` passes through as it is).
+        """
         try:
             if read:
                 with self._reader.connect() as conn:
@@ -236,7 +193,7 @@ class RunStore:
         for _ in range(3):
             run_id, now = uuid4().hex[:12], time.time()
             try:
-                with self._tx() as conn:
+                with self.transaction() as conn:
                     insert_run_rows(
                         conn, run_id=run_id, now=now, flow_name=flow_name, source=source,
                         params_json=params_json, plan_hash=plan_hash, plan_json=plan_json,
@@ -246,7 +203,7 @@ class RunStore:
                 return run_id, True
             except IntegrityError:
                 if run_key is not None:
-                    with self._tx(read=True) as conn:
+                    with self.transaction(read=True) as conn:
                         by_key = select(runs.c.run_id).where(runs.c.run_key == run_key)
                         existing = conn.execute(by_key).scalar()
                     if existing is not None:
@@ -264,7 +221,7 @@ class RunStore:
             StoreError: the run or one of the nodes does not exist.
         """
         writes = task_writes(run_id, updates)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._fence(conn, run_id, generation, {})
             apply_task_writes(conn, run_id, writes)
 
@@ -290,7 +247,7 @@ class RunStore:
             values["error"] = error
         if counters is not None:
             values["counters_json"] = to_json(counters, "run counters")
-        with self._tx() as conn:
+        with self.transaction() as conn:
             if generation is not None:
                 self._fence(conn, run_id, generation, values)
                 return
@@ -304,7 +261,7 @@ class RunStore:
         Raises:
             LeaseLostError: another process took the run over.
         """
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._fence(conn, run_id, generation, {})
 
     def take_over(self, run_id: str, *, owner_pid: int, owner_host: str, lease_ttl: float) -> int:
@@ -316,7 +273,7 @@ class RunStore:
         Raises:
             StoreError: the run is RUNNING under a live lease, or does not exist.
         """
-        with self._tx() as conn:
+        with self.transaction() as conn:
             return leases.take_over(conn, run_id, owner_pid=owner_pid, owner_host=owner_host,
                                     lease_ttl=lease_ttl, host=self._host, where=self._where)  # fmt: skip
 
@@ -334,7 +291,7 @@ class RunStore:
         Returns:
             True if the run was stale and is now INTERRUPTED.
         """
-        with self._tx() as conn:
+        with self.transaction() as conn:
             return leases.interrupt_if_stale(conn, run_id, lease_ttl, host=self._host,
                                              where=self._where)  # fmt: skip
 
@@ -346,7 +303,7 @@ class RunStore:
         Raises:
             StoreError: no such run (the message says how to list runs).
         """
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
         if row is None:
             raise self._missing(run_id)
@@ -360,7 +317,7 @@ class RunStore:
         """
         if not prefix:
             raise StoreError("an empty run id matches every run; give the id or its prefix")
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             exact = conn.execute(select(runs).where(runs.c.run_id == prefix)).first()
             if exact is not None:
                 return run_from_row(exact)
@@ -385,18 +342,13 @@ class RunStore:
             stmt = stmt.where(runs.c.flow_name == flow_name)
         if status is not None:
             stmt = stmt.where(runs.c.status == str(status))
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return [run_from_row(r) for r in conn.execute(stmt)]
-
-    def latest_successful_run(self, flow_name: str) -> RunRecord | None:
-        """The newest SUCCEEDED run of ``flow_name``, or None."""
-        found = self.list_runs(limit=1, flow_name=flow_name, status=RunStatus.SUCCEEDED)
-        return found[0] if found else None
 
     def get_tasks(self, run_id: str) -> list[TaskRecord]:
         """The run's tasks in plan order (empty if the run does not exist)."""
         stmt = select(tasks).where(tasks.c.run_id == run_id).order_by(tasks.c.seq)
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return [task_from_row(r) for r in conn.execute(stmt)]
 
     def get_attempts(self, run_id: str, node_id: str | None = None) -> list[AttemptRecord]:
@@ -413,13 +365,13 @@ class RunStore:
         )
         if node_id is not None:
             stmt = stmt.where(task_attempts.c.node_id == node_id)
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return [attempt_from_row(r) for r in conn.execute(stmt)]
 
     def get_plan(self, plan_hash: str) -> str | None:
         """The plan JSON stored under ``plan_hash``, or None."""
         stmt = select(plans.c.plan_json).where(plans.c.plan_hash == plan_hash)
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return conn.execute(stmt).scalar()
 
     # ------------------------------------------------------------- events and lost outputs
@@ -427,28 +379,28 @@ class RunStore:
     def record_event(self, run_id: str, kind: str, *, node_id: str | None = None,
                      digest: str | None = None, message: str | None = None) -> None:
         """Append an event to the run's history (``run_events.record_event``)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             run_events.record_event(conn, run_id, kind, node_id=node_id, digest=digest, message=message)
 
     def get_events(self, run_id: str) -> list[run_events.RunEvent]:
         """The run's events, oldest first."""
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return run_events.list_events(conn, run_id)
 
     def mark_output_lost(self, run_id: str, node_id: str, digest: str, reason: str, *,
                          lease_ttl: float, found_by: str) -> bool:
         """Record the output of ``node_id`` lost; resume then recomputes it and its dependants
         (``run_events.mark_output_lost``). True if task states changed."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             return run_events.mark_output_lost(conn, run_id, node_id, digest, reason, lease_ttl=lease_ttl,
                                                host=self._host, where=self._where, found_by=found_by)
 
     def tasks_with_digests(self, digests: Iterable[str]) -> list[tuple[str, str, str]]:
         """``(run_id, node_id, digest)`` of succeeded tasks whose output is one of ``digests``."""
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return run_events.tasks_with_digests(conn, digests)
 
     def referenced_digests(self) -> set[str]:
         """Every artifact digest any task of any run records."""
-        with self._tx(read=True) as conn:
+        with self.transaction(read=True) as conn:
             return run_events.referenced_digests(conn)

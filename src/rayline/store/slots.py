@@ -36,9 +36,10 @@ from sqlalchemy.exc import IntegrityError
 
 from rayline.errors import FlowBusyError, StoreError
 from rayline.store import leases
-from rayline.store.run_records import RunRecord, run_from_row, to_json
-from rayline.store.runs import RunStore, insert_run_rows
-from rayline.store.runs_sql import flow_slots, run_queue, runs
+from rayline.store.run_records import RunRecord, run_from_row
+from rayline.store.runs import RunStore
+from rayline.store.schema import flow_slots, insert_run_rows, run_queue, runs
+from rayline.store.sql import to_json
 from rayline.store.states import RunStatus
 
 Overlap = Literal["skip", "queue", "allow"]
@@ -127,7 +128,7 @@ class FlowSlots:
         trigger = {**new.trigger, "overlap": overlap}
         for _ in range(3):
             try:
-                with self.store._tx() as conn:
+                with self.store.transaction() as conn:
                     return self._reserve(conn, new, trigger, overlap, queue_limit, backlog,
                                          record_skip, skip_takes_key)  # fmt: skip
             except IntegrityError:
@@ -137,7 +138,7 @@ class FlowSlots:
     def claim_next(self, flow_name: str) -> str | None:
         """If the flow's slot is free and a run is queued, move the oldest into the slot and
         return its id (the caller must start it); else None."""
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             holder, live = self._holder(conn, flow_name)
             if live:
                 return None
@@ -154,7 +155,7 @@ class FlowSlots:
         Raises:
             StoreError: the run is not PENDING, is queued, or another run holds the slot.
         """
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             run = self._locked(conn, run_id)
             if run.status != RunStatus.PENDING:
                 raise StoreError(f"run {run_id} is {run.status}, not PENDING: it was started or ended elsewhere")
@@ -182,7 +183,7 @@ class FlowSlots:
             StoreError: the run is a reserved run whose starter is alive (it starts when its
                 turn comes).
         """
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             run = self._locked(conn, run_id)
             overlap = (run.trigger or {}).get("overlap")
             if overlap in ("skip", "queue"):
@@ -208,14 +209,14 @@ class FlowSlots:
 
     def touch(self, run_id: str) -> None:
         """Refresh the heartbeat of a reserved (PENDING) run while its starter gets ready."""
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == str(RunStatus.PENDING))
             conn.execute(stmt.values(heartbeat_at=time.time()))
 
     # ----------------------------------------------------------------------------- reads
     def holder(self, flow_name: str) -> str | None:
         """The run holding the flow's slot (it may have ended since), or None."""
-        with self.store._tx(read=True) as conn:
+        with self.store.transaction(read=True) as conn:
             return self._slot_of(conn, flow_name)
 
     def queued(self, flow_name: str | None = None) -> list[str]:
@@ -223,7 +224,7 @@ class FlowSlots:
         stmt = select(run_queue.c.run_id).order_by(run_queue.c.sort_key, run_queue.c.enqueued_at)
         if flow_name is not None:
             stmt = stmt.where(run_queue.c.flow_name == flow_name)
-        with self.store._tx(read=True) as conn:
+        with self.store.transaction(read=True) as conn:
             return [r[0] for r in conn.execute(stmt)]
 
     # --------------------------------------------------------------------------- internals

@@ -18,7 +18,7 @@ from sqlalchemy.sql import Executable
 
 from rayline.errors import StoreError
 from rayline.store.run_records import TIME_FIELDS, AttemptLike, TaskUpdate, to_ts
-from rayline.store.runs_sql import task_attempts, tasks
+from rayline.store.schema import task_attempts, tasks
 from rayline.store.states import TaskStatus
 
 _TASK_FIELDS = (

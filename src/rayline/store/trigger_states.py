@@ -26,9 +26,10 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rayline.store.run_records import from_ts, to_json, to_ts
+from rayline.store.run_records import from_ts, to_ts
 from rayline.store.runs import RunStore
-from rayline.store.runs_sql import trigger_state
+from rayline.store.schema import trigger_state
+from rayline.store.sql import to_json
 
 __all__ = ["TriggerStateRecord", "TriggerStates"]
 
@@ -58,14 +59,14 @@ class TriggerStates:
     def get(self, trigger_id: str) -> TriggerStateRecord | None:
         """The stored state of ``trigger_id``, or None if it never ran."""
         stmt = select(trigger_state).where(trigger_state.c.trigger_id == trigger_id)
-        with self.store._tx(read=True) as conn:
+        with self.store.transaction(read=True) as conn:
             row = conn.execute(stmt).first()
         return None if row is None else _record(row._mapping)
 
     def all(self) -> list[TriggerStateRecord]:
         """Every stored trigger state, by trigger id."""
         stmt = select(trigger_state).order_by(trigger_state.c.trigger_id)
-        with self.store._tx(read=True) as conn:
+        with self.store.transaction(read=True) as conn:
             return [_record(r._mapping) for r in conn.execute(stmt)]
 
     def put(
@@ -94,7 +95,7 @@ class TriggerStates:
             values["last_run_id"] = last_run_id
         for attempt in range(2):
             try:
-                with self.store._tx() as conn:
+                with self.store.transaction() as conn:
                     stmt = update(trigger_state).where(trigger_state.c.trigger_id == trigger_id)
                     if conn.execute(stmt.values(**values)).rowcount == 0:
                         conn.execute(insert(trigger_state).values(trigger_id=trigger_id, **values))

@@ -11,26 +11,22 @@ Example::
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from rayline.sdk.task import task
-from rayline.tasks.models import TrainedModel
-from rayline.tasks.training_data import (
-    EmptyDataError,
+from rayline.connectors import EmptyInputError
+from rayline.models.metrics import score
+from rayline.models.trained import TrainedModel
+from rayline.models.training_data import (
     Split,
     held_out_part,
     is_ray_dataset,
-    iter_tables,
     require_rows,
     to_table,
 )
+from rayline.sdk.task import task
 
-__all__ = ["CLASSIFICATION_METRICS", "REGRESSION_METRICS", "evaluate", "score", "split"]
-
-CLASSIFICATION_METRICS = ("accuracy", "auc", "logloss", "precision", "recall", "f1")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
+__all__ = ["evaluate", "split"]
 
 
 @task(cpus=1, name="split")
@@ -61,7 +57,7 @@ def split(data: Any, *, test_fraction: float = 0.2, seed: int = 0, part: str | N
         train, test = table.filter(~mask), table.filter(mask)
         for name, t in (("train", train), ("test", test)):
             if t.num_rows == 0:
-                raise EmptyDataError(
+                raise EmptyInputError(
                     f"split: the {name} part has 0 rows ({table.num_rows} rows, test_fraction="
                     f"{test_fraction}); give more data or change test_fraction"
                 )
@@ -69,78 +65,6 @@ def split(data: Any, *, test_fraction: float = 0.2, seed: int = 0, part: str | N
             train, test = train.to_pandas(), test.to_pandas()
     parts = Split(train, test)
     return parts if part is None else getattr(parts, part)
-
-
-def _classification(name: str, y: Any, proba: Any, pred: Any, classes: Sequence[Any]) -> float:
-    import numpy as np
-    from sklearn import metrics as skm
-
-    binary = len(classes) == 2
-    if name == "accuracy":
-        return float(np.mean(pred == y))
-    if name == "logloss":
-        return float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=list(classes)))
-    if name == "auc":
-        if len(np.unique(y)) < 2:
-            return math.nan  # undefined with one class present
-        if binary:
-            return float(skm.roc_auc_score(y, proba[:, 1]))
-        return float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=list(classes)))
-    average = "binary" if binary else "macro"
-    pos = {"pos_label": classes[1]} if binary else {}
-    fn: Callable[..., float] = {"precision": skm.precision_score, "recall": skm.recall_score,
-                                "f1": skm.f1_score}[name]
-    return float(fn(y, pred, average=average, zero_division=0, **pos))
-
-
-def _regression(name: str, y: Any, pred: Any) -> float:
-    import numpy as np
-
-    err = pred.astype("float64") - y.astype("float64")
-    if name == "rmse":
-        return float(np.sqrt(np.mean(err**2)))
-    if name == "mae":
-        return float(np.mean(np.abs(err)))
-    total = float(np.sum((y - y.mean()) ** 2))
-    return float(1 - np.sum(err**2) / total) if total else math.nan
-
-
-def score(model: TrainedModel, data: Any, *, label: str | None = None,
-          metrics: Sequence[str] | None = None, batch_size: int = 65536) -> dict[str, float]:
-    """The metrics of ``model`` on ``data`` (all of it; see ``evaluate`` for the task)."""
-    import numpy as np
-
-    label = label or model.label
-    regression = model.problem == "regression"
-    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
-    wanted = tuple(metrics) if metrics else (allowed if regression else ("accuracy", "auc", "logloss"))
-    unknown = [m for m in wanted if m not in allowed]
-    if unknown:
-        raise ValueError(
-            f"evaluate: {', '.join(unknown)} not available for a {model.problem} model; "
-            f"choose from {', '.join(allowed)}"
-        )
-    ys, probas, preds = [], [], []
-    for table in iter_tables(data, batch_size, task="evaluate"):
-        if label not in table.column_names:
-            raise KeyError(f"evaluate: label column '{label}' is not in the data "
-                           f"(columns: {', '.join(table.column_names)})")
-        ys.append(table.column(label).to_numpy(zero_copy_only=False))
-        if regression:
-            preds.append(model.predict(table))
-        else:
-            proba = model.predict_proba(table)
-            probas.append(proba)
-            preds.append(np.asarray(model.classes or range(proba.shape[1]))[proba.argmax(axis=1)])
-    y, pred = np.concatenate(ys), np.concatenate(preds)
-    out: dict[str, float] = {"rows": float(len(y))}
-    for name in wanted:
-        if regression:
-            out[name] = _regression(name, y, pred)
-        else:
-            classes = model.classes or tuple(range(probas[0].shape[1]))
-            out[name] = _classification(name, y, np.concatenate(probas), pred, classes)
-    return out
 
 
 @task(cpus=1, name="evaluate")

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rayline.models.metrics import LOWER_IS_BETTER
 from rayline.sdk.task import task
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 __all__ = ["GateDecision", "RolloutOutcome", "gate_and_promote", "measure", "rollout_if_promoted"]
 
 GATE_ACTOR = "rayline-gate"
-_LOWER_IS_BETTER = ("rmse", "mae", "logloss")
 
 
 @dataclass(frozen=True)
@@ -84,43 +84,32 @@ class RolloutOutcome:
         return asdict(self)
 
 
-def _prediction_metric(name: str, y: Any, pred: Any) -> float:
-    import numpy as np
-
-    from rayline.tasks.evaluation import _classification, _regression
-
-    if name in ("rmse", "mae", "r2"):
-        return _regression(name, np.asarray(y, dtype=float), np.asarray(pred, dtype=float))
-    if name in ("accuracy", "precision", "recall", "f1"):
-        classes = tuple(np.unique(np.concatenate([np.asarray(y), np.asarray(pred)])).tolist())
-        return _classification(name, np.asarray(y), None, np.asarray(pred), classes)
-    raise ValueError(f"gate: metric {name!r} needs probabilities; a model without them supports "
-                     "accuracy, precision, recall, f1, rmse, mae, r2")  # fmt: skip
-
-
 def measure(model: Any, data: Any, *, metric: str, label: str | None = None,
             inputs: Sequence[str] | None = None, flavor: str = "sklearn",
             features: Any = None) -> tuple[float, int]:  # fmt: skip
     """``metric`` of ``model`` on ``data`` (a ``Split`` uses ``.test``) and the row count.
 
-    A ``TrainedModel`` is scored by ``evaluate.score``; anything else (a registered scikit-learn
+    A ``TrainedModel`` is scored by ``metrics.score``; anything else (a registered scikit-learn
     estimator, a pyfunc model) through the serving predictor, on prediction-only metrics.
     """
-    from rayline.tasks.evaluation import score
-    from rayline.tasks.models import TrainedModel
-    from rayline.tasks.training_data import held_out_part, to_table
+    from rayline.models.metrics import prediction_metric, score
+    from rayline.models.predictor import RecordPredictor
+    from rayline.models.trained import TrainedModel
+    from rayline.models.training_data import held_out_part, to_table
 
     table = to_table(held_out_part(data), "gate")
     if isinstance(model, TrainedModel):
         return float(score(model, table, label=label, metrics=[metric])[metric]), table.num_rows
     if label is None:
         raise ValueError("gate: give label= to score a model that is not a TrainedModel")
-    from rayline.serving import RecordPredictor
-
     predictor = RecordPredictor(model, flavor=flavor, inputs=inputs, features=features)
     records = table.drop_columns([label]).to_pylist()
     pred = predictor.predict(records)
-    return _prediction_metric(metric, table.column(label).to_pylist(), pred), table.num_rows
+    try:
+        value = prediction_metric(metric, table.column(label).to_pylist(), pred)
+    except ValueError as e:
+        raise ValueError(f"gate: {e}") from None
+    return value, table.num_rows
 
 
 def _better(challenger: float, champion: float, mode: str, margin: float) -> bool:
@@ -160,21 +149,22 @@ def gate_and_promote(
         ValueError: unknown mode, a negative margin, or ``mode`` contradicting the metric.
     """
     from rayline import context
-    from rayline.tasks import registry_records as rr
-    from rayline.tasks.registry import ModelRegistry, _home_of
+    from rayline.models.registry import ModelVersion, home_from_context, open_registry
+    from rayline.models.registry.protocol import Registry
+    from rayline.models.registry.sql import home_of
 
     if mode not in ("max", "min"):
         raise ValueError(f"gate: mode is 'max' or 'min', got {mode!r}")
     if margin < 0:
         raise ValueError(f"gate: margin must be >= 0, got {margin!r}")
-    if (metric in _LOWER_IS_BETTER) != (mode == "min"):
-        raise ValueError(f"gate: metric {metric!r} is {'lower' if metric in _LOWER_IS_BETTER else 'higher'}"
+    if (metric in LOWER_IS_BETTER) != (mode == "min"):
+        raise ValueError(f"gate: metric {metric!r} is {'lower' if metric in LOWER_IS_BETTER else 'higher'}"
                          f"-is-better; mode={mode!r} contradicts it")  # fmt: skip
     ctx = context.current()
-    own = not isinstance(home, ModelRegistry)
-    reg = ModelRegistry(home if home is not None else (rr.home_from_context(ctx) or _home_of(None))) if own else home
+    own = not isinstance(home, Registry)
+    reg = open_registry(home if home is not None else (home_from_context(ctx) or home_of(None))) if own else home
     try:
-        if isinstance(challenger, rr.ModelVersion):
+        if isinstance(challenger, ModelVersion):
             if challenger.name != model_name:
                 raise ValueError(f"gate: the challenger is a version of '{challenger.name}', "
                                  f"not of '{model_name}'")  # fmt: skip
@@ -182,8 +172,7 @@ def gate_and_promote(
         if isinstance(challenger, int):
             mv = reg.get(model_name, challenger)
         else:
-            found = rr.lineage_from_run(ctx, reg.home)
-            mv = reg.register(model_name, challenger, lineage={**found, **(lineage or {})})
+            mv = reg.register(model_name, challenger, lineage={**context.lineage(), **(lineage or {})})
         ch_score, rows = _score_version(reg, mv, data, metric, label)
         champion = reg.aliases(model_name).get(alias)
         cp_score = None
@@ -214,7 +203,7 @@ def gate_and_promote(
 
 
 def _score_version(reg: Any, mv: Any, data: Any, metric: str, label: str | None) -> tuple[float, int]:
-    model = reg.load(mv.name, mv.version)
+    model = reg.load(mv)
     return measure(model, data, metric=metric, label=label, inputs=mv.inputs, flavor=mv.flavor,
                    features=reg.load_features(mv))  # fmt: skip
 
@@ -277,14 +266,13 @@ def rollout_if_promoted(
         return RolloutOutcome("none", app_name, d.get("champion_version"), "not promoted: " + d["reason"])
     from rayline import context
     from rayline.errors import RaylineError
+    from rayline.models.registry import home_from_context, open_registry
     from rayline.serving.rollout import RolloutError, serve_model
     from rayline.serving.serve_control import ACTOR
-    from rayline.tasks.registry import ModelRegistry
-    from rayline.tasks.registry_records import home_from_context
 
     if home is None:  # inside a run: the run's registry, also on a Ray worker
         home = home_from_context(context.current())
-    reg = home if isinstance(home, ModelRegistry) else ModelRegistry(home)
+    reg = open_registry(home)
     try:
         try:
             dep = serve_model(name, alias=alias, app_name=app_name, home=reg, **serve_kwargs)

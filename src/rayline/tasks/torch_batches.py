@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rayline.tasks.training_data import table_from_batch
+from rayline.models.training_data import table_from_batch
 
 __all__ = ["CACHE_LIMIT_BYTES", "TensorCache", "cache_for", "epoch_batches", "rebatch"]
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayline.tasks.models import build_module, feature_matrix, load_state_dict, state_dict_bytes
+from rayline.connectors import EmptyInputError
+from rayline.models.trained import build_module, feature_matrix, load_state_dict, state_dict_bytes
+from rayline.models.training_data import table_from_batch
 from rayline.tasks.torch_batches import TensorCache, cache_for, epoch_batches
-from rayline.tasks.training_data import EmptyDataError, table_from_batch
 
 __all__ = ["EpochTrainer", "LoopConfig", "read_checkpoint", "read_meta", "worker_loop"]
 
@@ -333,7 +334,7 @@ def worker_loop(config: dict[str, Any]) -> None:
                     cache.seal()
         loss_sum, correct, rows = _all_reduce([sums["loss_sum"], sums["correct"], sums["rows"]])
         if rows == 0 or trainer.model is None:
-            raise EmptyDataError(
+            raise EmptyInputError(
                 f"{cfg.task_name}: the training data has 0 rows (epoch {epoch}, worker rank {rank}); "
                 "nothing is trained on zero rows. Check the upstream read or filter"
             )

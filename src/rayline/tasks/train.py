@@ -26,18 +26,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from rayline.connectors import EmptyInputError
 from rayline.errors import RaylineError
-from rayline.sdk.task import task
-from rayline.tasks.models import (
+from rayline.models.trained import (
     TrainedModel,
     feature_matrix,
     resolve_estimator,
     resolve_object,
     resolve_store,
 )
-from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
-from rayline.tasks.training_data import (
-    EmptyDataError,
+from rayline.models.training_data import (
     is_in_memory,
     is_ray_dataset,
     require_rows,
@@ -46,6 +44,8 @@ from rayline.tasks.training_data import (
     to_table,
     training_part,
 )
+from rayline.sdk.task import task
+from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
 
 __all__ = ["TrainingFailedError", "checkpoint_dir", "latest_checkpoint", "train_sklearn", "train_torch"]
 
@@ -181,7 +181,7 @@ def train_torch(
         ``resumed_from`` (the checkpoint epoch the last attempt started from; 0 = fresh).
 
     Raises:
-        EmptyDataError: the data has no rows.
+        EmptyInputError: the data has no rows.
         TrainingFailedError: the workers failed more than ``max_failures`` times.
 
     Example::
@@ -192,7 +192,7 @@ def train_torch(
     from ray.train import TrainingFailedError as RayTrainingFailed
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from rayline.tasks.features import FittedFeatures
+    from rayline.models.features import FittedFeatures
 
     if config is not None:
         best = dict(getattr(config, "best_config", config))
@@ -262,7 +262,7 @@ def _source_shards(data: Any, n: int) -> tuple[list[Any], int | None]:
         return shards, None
     rows = [int(s.num_rows) for s in shards]
     if min(rows) == 0:
-        raise EmptyDataError(
+        raise EmptyInputError(
             f"train_torch: with {n} workers some shards have no rows (rows per shard: {rows}); "
             "use fewer workers or more data"
         )
@@ -293,7 +293,7 @@ def _training_failed(exc: Exception, run_dir: Path, max_failures: int) -> Except
     failures = getattr(exc, "worker_failures", None) or {}
     for failure in failures.values():
         cause = getattr(failure, "cause", None) or failure
-        if isinstance(cause, EmptyDataError | KeyError | TypeError | ValueError):
+        if isinstance(cause, EmptyInputError | KeyError | TypeError | ValueError):
             return cause  # the user's data or code: say so directly, not as a Train failure
     first = next(iter(failures.values()), exc)
     text = str(first).strip().splitlines()
@@ -358,7 +358,7 @@ def train_sklearn(
     import numpy as np
     from sklearn.base import clone, is_classifier
 
-    from rayline.tasks.features import FittedFeatures
+    from rayline.models.features import FittedFeatures
 
     table = to_table(training_part(data), "train_sklearn")
     fitted = features if isinstance(features, FittedFeatures) else None

@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayline.sdk.task import task
-from rayline.tasks.models import (
+from rayline.models.trained import (
     TrainedModel,
     feature_matrix,
     resolve_estimator,
     resolve_object,
     resolve_store,
 )
+from rayline.models.training_data import table_from_batch, to_table, training_part
+from rayline.sdk.task import task
 from rayline.tasks.torch_batches import TensorCache
 from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, read_checkpoint
-from rayline.tasks.training_data import table_from_batch, to_table, training_part
 
 __all__ = ["TRAINING_KEYS", "TuneResult", "parse_search_space", "tune"]
 
@@ -180,7 +180,7 @@ def _fit_estimator(spec: _TrialSpec, config: dict[str, Any], train: Any) -> tupl
 def _sklearn_trial(config: dict[str, Any], train: Any, val: Any, spec: _TrialSpec) -> None:
     from ray import tune as rt
 
-    from rayline.tasks.evaluation import score
+    from rayline.models.metrics import score
 
     est, cols = _fit_estimator(spec, config, train)
     model = _sklearn_model(spec, est, cols, train)
@@ -307,7 +307,7 @@ def tune(
     """
     from ray import tune as rt
 
-    from rayline.tasks.features import FittedFeatures
+    from rayline.models.features import FittedFeatures
 
     model_fn = resolve_object(model_fn, "tune: model_fn") if model_fn is not None else None
     estimator = resolve_estimator(estimator) if estimator is not None else None

@@ -5,7 +5,7 @@ the serving deployment's input logger wrote under ``RAYLINE_HOME/monitor/<model>
 ``log_dir``, modified in the last ``window_s`` seconds, at most ``max_rows`` of the newest rows),
 compares it per feature with ``reference`` (a Parquet file, directory or glob: the training data)
 and stores the ``DriftReport`` as the artifact ``named/drift/<model>`` (``rayline drift show
-MODEL``). If the score (the largest PSI) exceeds ``threshold`` it fires a run that records why:
+MODEL``); the computation is ``rayline.monitoring.drift_check``. If the score (the largest PSI) exceeds ``threshold`` it fires a run that records why:
 ``trigger = {"kind": "drift", "score": …, "features": {name: psi, …}, "drifted": [...],
 "report": digest}`` (the report's artifact digest: ``ArtifactStore.get(digest)``).
 
@@ -23,8 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -33,73 +31,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rayline.errors import DefinitionError
-from rayline.triggers.drift_stats import DriftReport, compare, save_report
+from rayline.monitoring.drift_check import check_drift
+from rayline.monitoring.drift_stats import save_report
 from rayline.triggers.policy import parse_overlap
 from rayline.triggers.trigger import Fire, Poll
 
-__all__ = ["Drift", "check_drift", "read_window", "window_files"]
-
-
-def window_files(home: str | Path, model: str, *, since: float | None = None,
-                 log_dir: str | Path | None = None) -> list[Path]:  # fmt: skip
-    """The logged-input files of ``model`` (oldest first), those modified at or after ``since``;
-    under ``log_dir`` when the deployment logs there (``input_log={"dir": ...}``)."""
-    from rayline.serving.input_log import monitor_dir
-
-    out = []
-    for name in glob.glob(str(monitor_dir(home, model, log_dir) / "*" / "part-*.parquet")):
-        try:
-            mtime = os.stat(name).st_mtime
-        except FileNotFoundError:
-            continue
-        if since is None or mtime >= since:
-            out.append((mtime, name))
-    return [Path(n) for _, n in sorted(out)]
-
-
-def read_window(files: list[Path], max_rows: int | None = None) -> Any:
-    """The rows of ``files`` as one table (the newest ``max_rows`` when given)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = [pq.read_table(f) for f in files]
-    if not tables:
-        return pa.table({})
-    table = pa.concat_tables(tables, promote_options="permissive")
-    if max_rows is not None and table.num_rows > max_rows:
-        table = table.slice(table.num_rows - max_rows)
-    return table
-
-
-def _digest(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        try:
-            h.update(f"\0{f}\0{f.stat().st_size}".encode())
-        except FileNotFoundError:
-            continue
-    return h.hexdigest()
-
-
-def check_drift(model: str, reference: Any, *, home: Any = None, since: float | None = None,
-                max_rows: int | None = 50_000, min_rows: int = 1, save: bool = True,
-                log_dir: str | Path | None = None, **compare_kwargs: Any) -> DriftReport | None:  # fmt: skip
-    """Compare the logged inputs of ``model`` (since ``since``) with ``reference``; store and
-    return the report, or None when fewer than ``min_rows`` rows were logged."""
-    from rayline.config import Settings
-
-    home = Path(home) if home is not None else Settings().resolved_home
-    files = window_files(home, model, since=since, log_dir=log_dir)
-    current = read_window(files, max_rows)
-    if current.num_rows < max(min_rows, 1):
-        return None
-    ts = current.column("_ts").to_pylist() if "_ts" in current.column_names else []
-    window = {"files": len(files), "digest": _digest(files), "first_ts": min(ts) if ts else None,
-              "last_ts": max(ts) if ts else None, "reference": str(reference)[:500]}  # fmt: skip
-    report = compare(reference, current, model=model, window=window, **compare_kwargs)
-    if save:
-        save_report(report, home)
-    return report
+__all__ = ["Drift"]
 
 
 @dataclass(frozen=True)

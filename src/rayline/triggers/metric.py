@@ -7,7 +7,8 @@ out to be true), for example the served-input log joined with late-arriving labe
 ``precision``, ``recall``, ``f1``, ``rmse``, ``mae``, ``r2``). It fires when the metric is below
 ``threshold`` (above it for ``rmse`` and ``mae``), at most once per feedback snapshot (the run key
 is the snapshot's hash, as for ``NewData``), and records ``{"kind": "metric", "metric": …,
-"value": …, "threshold": …, "rows": …}`` on the run.
+"value": …, "threshold": …, "rows": …}`` on the run. The metric itself is computed by
+``rayline.monitoring.feedback``.
 
 Example::
 
@@ -25,47 +26,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rayline.errors import DefinitionError
+from rayline.monitoring.feedback import feedback_metric
 from rayline.triggers.policy import parse_overlap
 from rayline.triggers.trigger import Fire, Poll
 
-__all__ = ["Metric", "feedback_metric"]
+__all__ = ["Metric"]
 
 _LOWER_IS_BETTER = ("rmse", "mae")
-
-
-def feedback_metric(path: str, metric: str = "accuracy", *, prediction: str = "prediction",
-                    label: str = "label", window_rows: int | None = None) -> tuple[float, int]:  # fmt: skip
-    """``metric`` of the predictions against the labels in the feedback under ``path``; (value,
-    rows). NaN with 0 rows when there is no feedback yet."""
-    import math
-
-    import pyarrow.dataset as ds
-
-    from rayline.tasks.gate import _prediction_metric
-
-    files = _files(path)
-    if not files:
-        return math.nan, 0
-    table = ds.dataset(files, format="parquet").to_table(columns=[prediction, label])
-    if window_rows is not None and table.num_rows > window_rows:
-        table = table.slice(table.num_rows - window_rows)
-    if table.num_rows == 0:
-        return math.nan, 0
-    y, pred = table.column(label).to_pylist(), table.column(prediction).to_pylist()
-    return float(_prediction_metric(metric, y, pred)), table.num_rows
-
-
-def _files(path: str) -> list[str]:
-    import glob
-
-    if any(ch in path for ch in "*?["):
-        names = glob.glob(path, recursive=True)
-    elif os.path.isdir(path):
-        names = [str(p) for p in Path(path).rglob("*.parquet")]
-    else:
-        names = [path] if os.path.isfile(path) else []
-    keep = [n for n in names if not os.path.basename(n).startswith((".", "_")) and os.path.isfile(n)]
-    return sorted(keep, key=lambda n: (os.stat(n).st_mtime, n))
 
 
 @dataclass(frozen=True)

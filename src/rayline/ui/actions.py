@@ -82,7 +82,7 @@ def cancel(settings: Settings, run_id: str, wait_s: float = 15.0) -> tuple[int, 
 
 def registry(settings: Settings) -> Any:
     """The model registry of ``settings`` (the app keeps one open; close it when done)."""
-    from rayline.tasks.registry import ModelRegistry
+    from rayline.models.registry.sql import ModelRegistry
 
     return ModelRegistry(settings)
 
@@ -100,6 +100,6 @@ def rollback(reg: Any, name: str, alias: str, expected: int | None, reason: str 
 
 
 def _actor() -> str:
-    from rayline.tasks.registry_records import default_actor
+    from rayline.models.registry.records import default_actor
 
     return f"{default_actor()} (web UI)"

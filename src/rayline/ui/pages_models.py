@@ -78,7 +78,7 @@ def model_page(reg: Any, name: str, home: Path) -> ModelPage:
 
 def _drift(name: str, home: Path) -> Any | None:
     from rayline.errors import StoreError
-    from rayline.triggers.drift_stats import load_report
+    from rayline.monitoring.drift_stats import load_report
 
     try:
         return load_report(name, home)

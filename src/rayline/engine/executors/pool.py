@@ -178,4 +178,6 @@ def _start_reaper() -> None:
 
 def eligible(node: Any) -> bool:
     r = node.spec.resources
+    if node.spec.runtime_env:  # its worker must start in its own runtime environment
+        return False
     return r.cpus == 1 and not r.gpus and r.memory is None and not r.custom and r.accelerator_type is None

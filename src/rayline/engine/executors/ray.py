@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from rayline.engine.compiler import PlannedNode
@@ -26,10 +28,12 @@ class RayHandle:
 
 
 class RayExecutor:
-    """Runs nodes as Ray tasks on the cluster at ``address`` (or a local Ray started on demand,
-    dashboard off, token authentication left as Ray sets it)."""
+    """Runs nodes as Ray tasks on the cluster at ``address`` (or rayline's own local Ray started
+    on demand: see ``engine/ray_cluster.py``; ``ray_dir`` holds its token, default
+    ``Settings().ray_dir``)."""
 
     name = "ray"
+    sequential = False
 
     def __init__(
         self,
@@ -38,32 +42,48 @@ class RayExecutor:
         num_cpus: int | None = None,
         object_store_memory: int | None = None,
         pool: str = "auto",
+        ray_dir: Path | None = None,
     ):
         self.address = address
         self.num_cpus = num_cpus
         self.object_store_memory = object_store_memory
         self.pool_policy = pool
+        self.ray_dir = ray_dir
         self._pool: Any = None
         self._pooled: set[str] = set()
         self._remotes: dict[Any, Any] = {}
         self._by_value: set[str] = set()
         self.started_ray = False
+        self._gcs: tuple[str, int] | None = None
+        self._lost: str | None = None
 
     def start(self) -> None:
-        import ray
+        from rayline.config import Settings
+        from rayline.engine.ray_cluster import connect
 
-        if ray.is_initialized():
-            return
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-        if self.address:
-            ray.init(address=self.address, **kwargs)
-        else:
-            if self.num_cpus is not None:
-                kwargs["num_cpus"] = self.num_cpus
-            if self.object_store_memory is not None:
-                kwargs["object_store_memory"] = self.object_store_memory
-            ray.init(address="local", **kwargs)  # never attach to a stray cluster by accident
-        self.started_ray = True
+        ray_dir = self.ray_dir or Settings().ray_dir
+        if connect(self.address, ray_dir=ray_dir, num_cpus=self.num_cpus,
+                   object_store_memory=self.object_store_memory):  # fmt: skip
+            self.started_ray = True
+        self._gcs = _gcs_address()
+
+    def lost(self) -> str | None:
+        """Why the cluster is gone: its head's GCS refuses connections (or does not answer within
+        a second). Ray notices the same only after a minute, and then ends this process from
+        native code, so the run would be left RUNNING with nothing reported."""
+        if self._gcs is None:
+            self._gcs = _gcs_address()
+            if self._gcs is None:
+                return None
+        host, port = self._gcs
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+        except OSError as exc:
+            self._lost = (f"lost the Ray cluster: its head (GCS at {host}:{port}) cannot be reached "
+                          f"({exc.strerror or type(exc).__name__})")  # fmt: skip
+            return self._lost
+        self._lost = None
+        return None
 
     def cluster_nodes(self) -> list[dict[str, float]] | None:
         import ray
@@ -94,9 +114,9 @@ class RayExecutor:
         self._pooled = {n.id for n in ok}
 
     def finish(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None and self._lost is None:  # a lost cluster took the pool with it
             self._pool.end()
-            self._pool = None
+        self._pool = None
         self._pooled = set()
 
     def _remote_for(self, node: PlannedNode, static: TaskStatic) -> Any:
@@ -217,6 +237,23 @@ def _entry_for(static: TaskStatic, name: str) -> Any:
     entry.__name__ = entry.__qualname__ = name.replace("-", "_").replace(".", "_")
     entry.__module__ = "rayline.engine.executors.ray"
     return entry
+
+
+def _gcs_address() -> tuple[str, int] | None:
+    """Host and port of the connected cluster's GCS, or None (not connected, Ray Client)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from ray.util.client import ray as client
+
+    if client.is_connected():  # ray://: the GCS is the server's business, maybe not reachable here
+        return None
+    try:
+        host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+        return host.strip("[]"), int(port)
+    except (AttributeError, ValueError, TypeError):
+        return None
 
 
 def _infra_message(kind: str, text: str) -> str:

@@ -1,4 +1,4 @@
-"""The steps of a ``FeaturePipeline`` (see ``rayline.tasks.features``).
+"""The steps of a ``FeaturePipeline`` (see ``rayline.models.features``).
 
 Each step fits in one streaming pass (``start_fit`` → ``update`` per pandas batch → ``finish``)
 into a small JSON-able ``state``, and ``transform(df, state)`` applies it to a pandas DataFrame.

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayline._lazy import import_object
-from rayline.tasks.training_data import table_from_batch
+from rayline.models.training_data import table_from_batch
 
 __all__ = [
     "TrainedModel",

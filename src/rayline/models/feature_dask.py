@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rayline._lazy import import_object
-from rayline.tasks.feature_steps import Step, is_pandas, plain
+from rayline.models.feature_steps import Step, is_pandas, plain
 
 __all__ = ["DaskML"]
 

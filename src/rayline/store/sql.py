@@ -1,9 +1,10 @@
-"""The run store's SQL layer: tables, numbered migrations and the engine set-up.
+"""The SQL kernel under every rayline database: the engine factory, the one migration runner,
+the refusal of network filesystems, and the one rule for JSON text.
 
-``runs.py`` holds the records and the ``RunStore`` API; this module holds what the database looks
-like and how a connection is opened. ``make_engine`` and ``migrate`` serve the model registry
-(``rayline.tasks.registry_store``) too; ``label`` names the store in their messages. Timestamps are float epoch seconds (UTC); params, trigger and
-counters are JSON text. No pickled blobs, and every statement is parameterised.
+``make_engine`` and ``migrate`` serve the run store (``schema.py`` holds its tables and
+migrations) and the model registry alike; ``label`` names the store in their messages.
+Timestamps are float epoch seconds (UTC); dicts are JSON text written by ``to_json``. No pickled
+blobs, and every statement is parameterised.
 
 SQLite gets WAL, ``busy_timeout=30000``, ``synchronous=NORMAL`` (``FULL`` with
 ``RAYLINE_DB_SYNC=full``), ``foreign_keys=ON`` and ``BEGIN IMMEDIATE`` for every write transaction
@@ -13,28 +14,23 @@ instead of failing with "database is locked". Reads begin a deferred transaction
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from datetime import datetime
+from pathlib import Path, PurePath
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     Connection,
-    Double,
     Engine,
-    ForeignKey,
-    ForeignKeyConstraint,
-    Index,
     Integer,
     MetaData,
-    String,
     Table,
-    Text,
     create_engine,
     event,
     exc,
@@ -44,12 +40,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL
 
-from rayline.errors import StoreError
+from rayline.errors import NotJsonError, StoreError
 
 log = logging.getLogger(__name__)
-
-#: The schema version this code writes and understands.
-SCHEMA_VERSION = 2
 
 #: Execution option that makes a connection begin a deferred (read) transaction.
 READ_OPTION = "rayline_read"
@@ -61,128 +54,40 @@ _NETWORK_FS = frozenset(
 )
 
 
-def _define_v1(md: MetaData) -> None:
-    """The tables as of schema version 1. Never edit: a later version adds a migration."""
-    Table(
-        "plans",
-        md,
-        Column("plan_hash", String(128), primary_key=True),
-        Column("plan_json", Text, nullable=False),
-        Column("created_at", Double, nullable=False),
-    )
-    Table(
-        "runs",
-        md,
-        Column("run_id", String(64), primary_key=True),
-        Column("flow_name", String(256), nullable=False),
-        Column("source", Text),
-        Column("status", String(32), nullable=False),
-        Column("params_json", Text, nullable=False),
-        Column("plan_hash", String(128), ForeignKey("plans.plan_hash"), nullable=False),
-        Column("run_key", String(512), unique=True),
-        Column("trigger_json", Text),
-        Column("created_at", Double, nullable=False),
-        Column("started_at", Double),
-        Column("ended_at", Double),
-        Column("owner_pid", Integer),
-        Column("owner_host", String(256)),
-        Column("heartbeat_at", Double),
-        Column("generation", Integer, nullable=False),
-        Column("error", Text),
-        Column("counters_json", Text, nullable=False),
-        Index("ix_runs_created", "created_at"),
-        Index("ix_runs_flow_created", "flow_name", "created_at"),
-        Index("ix_runs_status", "status"),
-    )
-    Table(
-        "tasks",
-        md,
-        Column(
-            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
-        ),
-        Column("node_id", String(256), primary_key=True),
-        Column("seq", Integer, nullable=False),
-        Column("status", String(32), nullable=False),
-        Column("attempts", Integer, nullable=False),
-        Column("digest", String(128)),
-        Column("size", BigInteger),
-        Column("fmt", String(32)),
-        Column("started_at", Double),
-        Column("ended_at", Double),
-        Column("error_type", Text),
-        Column("error_message", Text),
-        Column("traceback", Text),
-        Column("cache_key", String(256)),
-    )
-    Table(
-        "task_attempts",
-        md,
-        Column("run_id", String(64), primary_key=True),
-        Column("node_id", String(256), primary_key=True),
-        Column("attempt", Integer, primary_key=True),
-        Column("status", String(32), nullable=False),
-        Column("started_at", Double),
-        Column("ended_at", Double),
-        Column("error_type", Text),
-        Column("error_message", Text),
-        Column("traceback", Text),
-        Column("worker_pid", Integer),
-        Column("node_ip", String(64)),
-        ForeignKeyConstraint(
-            ["run_id", "node_id"], ["tasks.run_id", "tasks.node_id"], ondelete="CASCADE"
-        ),
-    )
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of the SQLite file at ``path``."""
+    return f"sqlite:///{Path(path).expanduser().absolute()}"
 
 
-def _define_v2(md: MetaData) -> None:
-    """Tables added in schema version 2, for schedules and triggers. Never edit.
+def to_json(value: Any, what: str, *, lenient: bool = False) -> str:
+    """Canonical JSON text of ``value`` (sorted keys, compact); ``what`` names it in the error.
 
-    ``flow_slots`` holds, per flow, the run that owns the flow's single execution slot (overlap
-    policies ``skip`` and ``queue``); ``run_queue`` holds the PENDING runs waiting for that slot;
-    ``trigger_state`` holds each trigger's persisted state and its next fire time (UTC epoch).
+    Strict by default: only JSON's own types, no NaN or infinity. ``lenient`` (metrics, lineage
+    and specs in the model registry) also converts numpy scalars and arrays, paths, datetimes
+    (ISO 8601) and sets, and lets a NaN metric through.
+
+    Raises:
+        NotJsonError: ``value`` holds something else (a ``StoreError`` and a ``TypeError``).
     """
-    Table(
-        "flow_slots",
-        md,
-        Column("flow_name", String(256), primary_key=True),
-        Column("run_id", String(64), nullable=False),
-        Column("updated_at", Double, nullable=False),
-    )
-    Table(
-        "run_queue",
-        md,
-        Column(
-            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
-        ),
-        Column("flow_name", String(256), nullable=False),
-        Column("sort_key", Double, nullable=False),
-        Column("enqueued_at", Double, nullable=False),
-        Index("ix_run_queue_flow", "flow_name", "sort_key"),
-    )
-    Table(
-        "trigger_state",
-        md,
-        Column("trigger_id", String(512), primary_key=True),
-        Column("flow_name", String(256), nullable=False),
-        Column("kind", String(32), nullable=False),
-        Column("state_json", Text, nullable=False),
-        Column("next_at", Double),
-        Column("last_fired_at", Double),
-        Column("last_run_id", String(64)),
-        Column("updated_at", Double, nullable=False),
-    )
 
+    def convert(o: Any) -> Any:
+        tolist = getattr(o, "tolist", None)  # numpy scalars and arrays
+        if callable(tolist):
+            return tolist()
+        if isinstance(o, PurePath):
+            return str(o)
+        if isinstance(o, datetime):
+            return o.isoformat()
+        if isinstance(o, set | frozenset | tuple):
+            return list(o)
+        raise TypeError(f"a {type(o).__name__} is not JSON-able; pass numbers, strings, lists or dicts")
 
-metadata = MetaData()
-_define_v1(metadata)  # the current schema; queries use these tables
-_define_v2(metadata)
-plans = metadata.tables["plans"]
-runs = metadata.tables["runs"]
-tasks = metadata.tables["tasks"]
-task_attempts = metadata.tables["task_attempts"]
-flow_slots = metadata.tables["flow_slots"]
-run_queue = metadata.tables["run_queue"]
-trigger_state = metadata.tables["trigger_state"]
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=lenient,
+                          default=convert if lenient else None)  # fmt: skip
+    except (TypeError, ValueError) as e:
+        raise NotJsonError(f"{what} must be JSON-serialisable to be stored: {e}") from e
+
 
 def version_table(name: str) -> Table:
     """The one-row table (``id`` 1, ``version``) where ``migrate`` keeps a database's version."""
@@ -190,24 +95,6 @@ def version_table(name: str) -> Table:
                  Column("version", Integer, nullable=False))  # fmt: skip
 
 
-schema_version = version_table("schema_version")
-
-
-def _migration_1(conn: Connection) -> None:
-    md = MetaData()
-    _define_v1(md)
-    md.create_all(conn)
-
-
-def _migration_2(conn: Connection) -> None:
-    md = MetaData()
-    _define_v1(md)  # so that run_queue's foreign key resolves; existing tables are skipped
-    _define_v2(md)
-    md.create_all(conn, tables=[md.tables[n] for n in ("flow_slots", "run_queue", "trigger_state")])
-
-
-#: Migration N takes a database from version N-1 to N. All pending ones run in one transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1, 2: _migration_2}
 
 
 def _read_version(conn: Connection, version_table: Table) -> int:
@@ -275,17 +162,6 @@ def migrate(
         else:
             conn.execute(version_table.update().values(version=target))
     return found
-
-
-def migrate_run_store(engine: Engine, where: str) -> int:
-    """``migrate`` the run store to ``SCHEMA_VERSION``; return the version found.
-
-    Raises:
-        StoreError: the database was written by a newer rayline.
-    """
-    return migrate(
-        engine, schema_version, MIGRATIONS, SCHEMA_VERSION, where=where, label="run store"
-    )
 
 
 def network_fs_type(path: Path) -> str | None:

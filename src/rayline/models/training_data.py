@@ -8,7 +8,7 @@ Every one of them takes, as ``data``:
   ``num_rows``, ``empty``), such as the ``ParquetSource`` that ``read_parquet`` returns,
 * a ``Split`` (from the ``split`` task): training uses ``.train``, evaluation ``.test``.
 
-Empty data is refused with :class:`EmptyDataError` naming the task: a model is never trained or
+Empty data is refused with :class:`rayline.connectors.EmptyInputError` naming the task: a model is never trained or
 scored on zero rows.
 
 Example::
@@ -23,10 +23,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rayline.errors import RaylineError
+from rayline.connectors import EmptyInputError
 
 __all__ = [
-    "EmptyDataError",
     "Split",
     "is_in_memory",
     "is_ray_dataset",
@@ -39,10 +38,6 @@ __all__ = [
     "to_table",
     "training_part",
 ]
-
-
-class EmptyDataError(RaylineError, ValueError):
-    """A task was given data with no rows; nothing is trained or scored on zero rows."""
 
 
 @dataclass(frozen=True)
@@ -111,11 +106,11 @@ def known_rows(data: Any) -> int | None:
 
 
 def require_rows(data: Any, task: str) -> None:
-    """Raise :class:`EmptyDataError` if ``data`` is known to have no rows."""
+    """Raise :class:`rayline.connectors.EmptyInputError` if ``data`` is known to have no rows."""
     if data is None:
-        raise EmptyDataError(f"task '{task}': got no data (None); pass a table, a Dataset or a source")
+        raise EmptyInputError(f"task '{task}': got no data (None); pass a table, a Dataset or a source")
     if known_rows(data) == 0:
-        raise EmptyDataError(
+        raise EmptyInputError(
             f"task '{task}': the input data has 0 rows, so there is nothing to train or score on; "
             "check the upstream read (path, filter, incremental watermark) or skip this run"
         )

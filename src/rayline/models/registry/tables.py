@@ -1,9 +1,8 @@
-"""The model registry's SQL layer: tables, numbered migrations, and the engine it opens.
+"""The SQL registry's tables, numbered migrations, and the engine it opens.
 
 The registry lives in its own SQLite file, ``RAYLINE_HOME/registry.db``, apart from the run
-store: models are registered from inside tasks on Ray workers, and only the driver writes the run
-store. The connection discipline is the run store's (``make_engine`` from
-``rayline.store.runs_sql``): WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` for every write,
+store (for now: models are still registered from inside tasks on Ray workers). The connection discipline is the run store's (``make_engine`` from
+``rayline.store.sql``): WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` for every write,
 a 0600 file in a 0700 directory, refusal of network filesystems; and so is ``migrate``, which
 applies ``MIGRATIONS``. Timestamps are float epoch seconds; metrics, lineage and specs are JSON
 text; every statement is parameterised.
@@ -13,7 +12,9 @@ Tables::
     model_versions   (name, version) -> artifact digest, flavor, metrics, lineage, inputs …
     aliases          (name, alias) -> version
     alias_history    one row per alias move or serving event, newest last (rollback reads it)
-    deployments      app name -> what rayline last deployed there (model, version, spec)
+
+Version 1 also created ``deployments`` (what rayline deployed where); that table belongs to
+serving now (``rayline.serving.deployments``, which adopts it) and the registry never reads it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    delete,
     func,
     insert,
     select,
@@ -43,7 +43,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from rayline.errors import StoreError
-from rayline.store.runs_sql import make_engine, migrate, version_table
+from rayline.store.sql import make_engine, migrate, version_table
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = 1
@@ -55,7 +55,8 @@ LABEL = "model registry"
 
 
 def _define_v1(md: MetaData) -> None:
-    """The tables as of schema version 1. Never edit: a later version adds a migration."""
+    """The registry's tables as of schema version 1. Never edit: a later version adds a
+    migration. (Migration 1 also created serving's ``deployments``: see ``_migration_1``.)"""
     Table(
         "model_versions",
         md,
@@ -94,17 +95,6 @@ def _define_v1(md: MetaData) -> None:
         Column("actor", String(256)),
         Index("ix_alias_history_name_alias", "name", "alias", "id"),
     )
-    Table(
-        "deployments",
-        md,
-        Column("app", String(128), primary_key=True),
-        Column("name", String(128), nullable=False),
-        Column("version", Integer, nullable=False),
-        Column("alias", String(128)),
-        Column("spec_json", Text, nullable=False),
-        Column("status", String(32), nullable=False),
-        Column("updated_at", Double, nullable=False),
-    )
 
 
 metadata = MetaData()
@@ -112,7 +102,6 @@ _define_v1(metadata)
 model_versions = metadata.tables["model_versions"]
 aliases = metadata.tables["aliases"]
 alias_history = metadata.tables["alias_history"]
-deployments = metadata.tables["deployments"]
 
 registry_schema = version_table("registry_schema")
 
@@ -120,6 +109,16 @@ registry_schema = version_table("registry_schema")
 def _migration_1(conn: Connection) -> None:
     md = MetaData()
     _define_v1(md)
+    Table(  # as it was created then; serving owns it now (rayline.serving.deployments)
+        "deployments", md,
+        Column("app", String(128), primary_key=True),
+        Column("name", String(128), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("alias", String(128)),
+        Column("spec_json", Text, nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("updated_at", Double, nullable=False),
+    )  # fmt: skip
     md.create_all(conn)
 
 
@@ -230,19 +229,3 @@ def history_rows(conn: Connection, name: str, alias: str | None = None) -> list[
 
 def insert_event(conn: Connection, **values: Any) -> int:
     return int(conn.execute(insert(alias_history).values(**values)).inserted_primary_key[0])
-
-
-def upsert_deployment(conn: Connection, app: str, **values: Any) -> None:
-    if conn.execute(update(deployments).where(deployments.c.app == app).values(**values)).rowcount == 0:
-        conn.execute(insert(deployments).values(app=app, **values))
-
-
-def deployment_rows(conn: Connection, app: str | None = None) -> list[Any]:
-    q = select(deployments)
-    if app is not None:
-        q = q.where(deployments.c.app == app)
-    return list(conn.execute(q.order_by(deployments.c.app)).all())
-
-
-def delete_deployment(conn: Connection, app: str) -> None:
-    conn.execute(delete(deployments).where(deployments.c.app == app))

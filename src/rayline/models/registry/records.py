@@ -3,23 +3,22 @@
 ``ModelVersion`` (one registered version), ``AliasEvent`` (one row of the promotion history) and
 ``ModelSummary`` (one line of ``list_models``), the row conversions, and the small rules the
 registry applies to names, references (``NAME``, ``NAME@3``, ``NAME@production``), JSON, the
-artifacts a version refers to (its feature transform, a TrainedModel's estimator) and the lineage
-``register_model`` reads from the running task and its run.
+artifacts a version refers to (its feature transform, a TrainedModel's estimator).
 """
 
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from rayline.errors import ModelNotFoundError, StoreError, UnsafeNameError
 from rayline.store.files import check_digest, validate_name
+from rayline.store.sql import to_json as sql_to_json
 
 if TYPE_CHECKING:
     from rayline.store.artifacts import ArtifactStore
@@ -71,6 +70,19 @@ class ModelVersion:
     def ref(self) -> str:
         """``name@version``, the form ``ModelRegistry.resolve`` and the CLI accept."""
         return f"{self.name}@{self.version}"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelVersion:
+        """Inverse of ``to_dict`` (metrics, lineage, aliases and description may be left out)."""
+        inputs = d.get("inputs")
+        return cls(
+            name=d["name"], version=int(d["version"]), digest=d["digest"], flavor=d["flavor"],
+            metrics=dict(d.get("metrics") or {}), lineage=dict(d.get("lineage") or {}),
+            created_at=datetime.fromisoformat(d["created_at"]),
+            inputs=None if inputs is None else tuple(inputs),
+            features_digest=d.get("features_digest"), aliases=tuple(d.get("aliases") or ()),
+            description=d.get("description"),
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,13 +154,6 @@ def event_from_row(row: Any) -> AliasEvent:
     return AliasEvent(**{**m, "at": utc(m["at"])})
 
 
-def deployment_from_row(row: Any) -> dict[str, Any]:
-    m = dict(row._mapping)
-    m["spec"] = json.loads(m.pop("spec_json"))
-    m["updated_at"] = utc(m["updated_at"]).isoformat()
-    return m
-
-
 def effective_promotions(rows: list[Any]) -> list[AliasEvent]:
     """The promotions of one alias that no rollback has undone, oldest first (a stack)."""
     stack: list[AliasEvent] = []
@@ -162,25 +167,12 @@ def effective_promotions(rows: list[Any]) -> list[AliasEvent]:
 
 
 def to_json(value: Any, what: str) -> str:
-    """JSON text for metrics, lineage or specs; numpy scalars and arrays, paths, datetimes and
-    sets are converted, anything else is refused with a message naming ``what``."""
-
-    def default(o: Any) -> Any:
-        tolist = getattr(o, "tolist", None)  # numpy scalars and arrays
-        if callable(tolist):
-            return tolist()
-        if isinstance(o, PurePath):
-            return str(o)
-        if isinstance(o, datetime):
-            return o.isoformat()
-        if isinstance(o, set | frozenset | tuple):
-            return list(o)
-        raise TypeError(f"{what}: a {type(o).__name__} is not JSON-able; pass numbers, strings, "
-                        "lists or dicts")  # fmt: skip
-
+    """JSON text for metrics, lineage or specs: a dict with string keys, written by the store's
+    one rule (``rayline.store.sql.to_json``, lenient: numpy values, paths, datetimes and sets are
+    converted); anything else is refused with a message naming ``what``."""
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise TypeError(f"{what} must be a dict with string keys, got {type(value).__name__}")
-    return json.dumps(value, default=default, sort_keys=True)
+    return sql_to_json(value, what, lenient=True)
 
 
 def check_alias(alias: str) -> str:
@@ -256,7 +248,7 @@ def load_features(store: ArtifactStore, digest: str | None) -> Any:
     if digest is None:
         return None
     if store.info(digest).fmt == "json":
-        from rayline.tasks.features import FittedFeatures
+        from rayline.models.features import FittedFeatures
 
         return FittedFeatures.load(store, digest)
     return store.get(digest)
@@ -269,47 +261,3 @@ def default_actor() -> str:
     except Exception:  # no login name in a minimal container
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-# ------------------------------------------------------------------------------- lineage
-
-
-def home_from_context(ctx: Any) -> Path | None:
-    """The running task's RAYLINE_HOME (its artifact store's parent), or None."""
-    root = getattr(getattr(ctx, "store", None), "root", None)
-    if root is not None and Path(root).name == "artifacts":
-        return Path(root).parent  # the run's own RAYLINE_HOME, also on a Ray worker
-    return None
-
-
-def lineage_from_run(ctx: Any, home: Path) -> dict[str, Any]:
-    """Run id, node, flow; and, read from the run store when it is the default SQLite file in
-    ``home``: the run's parameters, plan hash, a code hash of every task upstream and, for a run
-    a trigger started, why (the run's ``trigger`` record: kind, reason, drift scores …)."""
-    if ctx is None:
-        return {}
-    out: dict[str, Any] = {"run_id": ctx.run_id, "node_id": ctx.node_id,
-                           "flow_name": ctx.flow_name}  # fmt: skip
-    if not (home / "runs.db").exists():
-        return out
-    try:
-        from rayline.store.runs import RunStore
-
-        with RunStore.open(home) as runs:
-            rec = runs.get_run(ctx.run_id)
-            plan = json.loads(runs.get_plan(rec.plan_hash) or "{}")
-    except Exception:  # lineage is best effort: a foreign or busy run store must not fail it
-        return out
-    nodes = {n["id"]: n for n in plan.get("nodes", [])}
-    seen, stack = set(), list(nodes.get(ctx.node_id, {}).get("inputs", []))
-    while stack:
-        nid = stack.pop()
-        if nid not in seen and nid in nodes:
-            seen.add(nid)
-            stack.extend(nodes[nid].get("inputs", []))
-    text = "\n".join(f"{nid}:{nodes[nid].get('code_hash')}" for nid in sorted(seen))
-    out.update(run_params=rec.params, plan_hash=rec.plan_hash,
-               code_hash=hashlib.sha256(text.encode()).hexdigest() if seen else None)
-    if rec.trigger:
-        out["trigger"] = rec.trigger
-    return out

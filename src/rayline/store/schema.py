@@ -1,0 +1,237 @@
+"""The run store's tables and their numbered migrations.
+
+``sql.py`` is the kernel (engine factory, the migration runner); this module says what the run
+store's database looks like: ``plans``, ``runs``, ``tasks``, ``task_attempts`` (version 1),
+``flow_slots``, ``run_queue`` and ``trigger_state`` (version 2). ``migrate_run_store`` brings a
+database to ``SCHEMA_VERSION``; ``insert_run_rows`` is the one insert that creates a run (used by
+``RunStore.create_run`` and by the flow slots' reservation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Double,
+    Engine,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+)
+
+from rayline.store.sql import migrate, version_table
+from rayline.store.states import RunStatus, TaskStatus
+
+#: The schema version this code writes and understands.
+SCHEMA_VERSION = 2
+
+
+def _define_v1(md: MetaData) -> None:
+    """The tables as of schema version 1. Never edit: a later version adds a migration."""
+    Table(
+        "plans",
+        md,
+        Column("plan_hash", String(128), primary_key=True),
+        Column("plan_json", Text, nullable=False),
+        Column("created_at", Double, nullable=False),
+    )
+    Table(
+        "runs",
+        md,
+        Column("run_id", String(64), primary_key=True),
+        Column("flow_name", String(256), nullable=False),
+        Column("source", Text),
+        Column("status", String(32), nullable=False),
+        Column("params_json", Text, nullable=False),
+        Column("plan_hash", String(128), ForeignKey("plans.plan_hash"), nullable=False),
+        Column("run_key", String(512), unique=True),
+        Column("trigger_json", Text),
+        Column("created_at", Double, nullable=False),
+        Column("started_at", Double),
+        Column("ended_at", Double),
+        Column("owner_pid", Integer),
+        Column("owner_host", String(256)),
+        Column("heartbeat_at", Double),
+        Column("generation", Integer, nullable=False),
+        Column("error", Text),
+        Column("counters_json", Text, nullable=False),
+        Index("ix_runs_created", "created_at"),
+        Index("ix_runs_flow_created", "flow_name", "created_at"),
+        Index("ix_runs_status", "status"),
+    )
+    Table(
+        "tasks",
+        md,
+        Column(
+            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+        ),
+        Column("node_id", String(256), primary_key=True),
+        Column("seq", Integer, nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("digest", String(128)),
+        Column("size", BigInteger),
+        Column("fmt", String(32)),
+        Column("started_at", Double),
+        Column("ended_at", Double),
+        Column("error_type", Text),
+        Column("error_message", Text),
+        Column("traceback", Text),
+        Column("cache_key", String(256)),
+    )
+    Table(
+        "task_attempts",
+        md,
+        Column("run_id", String(64), primary_key=True),
+        Column("node_id", String(256), primary_key=True),
+        Column("attempt", Integer, primary_key=True),
+        Column("status", String(32), nullable=False),
+        Column("started_at", Double),
+        Column("ended_at", Double),
+        Column("error_type", Text),
+        Column("error_message", Text),
+        Column("traceback", Text),
+        Column("worker_pid", Integer),
+        Column("node_ip", String(64)),
+        ForeignKeyConstraint(
+            ["run_id", "node_id"], ["tasks.run_id", "tasks.node_id"], ondelete="CASCADE"
+        ),
+    )
+
+
+def _define_v2(md: MetaData) -> None:
+    """Tables added in schema version 2, for schedules and triggers. Never edit.
+
+    ``flow_slots`` holds, per flow, the run that owns the flow's single execution slot (overlap
+    policies ``skip`` and ``queue``); ``run_queue`` holds the PENDING runs waiting for that slot;
+    ``trigger_state`` holds each trigger's persisted state and its next fire time (UTC epoch).
+    """
+    Table(
+        "flow_slots",
+        md,
+        Column("flow_name", String(256), primary_key=True),
+        Column("run_id", String(64), nullable=False),
+        Column("updated_at", Double, nullable=False),
+    )
+    Table(
+        "run_queue",
+        md,
+        Column(
+            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+        ),
+        Column("flow_name", String(256), nullable=False),
+        Column("sort_key", Double, nullable=False),
+        Column("enqueued_at", Double, nullable=False),
+        Index("ix_run_queue_flow", "flow_name", "sort_key"),
+    )
+    Table(
+        "trigger_state",
+        md,
+        Column("trigger_id", String(512), primary_key=True),
+        Column("flow_name", String(256), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("state_json", Text, nullable=False),
+        Column("next_at", Double),
+        Column("last_fired_at", Double),
+        Column("last_run_id", String(64)),
+        Column("updated_at", Double, nullable=False),
+    )
+
+
+metadata = MetaData()
+_define_v1(metadata)  # the current schema; queries use these tables
+_define_v2(metadata)
+plans = metadata.tables["plans"]
+runs = metadata.tables["runs"]
+tasks = metadata.tables["tasks"]
+task_attempts = metadata.tables["task_attempts"]
+flow_slots = metadata.tables["flow_slots"]
+run_queue = metadata.tables["run_queue"]
+trigger_state = metadata.tables["trigger_state"]
+
+schema_version = version_table("schema_version")
+
+
+def _migration_1(conn: Connection) -> None:
+    md = MetaData()
+    _define_v1(md)
+    md.create_all(conn)
+
+
+def _migration_2(conn: Connection) -> None:
+    md = MetaData()
+    _define_v1(md)  # so that run_queue's foreign key resolves; existing tables are skipped
+    _define_v2(md)
+    md.create_all(conn, tables=[md.tables[n] for n in ("flow_slots", "run_queue", "trigger_state")])
+
+
+#: Migration N takes a database from version N-1 to N. All pending ones run in one transaction.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1, 2: _migration_2}
+
+
+def migrate_run_store(engine: Engine, where: str) -> int:
+    """``migrate`` the run store to ``SCHEMA_VERSION``; return the version found.
+
+    Raises:
+        StoreError: the database was written by a newer rayline.
+    """
+    return migrate(
+        engine, schema_version, MIGRATIONS, SCHEMA_VERSION, where=where, label="run store"
+    )
+
+
+def insert_run_rows(
+    conn: Connection,
+    *,
+    run_id: str,
+    now: float,
+    flow_name: str,
+    source: str | None,
+    params_json: str,
+    plan_hash: str,
+    plan_json: str,
+    node_ids: Sequence[str],
+    run_key: str | None,
+    trigger_json: str | None,
+    owner_pid: int | None,
+    owner_host: str | None,
+    status: RunStatus,
+    error: str | None = None,
+) -> None:
+    """Insert a run, its plan (if new) and one PENDING task per node inside the caller's
+    transaction (``create_run``'s, or a scheduler's that also takes the flow's slot).
+
+    Raises:
+        IntegrityError: ``run_key`` (or ``run_id``) is taken.
+    """
+    known = select(plans.c.plan_hash).where(plans.c.plan_hash == plan_hash)
+    if conn.execute(known).first() is None:
+        conn.execute(insert(plans).values(plan_hash=plan_hash, plan_json=plan_json, created_at=now))
+    conn.execute(
+        insert(runs).values(
+            run_id=run_id, flow_name=flow_name, source=source,
+            status=str(status), params_json=params_json, plan_hash=plan_hash,
+            run_key=run_key, trigger_json=trigger_json, created_at=now,
+            started_at=now if status == RunStatus.RUNNING else None,
+            ended_at=now if status.terminal else None,
+            owner_pid=owner_pid, owner_host=owner_host, heartbeat_at=now,
+            generation=1, error=error, counters_json="{}",
+        )
+    )  # fmt: skip
+    if node_ids:
+        rows = [
+            {"run_id": run_id, "node_id": n, "seq": i,
+             "status": str(TaskStatus.PENDING), "attempts": 0}
+            for i, n in enumerate(node_ids)
+        ]  # fmt: skip
+        conn.execute(insert(tasks), rows)
