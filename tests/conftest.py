@@ -71,3 +71,29 @@ def ray_session():
 def ray_address(ray_session) -> str:
     """The session cluster's address, for subprocess drivers (CLI, kill -9 tests)."""
     return ray_session.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server on loopback (``tests/s3_server.py``: moto's server mode)."""
+    from tests.s3_server import S3Server
+
+    server = S3Server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_server, home: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings whose artifact store is a fresh bucket on the test S3 server; the same settings
+    are in the environment (``RAYLINE_ARTIFACTS_URL``, ``RAYLINE_ARTIFACTS_OPTIONS``) for the
+    CLI."""
+    import json
+
+    from rayline.config import Settings
+
+    url = s3_server.new_bucket() + "/rayline"
+    monkeypatch.setenv("RAYLINE_ARTIFACTS_URL", url)
+    monkeypatch.setenv("RAYLINE_ARTIFACTS_OPTIONS", json.dumps(s3_server.options))
+    return Settings(home=home, heartbeat_interval=0.5, lease_ttl=5.0, artifacts_url=url,
+                    artifacts_options=s3_server.options)  # fmt: skip

@@ -251,7 +251,7 @@ class Run:
         """The run's ``RunView`` (``rayline.display.run_view``): what every display of it renders."""
         from rayline.display.run_view import run_view
 
-        return run_view(self.record, self.tasks, self.attempts, artifact_root=str(self._artifacts.root))
+        return run_view(self.record, self.tasks, self.attempts, artifact_root=self._artifacts.url)
 
     def to_dict(self) -> dict[str, Any]:
         """The run as JSON-ready data: the document ``rayline runs show --json`` prints."""

@@ -7,7 +7,7 @@ for the cluster), defaults. Built on demand and passed in; never a module-level 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     ui_url: str | None = Field(default=None, description="Base URL of the web UI, for links to a run.")
     secrets_dir: Path | None = Field(
         default=None, description="A folder of secrets, one 0600 file per secret, for rayline.Secret('NAME')."
+    )
+
+    artifacts_url: str | None = Field(
+        default=None,
+        description="Where artifacts live: a folder, file://, s3://, gs://, abfs:// (default "
+        "home/artifacts). Every node must reach it.",
+    )
+    artifacts_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for artifacts_url (JSON in RAYLINE_ARTIFACTS_OPTIONS).",
     )
 
     @field_validator("notify_url")

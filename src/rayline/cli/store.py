@@ -42,14 +42,14 @@ class _Stores:
 
     def __init__(self) -> None:
         from rayline.config import Settings
-        from rayline.store.artifacts import ArtifactStore, load_or_create_key
+        from rayline.store.artifacts import ArtifactStore
         from rayline.store.runs import RunStore
 
         self.settings = Settings()
         home = self.settings.resolved_home
         if not (home / "secret.key").exists():
             raise click.UsageError(f"no rayline store at {home} (set RAYLINE_HOME)")
-        self.artifacts = ArtifactStore(self.settings.artifact_root, load_or_create_key(home / "secret.key"))
+        self.artifacts = ArtifactStore.for_settings(self.settings, sweep=False)
         self.runs = RunStore(self.settings.run_store_url)
 
     def __enter__(self) -> _Stores:

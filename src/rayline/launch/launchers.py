@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -113,6 +114,9 @@ class ProcessLauncher:
                    RAYLINE_HEARTBEAT_INTERVAL=str(s.heartbeat_interval))  # fmt: skip
         if s.db_url:
             env["RAYLINE_DB_URL"] = s.db_url
+        if s.artifacts_url:
+            env.update(RAYLINE_ARTIFACTS_URL=s.artifacts_url,
+                       RAYLINE_ARTIFACTS_OPTIONS=json.dumps(s.artifacts_options))  # fmt: skip
         # A session of its own: a Ctrl-C on the scheduler's terminal reaches the scheduler,
         # which then stops each run cleanly (SIGINT -> CANCELLED), once.
         self.children[run_id] = subprocess.Popen(self.command(run_id), env=env, stdin=subprocess.DEVNULL,

@@ -46,7 +46,7 @@ class Session:
         home = self.settings.resolved_home
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.runs = RunStore(self.settings.run_store_url)
-        self.artifacts = ArtifactStore.open(home, lease_ttl=self.settings.lease_ttl)
+        self.artifacts = ArtifactStore.for_settings(self.settings)
         self.keep_store_open = False
         self.executor_choice = executor
         self.address = address or self.settings.ray_address

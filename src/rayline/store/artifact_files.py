@@ -1,10 +1,16 @@
 """The artifact store's file layer: the few I/O methods every other part goes through.
 
-``ArtifactFiles`` holds the store's root and does every path check and file operation: read,
-atomic write (temp file under ``tmp/``), stat, remove, list, find temp files, exclusive create.
-``ArtifactStore`` (``artifacts.py``) builds content addressing, signing, the cache and named
-pointers on top of these methods only, so that a filesystem behind a URL (fsspec: ``s3://``,
-``gs://``, a shared ``file://``) can take this class's place without touching the rest.
+``ArtifactFiles`` is that interface: read, atomic write, stat, remove, list, find temp files,
+exclusive create, path checks, all under one root. ``ArtifactStore`` (``artifacts.py``) builds
+content addressing, signing, the cache and named pointers on these methods only. Two
+implementations:
+
+- ``LocalFiles`` (here): a local or shared POSIX folder (a plain path or ``file://``); every
+  write goes to a temp file under ``tmp/``, is fsynced and ``os.replace``d into place;
+- ``FsspecFiles`` (``artifact_fsspec.py``): any other fsspec URL (``s3://``, ``gs://``,
+  ``abfs://``), where one PUT of a whole object is atomic.
+
+``artifact_location.files_for(url, options)`` picks one.
 """
 
 from __future__ import annotations
@@ -14,27 +20,80 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 from rayline.errors import StoreError, UnsafeNameError
-from rayline.store.files import READ_FLAGS, WRITE_FLAGS, validate_name, write_atomic, write_error
+from rayline.store.files import (
+    READ_FLAGS,
+    WRITE_FLAGS,
+    fsync_dir,
+    validate_name,
+    write_atomic,
+    write_error,
+)
 from rayline.store.temp_files import TempWriter, parse_temp_name
 
-__all__ = ["ArtifactFiles", "TempFile"]
+__all__ = ["ArtifactFiles", "LocalFiles", "TempFile"]
 
 
 @dataclass(frozen=True, slots=True)
 class TempFile:
     """A temp file found in the store: where, how big, last change (epoch s), its writer."""
 
-    path: Path
+    path: Path | PurePosixPath
     size: int
     mtime: float
     writer: TempWriter
 
 
-class ArtifactFiles:
-    """Safe file operations under one root directory (created on first write, mode 0700).
+class ArtifactFiles(Protocol):
+    """What the artifact store asks of a filesystem. Paths are ``root / name / …`` values
+    (``Path`` locally, ``PurePosixPath`` of ``bucket/prefix/…`` behind a URL); every name
+    passed to ``path`` is validated. Instances pickle small (a path or a URL and its options)."""
+
+    @property
+    def root(self) -> Any:
+        """The store's root (``Path`` or ``PurePosixPath``)."""
+
+    @property
+    def url(self) -> str:
+        """The root as people and other nodes name it: a local path or ``s3://bucket/prefix``."""
+
+    def path(self, *parts: str) -> Any:
+        """``root/parts…``, each part a safe name (``files.validate_name``)."""
+
+    def read(self, path: Any) -> bytes:
+        """The file's bytes; FileNotFoundError if it is absent, StoreError if unreadable."""
+
+    def write(self, path: Any, data: bytes, *, sync: bool) -> None:
+        """Place ``data`` at ``path`` atomically: a reader sees the old file, the new one or
+        none, never part of one. StoreError if it fails (nothing partial is left)."""
+
+    def stat(self, path: Any) -> tuple[int, float] | None:
+        """``(size, mtime)`` of the regular file at ``path``, or None."""
+
+    def remove(self, path: Any) -> bool:
+        """Remove ``path``; False if it was not there or cannot be removed."""
+
+    def listdir(self, directory: Any) -> list[str]:
+        """The names in ``directory``, sorted (empty if it does not exist)."""
+
+    def walk_temp(self, everywhere: bool) -> Iterator[TempFile]:
+        """Temp files under ``tmp/`` (``everywhere``: anywhere under the root)."""
+
+    def create(self, path: Any) -> None:
+        """Create the empty file ``path`` exclusively (FileExistsError if it is there)."""
+
+    def make_dirs(self, directory: Any) -> None:
+        """Make ``directory`` and its parents where the filesystem has directories."""
+
+    def sync_dir(self, directory: Any) -> None:
+        """Make the names in ``directory`` durable where the filesystem needs it."""
+
+
+class LocalFiles:
+    """Safe file operations under one local root directory (created on first write, mode 0700).
 
     Names are validated and nothing resolving outside the root, nor any symbolic link, is
     followed.
@@ -47,12 +106,19 @@ class ArtifactFiles:
         self._base = self._root.resolve()
         self._checked: set[Path] = set()  # directories already proven to resolve inside root
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocalFiles, (self._root,))
+
     @property
     def root(self) -> Path:
         """The store's directory."""
         return self._root
 
-    def _path(self, *parts: str) -> Path:
+    @property
+    def url(self) -> str:
+        return str(self._root)
+
+    def path(self, *parts: str) -> Path:
         """``root/parts…``, each part a safe name, refused if it resolves outside the root."""
         for part in parts:
             validate_name(part)
@@ -69,7 +135,7 @@ class ArtifactFiles:
             self._checked.add(path.parent)
         return path
 
-    def _make_dirs(self, directory: Path) -> None:
+    def make_dirs(self, directory: Path) -> None:
         missing = []
         while not directory.exists():
             missing.append(directory)
@@ -82,19 +148,19 @@ class ArtifactFiles:
             except OSError as e:
                 raise write_error(d, e) from e
 
-    def _write(self, path: Path, data: bytes, *, sync: bool) -> None:
+    def write(self, path: Path, data: bytes, *, sync: bool) -> None:
         tmp_dir = self._root / "tmp"
         for directory in (tmp_dir, path.parent):
             if directory not in self._checked:  # known to exist (and to be inside): no system call
-                self._make_dirs(directory)
+                self.make_dirs(directory)
                 if directory.is_symlink() or not directory.resolve().is_relative_to(self._base):
                     raise UnsafeNameError(f"{directory} leads outside the artifact store {self._root}")
                 self._checked.add(directory)
         try:
             write_atomic(path, data, sync=sync, tmp_dir=tmp_dir)
         except FileNotFoundError:  # removed meanwhile: make it again, once
-            self._make_dirs(tmp_dir)
-            self._make_dirs(path.parent)
+            self.make_dirs(tmp_dir)
+            self.make_dirs(path.parent)
             try:
                 write_atomic(path, data, sync=sync, tmp_dir=tmp_dir)
             except OSError as e:
@@ -105,7 +171,7 @@ class ArtifactFiles:
             except OSError as again:
                 raise write_error(path, again) from e
 
-    def _stat(self, path: Path) -> tuple[int, float] | None:
+    def stat(self, path: Path) -> tuple[int, float] | None:
         """(size, mtime) of the regular file at ``path`` (never followed), or None."""
         try:
             st = os.lstat(path)
@@ -113,7 +179,7 @@ class ArtifactFiles:
             return None
         return (st.st_size, st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
-    def _remove(self, path: Path) -> bool:
+    def remove(self, path: Path) -> bool:
         """Remove ``path``; False if it was already gone or cannot be removed (read-only)."""
         try:
             os.unlink(path)
@@ -125,32 +191,32 @@ class ArtifactFiles:
             raise StoreError(f"could not remove {path}: {e.strerror}") from e
         return True
 
-    def _list(self, directory: Path) -> list[str]:
+    def listdir(self, directory: Path) -> list[str]:
         """The names in ``directory`` (empty if it does not exist)."""
         try:
             return sorted(os.listdir(directory))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             return []
 
-    def _walk_temp(self, everywhere: bool) -> Iterator[TempFile]:
+    def walk_temp(self, everywhere: bool) -> Iterator[TempFile]:
         """Temp files under ``tmp/`` or, ``everywhere``, anywhere in the store."""
         if everywhere:
             found = ((Path(d), n) for d, _dirs, names in os.walk(self._root) for n in names)
         else:
             tmp = self._root / "tmp"
-            found = ((tmp, n) for n in self._list(tmp))
+            found = ((tmp, n) for n in self.listdir(tmp))
         for directory, name in found:
             writer = parse_temp_name(name)
             path = directory / name
-            st = self._stat(path) if writer is not None else None
+            st = self.stat(path) if writer is not None else None
             if st is not None:
                 yield TempFile(path, st[0], st[1], writer)
 
-    def _create(self, path: Path) -> None:
+    def create(self, path: Path) -> None:
         """Create the empty file ``path`` exclusively (FileExistsError if it is there)."""
         os.close(os.open(path, WRITE_FLAGS, 0o600))
 
-    def _read(self, path: Path) -> bytes:
+    def read(self, path: Path) -> bytes:
         try:
             fd = os.open(path, READ_FLAGS)
         except FileNotFoundError:
@@ -165,3 +231,6 @@ class ArtifactFiles:
                 return f.read()
         except OSError as e:
             raise StoreError(f"could not read {path}: {e.strerror}") from e
+
+    def sync_dir(self, directory: Path) -> None:
+        fsync_dir(directory)

@@ -1,6 +1,6 @@
-"""The artifact store: content-addressed, atomic, signed task outputs on a local (or shared) disk.
+"""The artifact store: content-addressed, atomic, signed task outputs, in a folder or behind a URL.
 
-Layout under ``root`` (``RAYLINE_HOME/artifacts``)::
+Layout under ``root`` (``RAYLINE_ARTIFACTS_URL``; default ``RAYLINE_HOME/artifacts``)::
 
     objects/<d[:2]>/<digest>        the bytes: Parquet for tables, cloudpickle otherwise
     objects/<d[:2]>/<digest>.json   manifest, written last (digest, size, format, created,
@@ -10,19 +10,20 @@ Layout under ``root`` (``RAYLINE_HOME/artifacts``)::
     runs/<run_id>/starts/<node>.<k> one empty file per execution of a node (counts Ray retries)
     tmp/.rl-<machine>-<pid>-<ms>-<hex>.tmp   writes in progress, named after their writer
 
-``digest`` is the sha256 of the stored bytes. Every write goes to a temp file under ``tmp/``, is
-fsynced and ``os.replace``d into place, so a reader sees a complete file or none; the manifest
+``digest`` is the sha256 of the stored bytes. Every write is atomic — locally a temp file under
+``tmp/``, fsynced and ``os.replace``d into place; on object storage (``s3://``, ``gs://``, …) one
+PUT of the whole object — so a reader sees a complete file or none; the manifest
 goes last, so an object without one does not exist. Reads check the sha256 and an HMAC-SHA256
 (key at ``RAYLINE_HOME/secret.key``, outside the root) before anything is unpickled. A ``put``
 of bytes already stored compares them with the stored copy and rewrites a damaged one. Temp
 files of writers that are gone (``temp_files.writer_gone``) are removed when the store is opened.
 
-Every file operation goes through the few ``_``-prefixed I/O methods below (``_read``,
-``_write``, ``_stat``, ``_remove``, ``_list``, ``_walk_temp``, ``_create``), so that another
-filesystem (fsspec) can take their place. Scans of the whole store (``verify``, ``gc``) live in
+Every file operation goes through ``self._files``, an ``ArtifactFiles`` (``artifact_files.py``:
+``LocalFiles`` for a folder, ``FsspecFiles`` for a URL). The HMAC key never goes to the URL: it
+stays in ``RAYLINE_HOME`` and travels to Ray workers inside the pickled store. Scans of the whole store (``verify``, ``gc``) live in
 ``artifact_scan.py``; the byte formats in ``artifact_encoding.py``.
 
-The store holds only a path and a key: cheap to build and to pickle into Ray workers.
+The store holds a path (or a URL and its options) and a key: cheap to pickle into Ray workers.
 
 Example::
 
@@ -48,10 +49,10 @@ from typing import Any
 from rayline.errors import ArtifactIntegrityError, StoreError
 from rayline.store.artifact_encoding import from_bytes, to_bytes
 from rayline.store.artifact_files import ArtifactFiles, TempFile
+from rayline.store.artifact_location import files_for
 from rayline.store.files import (
     DIGEST,
     check_digest,
-    fsync_dir,
     load_or_create_key,
     validate_name,
     write_error,
@@ -72,42 +73,68 @@ class ArtifactInfo:
     fmt: str
 
 
-class ArtifactStore(ArtifactFiles):
+class ArtifactStore:
     """Content-addressed, atomic, signed storage of task outputs.
 
     Args:
-        root: the store's directory (created on first write, mode 0700).
+        root: the store's directory (created on first write, mode 0700), an fsspec URL
+            (``s3://bucket/prefix``), or an ``ArtifactFiles``.
         key: the HMAC key (at least 16 bytes), kept outside ``root``.
+        options: fsspec storage options for a URL (endpoint, credentials, …).
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_files", "_key")
 
-    def __init__(self, root: str | Path, key: bytes) -> None:
+    def __init__(
+        self, root: str | Path | ArtifactFiles, key: bytes, options: dict[str, Any] | None = None
+    ) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) < 16:
             raise StoreError("the artifact store's HMAC key must be at least 16 bytes")
-        super().__init__(root)
+        self._files: ArtifactFiles = (
+            files_for(root, options) if isinstance(root, str | Path) else root
+        )
         self._key = bytes(key)
 
     @classmethod
-    def open(cls, home: str | Path, *, lease_ttl: float = 30.0) -> ArtifactStore:
-        """The store at ``home/artifacts`` signed with ``home/secret.key`` (created if missing).
+    def open(cls, home: str | Path, *, lease_ttl: float = 30.0, url: str | None = None,
+             options: dict[str, Any] | None = None) -> ArtifactStore:  # fmt: skip
+        """The store at ``url`` (default ``home/artifacts``) signed with ``home/secret.key``
+        (created if missing). ``ArtifactStore.for_settings`` opens the one the settings name.
 
         Removes the temp files of writers that are gone (``sweep_temp_files(lease_ttl)``).
         """
         home = Path(home).expanduser()
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = cls(home / "artifacts", load_or_create_key(home / "secret.key"))
+        store = cls(url or home / "artifacts", load_or_create_key(home / "secret.key"), options)
         store.sweep_temp_files(lease_ttl)
         return store
 
+    @classmethod
+    def for_settings(cls, settings: Any, *, sweep: bool = True) -> ArtifactStore:
+        """The store ``settings`` name (``artifacts_url``, ``artifacts_options``; the key in
+        ``RAYLINE_HOME``). ``sweep``: remove dead writers' temp files, as ``open`` does."""
+        from rayline.store.artifact_location import artifact_options
+
+        home = settings.resolved_home
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        url = settings.artifacts_url or settings.artifact_root
+        store = cls(url, load_or_create_key(home / "secret.key"), artifact_options(settings))
+        if sweep:
+            store.sweep_temp_files(settings.lease_ttl)
+        return store
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ArtifactStore, (self._root, self._key))
+        return (ArtifactStore, (self._files, self._key))
 
     def __repr__(self) -> str:
-        return f"ArtifactStore({str(self._root)!r})"  # never the key
+        return f"ArtifactStore({self._files.url!r})"  # never the key
+
+    root = property(lambda self: self._files.root, doc="``Path``, or ``PurePosixPath`` of a URL.")
+    url = property(lambda self: self._files.url, doc="The store as people name it: path or URL.")
+    files = property(lambda self: self._files, doc="The file layer (``ArtifactFiles``).")
 
     def _object(self, digest: str) -> Path:
-        return self._path("objects", check_digest(digest)[:2], digest)
+        return self._files.path("objects", check_digest(digest)[:2], digest)
     def _mac(self, *fields: object) -> str:
         msg = "\n".join(["rayline-v1", *map(str, fields)]).encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
@@ -135,27 +162,27 @@ class ArtifactStore(ArtifactFiles):
         path = self._object(digest)
         manifest = path.with_name(f"{digest}.json")
         info = ArtifactInfo(digest, len(data), fmt)
-        m, d = self._stat(manifest), self._stat(path)
+        m, d = self._files.stat(manifest), self._files.stat(path)
         intact = d is not None and d[0] == len(data) and self._same_bytes(path, data)
         if intact and m is not None and m[0] and self._manifest_ok(digest):
             return info  # already stored intact: nothing to write
         if m is not None and d is not None:
-            log.warning("artifact %s in %s was damaged; rewriting it", digest, self._root)
+            log.warning("artifact %s in %s was damaged; rewriting it", digest, self.url)
         if not intact:
-            self._write(path, data, sync=True)
+            self._files.write(path, data, sync=True)
         record = {
             "digest": digest, "size": len(data), "format": fmt,
             "created": datetime.now(UTC).isoformat(), "type": kind,
             "hmac": self._mac("object", digest, len(data), fmt, kind),
         }  # fmt: skip
-        self._write(manifest, json.dumps(record).encode(), sync=True)
+        self._files.write(manifest, json.dumps(record).encode(), sync=True)
         if os.environ.get("RAYLINE_DB_SYNC", "").lower() == "full":
-            fsync_dir(path.parent)  # power-loss durability of the names, as asked
+            self._files.sync_dir(path.parent)  # power-loss durability of the names, as asked
         return info
 
     def _same_bytes(self, path: Path, data: bytes) -> bool:
         try:
-            return self._read(path) == data
+            return self._files.read(path) == data
         except (FileNotFoundError, StoreError):
             return False
 
@@ -170,9 +197,9 @@ class ArtifactStore(ArtifactFiles):
         path = self._object(digest)
         where = path.with_name(f"{digest}.json")
         try:
-            raw = self._read(where)
+            raw = self._files.read(where)
         except FileNotFoundError:
-            raise StoreError(f"no artifact {digest} in {self._root}") from None
+            raise StoreError(f"no artifact {digest} in {self.url}") from None
         try:
             m = json.loads(raw)
             ok = m["digest"] == digest and isinstance(m["size"], int)
@@ -190,7 +217,7 @@ class ArtifactStore(ArtifactFiles):
     def _verified_bytes(self, digest: str) -> tuple[bytes, dict[str, Any]]:
         path, m = self._manifest(digest)
         try:
-            data = self._read(path)
+            data = self._files.read(path)
         except FileNotFoundError:
             raise ArtifactIntegrityError(
                 f"artifact {digest}: manifest present but data {path} is missing"
@@ -218,7 +245,7 @@ class ArtifactStore(ArtifactFiles):
 
     def exists(self, digest: str) -> bool:
         """Whether the object's manifest is in place (a cheap check; ``verify`` reads it all)."""
-        return self._stat(self._object(digest).with_name(f"{digest}.json")) is not None
+        return self._files.stat(self._object(digest).with_name(f"{digest}.json")) is not None
 
     def verify(self, digest: str) -> bool:
         """Whether the object is present and passes its checksum and signature. Never raises."""
@@ -240,22 +267,22 @@ class ArtifactStore(ArtifactFiles):
         verify --repair`` and ``gc`` discard the ones nothing should read any more.
         """
         path = self._object(digest)
-        self._remove(path.with_name(f"{digest}.json"))
-        self._remove(path)
+        self._files.remove(path.with_name(f"{digest}.json"))
+        self._files.remove(path)
 
     # ------------------------------------------------------------------- pointers and cache
 
     def _put_pointer(self, path: Path, kind: str, digest: str, *, sync: bool) -> None:
-        rel = path.relative_to(self._root).as_posix()
+        rel = path.relative_to(self.root).as_posix()
         line = f"{digest} {self._mac(kind, rel, digest)}\n"
-        self._write(path, line.encode(), sync=sync)
+        self._files.write(path, line.encode(), sync=sync)
 
     def _get_pointer(self, path: Path, kind: str) -> str | None:
         try:
-            digest, mac = self._read(path).decode("ascii").split()
+            digest, mac = self._files.read(path).decode("ascii").split()
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             return None  # absent, or torn by a crash: a miss
-        rel = path.relative_to(self._root).as_posix()
+        rel = path.relative_to(self.root).as_posix()
         if not DIGEST.fullmatch(digest) or not hmac.compare_digest(
             mac, self._mac(kind, rel, digest)
         ):
@@ -263,7 +290,7 @@ class ArtifactStore(ArtifactFiles):
         return digest
 
     def _cache_path(self, key: str) -> Path:
-        return self._path("cache", validate_name(key)[:2].replace(".", "_"), key)
+        return self._files.path("cache", validate_name(key)[:2].replace(".", "_"), key)
 
     def cache_put(self, key: str, digest: str) -> None:
         """Record that cache ``key`` resolves to the stored object ``digest``."""
@@ -276,14 +303,14 @@ class ArtifactStore(ArtifactFiles):
 
     def put_named(self, namespace: str, name: str, value: Any) -> ArtifactInfo:
         """Store ``value`` and point ``named/<namespace>/<name>`` at it (replacing any)."""
-        path = self._path("named", namespace, name)
+        path = self._files.path("named", namespace, name)
         info = self.put(value)
         self._put_pointer(path, "named", info.digest, sync=True)
         return info
 
     def named_digest(self, namespace: str, name: str) -> str | None:
         """The digest ``namespace/name`` points at, or None."""
-        return self._get_pointer(self._path("named", namespace, name), "named")
+        return self._get_pointer(self._files.path("named", namespace, name), "named")
 
     def get_named(self, namespace: str, name: str) -> Any:
         """The value stored under ``namespace/name``, checked as ``get`` checks it.
@@ -293,7 +320,7 @@ class ArtifactStore(ArtifactFiles):
         """
         digest = self.named_digest(namespace, name)
         if digest is None:
-            raise StoreError(f"no artifact named '{namespace}/{name}' in {self._root}")
+            raise StoreError(f"no artifact named '{namespace}/{name}' in {self.url}")
         return self.get(digest)
 
     # ------------------------------------------------------------------ attempts and cleanup
@@ -304,17 +331,17 @@ class ArtifactStore(ArtifactFiles):
         Each call creates ``runs/<run_id>/starts/<node_id>.<k>`` exclusively, so executions that
         Ray retried on its own are counted even though the driver never saw them fail.
         """
-        directory = self._path("runs", run_id, "starts")
+        directory = self._files.path("runs", run_id, "starts")
         validate_name(node_id)
         k = 1
         while True:
             try:
-                self._create(directory / f"{node_id}.{k}")
+                self._files.create(directory / f"{node_id}.{k}")
                 return k
             except FileExistsError:
                 k += 1
             except FileNotFoundError:
-                self._make_dirs(directory)
+                self._files.make_dirs(directory)
             except OSError as e:
                 raise write_error(directory / f"{node_id}.{k}", e) from e
 
@@ -322,7 +349,7 @@ class ArtifactStore(ArtifactFiles):
 
     def temp_files(self, *, everywhere: bool = False) -> list[TempFile]:
         """Temp files under ``tmp/`` (or, ``everywhere``, anywhere in the store)."""
-        return list(self._walk_temp(everywhere))
+        return list(self._files.walk_temp(everywhere))
 
     def sweep_temp_files(
         self, lease_ttl: float = 30.0, *, everywhere: bool = False, dry_run: bool = False
@@ -333,40 +360,40 @@ class ArtifactStore(ArtifactFiles):
         beside the objects, where older versions of rayline left their temp files.
         """
         now, gone = time.time(), []
-        for t in self._walk_temp(everywhere):
+        for t in self._files.walk_temp(everywhere):
             if writer_gone(t.writer, mtime=t.mtime, now=now, ttl=lease_ttl):
-                if dry_run or self._remove(t.path):
+                if dry_run or self._files.remove(t.path):
                     gone.append(t)
         return gone
 
     def cleanup_tmp(self, older_than_s: float = 3600) -> int:
         """Remove temp files anywhere in the store not changed for ``older_than_s``; how many."""
         cutoff = time.time() - older_than_s
-        return sum(1 for t in self._walk_temp(True) if t.mtime < cutoff and self._remove(t.path))
+        return sum(1 for t in self._files.walk_temp(True) if t.mtime < cutoff and self._files.remove(t.path))
 
     def object_files(self) -> Iterator[tuple[str, tuple[int, float] | None, bool]]:
         """Every object's ``(digest, (size, mtime) of its data or None, has a manifest)``."""
-        objects = self._root / "objects"
-        for shard in self._list(objects):
-            names = set(self._list(objects / shard))
+        objects = self.root / "objects"
+        for shard in self._files.listdir(objects):
+            names = set(self._files.listdir(objects / shard))
             for name in sorted(names):
                 digest = name.removesuffix(".json")
                 if not DIGEST.fullmatch(digest) or (name == digest and f"{digest}.json" in names):
                     continue  # not an object, or met again through its manifest
-                yield digest, self._stat(objects / shard / digest), f"{digest}.json" in names
+                yield digest, self._files.stat(objects / shard / digest), f"{digest}.json" in names
 
     def pointers(self) -> Iterator[tuple[str, tuple[str, ...], str | None]]:
         """Every cache entry and named pointer: ``(kind, where, digest)``; ``kind`` is
         ``cache`` (``where`` = (key,)) or ``named`` ((namespace, name)); ``digest`` is None
         for an entry that is torn or not signed by this store's key."""
-        for shard in self._list(self._root / "cache"):
-            for key in self._list(self._root / "cache" / shard):
-                yield "cache", (key,), self._get_pointer(self._root / "cache" / shard / key, "cache")
-        for ns in self._list(self._root / "named"):
-            for name in self._list(self._root / "named" / ns):
-                where = self._root / "named" / ns / name
+        for shard in self._files.listdir(self.root / "cache"):
+            for key in self._files.listdir(self.root / "cache" / shard):
+                yield "cache", (key,), self._get_pointer(self.root / "cache" / shard / key, "cache")
+        for ns in self._files.listdir(self.root / "named"):
+            for name in self._files.listdir(self.root / "named" / ns):
+                where = self.root / "named" / ns / name
                 yield "named", (ns, name), self._get_pointer(where, "named")
 
     def cache_remove(self, key: str) -> bool:
         """Remove cache entry ``key``; False if there was none."""
-        return self._remove(self._cache_path(key))
+        return self._files.remove(self._cache_path(key))

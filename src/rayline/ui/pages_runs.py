@@ -127,7 +127,7 @@ def run_page(runs: RunStore, settings: Settings, run_id: str) -> RunPage:
         StoreError: no such run, or the prefix is ambiguous.
     """
     record = runs.find_run(run_id)
-    view = read_run_view(runs, record.run_id, artifact_root=str(settings.artifact_root))
+    view = read_run_view(runs, record.run_id, artifact_root=settings.artifacts_url or str(settings.artifact_root))
     text = runs.get_plan(record.plan_hash)
     plan = json.loads(text) if text else {}
     states = {t.node_id: t.status.value for t in view.tasks}
