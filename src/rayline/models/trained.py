@@ -141,7 +141,7 @@ def resolve_store(store: Any = None) -> Any:
     from rayline.config import Settings
     from rayline.store.artifacts import ArtifactStore
 
-    return ArtifactStore.open(Settings().resolved_home)
+    return ArtifactStore.for_settings(Settings(), sweep=False)
 
 
 @dataclass(frozen=True)

@@ -262,4 +262,5 @@ def _store(home: Any) -> Any:
     from rayline.config import Settings
     from rayline.store.artifacts import ArtifactStore
 
-    return ArtifactStore.open(Path(home) if home is not None else Settings().resolved_home)
+    settings = Settings(home=Path(home)) if home is not None else Settings()
+    return ArtifactStore.for_settings(settings, sweep=False)

@@ -149,9 +149,11 @@ class _Loaded:
         model cannot load, its ``setup`` raises or its first ``check_health`` fails."""
         if same is not None and cls.model_of(same.spec) == cls.model_of(spec):
             return cls(spec, same.predictor)
+        from rayline.config import Settings
         from rayline.models.registry import open_registry
 
-        registry = open_registry(spec["home"], connect=False)  # load(mv) opens no database
+        where = Settings(home=spec["home"], artifacts_url=spec.get("artifacts_url"))
+        registry = open_registry(where, connect=False)  # load(mv) opens no database
         mv = ModelVersion.from_dict(spec)
         model = registry.load(mv)  # sha256 and HMAC checked before unpickling
         setup = getattr(model, "setup", None)

@@ -60,7 +60,10 @@ def build_spec(mv: ModelVersion, home: Path, *, alias: str | None, token: str | 
         raise UsageError("batch_max_size must be >= 1 and batch_wait_timeout_s >= 0")
     if max_body_bytes < 1 or max_json_depth < 1:
         raise UsageError("max_body_bytes and max_json_depth must be >= 1")
-    return {"home": str(home), "name": mv.name, "version": mv.version, "digest": mv.digest,
+    from rayline.config import Settings
+
+    artifacts_url = Settings(home=home).artifacts_url  # the replica reads the model from there
+    return {"home": str(home), "artifacts_url": artifacts_url, "name": mv.name, "version": mv.version, "digest": mv.digest,
             "created_at": mv.created_at.isoformat(), "flavor": mv.flavor, "inputs": None if mv.inputs is None else list(mv.inputs),
             "features_digest": mv.features_digest, "alias": alias, "token_sha256": token,
             "batch_max_size": int(batch_max_size),

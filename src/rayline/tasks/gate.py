@@ -162,7 +162,8 @@ def gate_and_promote(
                          f"-is-better; mode={mode!r} contradicts it")  # fmt: skip
     ctx = context.current()
     own = not isinstance(home, Registry)
-    reg = open_registry(home if home is not None else (home_from_context(ctx) or home_of(None))) if own else home
+    where = home if home is not None else (home_from_context(ctx) or home_of(None))
+    reg = open_registry(where, store=getattr(ctx, "store", None)) if own else home
     try:
         if isinstance(challenger, ModelVersion):
             if challenger.name != model_name:

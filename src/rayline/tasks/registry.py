@@ -51,7 +51,7 @@ def register_model(
     """
     ctx = context.current()
     found = context.lineage()
-    with open_registry(home_from_context(ctx) or home_of(None)) as reg:
+    with open_registry(home_from_context(ctx) or home_of(None), store=getattr(ctx, "store", None)) as reg:
         mv = reg.register(name, model, metrics=metrics, lineage={**found, **(lineage or {})},
                           features=features)  # fmt: skip
         if alias is not None:

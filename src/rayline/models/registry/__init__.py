@@ -41,19 +41,21 @@ __all__ = [
 ]
 
 
-def open_registry(settings_or_home: Any = None, *, connect: bool = True) -> ModelRegistry:
+def open_registry(settings_or_home: Any = None, *, connect: bool = True, store: Any = None) -> ModelRegistry:
     """The registry of ``settings_or_home`` (a ``Settings``, a path, or None for RAYLINE_HOME).
 
     A registry given instead is returned as it is, so that callers can pass either. With
     ``connect=False`` its database is opened on first use: a process that only ``load``s a
-    ``ModelVersion`` it was given (a serving replica) never opens it.
+    ``ModelVersion`` it was given (a serving replica) never opens it. ``store``: the artifact
+    store of the models' bytes (a running task passes its run's store, which names the artifact
+    URL); by default the settings' ``RAYLINE_ARTIFACTS_URL``.
     """
     from rayline.models.registry.protocol import Registry
     from rayline.models.registry.sql import ModelRegistry
 
     if isinstance(settings_or_home, Registry):
         return settings_or_home  # type: ignore[return-value]
-    return ModelRegistry(settings_or_home, connect=connect)
+    return ModelRegistry(settings_or_home, connect=connect, store=store)
 
 
 def home_from_context(ctx: Any) -> Path | None:

@@ -7,10 +7,8 @@ fields it needs and, optionally, the fitted feature transform it was trained beh
 (``staging``, ``production`` or any valid name) point at versions; every move is kept in a
 history, so ``rollback`` puts an alias back where it was in one call.
 
-This is the ``Registry`` protocol's (``rayline.models.registry.protocol``) SQL backend. Its
-tables live in ``RAYLINE_HOME/registry.db`` (see ``tables``), migrated by the store's one
-migration runner. The database is opened on first use: a ``ModelRegistry`` unpickled on a Ray
-worker (a serving replica) that only ``load``s a ``ModelVersion`` it was given never opens it.
+The ``Registry`` protocol's SQL backend: tables in ``RAYLINE_HOME/registry.db`` (``tables``),
+opened on first use, so an unpickled copy that only ``load``s a given version never opens it.
 
 Example::
 
@@ -20,8 +18,7 @@ Example::
     reg.load("churn", alias="production").predict(records)
     reg.rollback("churn", "production", reason="error rate up")
 
-In a flow, ``register_model(model, name="churn", alias="staging")`` (``rayline.tasks.registry``)
-registers from inside the run with the lineage the driver put into the task context.
+In a flow, ``register_model`` (``rayline.tasks.registry``) registers with the driver's lineage.
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from rayline.config import Settings
 from rayline.errors import StoreError
 from rayline.models.registry import records as rr
 from rayline.models.registry import tables as sql
@@ -58,8 +56,6 @@ __all__ = ["ModelRegistry", "home_of"]
 
 def home_of(settings_or_home: Any) -> Path:
     if settings_or_home is None:
-        from rayline.config import Settings
-
         return Settings().resolved_home
     home = getattr(settings_or_home, "resolved_home", None)
     return Path(home) if home is not None else Path(settings_or_home).expanduser().absolute()
@@ -82,12 +78,14 @@ class ModelRegistry:
             written by a newer rayline.
     """
 
-    def __init__(self, settings_or_home: Any = None, *, connect: bool = True) -> None:
+    def __init__(self, settings_or_home: Any = None, *, connect: bool = True,
+                 store: ArtifactStore | None = None) -> None:
         self._home = home_of(settings_or_home)
+        self._settings = settings_or_home if hasattr(settings_or_home, "artifacts_url") else None
         self._engine: Any = None
         self._reader: Any = None
         self._where = str(self._home / sql.FILE_NAME)
-        self._store: ArtifactStore | None = None
+        self._store: ArtifactStore | None = store
         self._lock = threading.Lock()
         if connect:
             self._open()
@@ -108,9 +106,11 @@ class ModelRegistry:
 
     @property
     def store(self) -> ArtifactStore:
-        """The artifact store holding the models' bytes (``home/artifacts``)."""
+        """The artifact store holding the models' bytes: the one given, else the settings' artifact
+        URL (``RAYLINE_ARTIFACTS_URL``, by default ``home/artifacts``)."""
         if self._store is None:
-            self._store = ArtifactStore.open(self._home)
+            settings = self._settings or Settings(home=self._home)
+            self._store = ArtifactStore.for_settings(settings, sweep=False)
         return self._store
 
     def close(self) -> None:
@@ -127,7 +127,7 @@ class ModelRegistry:
         self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:  # a worker reopens it lazily from its home
-        return (_unpickle, (self._home,))
+        return (_unpickle, (self._home, self.store))
 
     def __repr__(self) -> str:
         return f"ModelRegistry({self._where!r})"
@@ -384,8 +384,8 @@ class ModelRegistry:
         return ModelNotFoundError(f"model '{name}' has no version {version}; its versions: {have}")
 
 
-def _unpickle(home: Path) -> ModelRegistry:
-    return ModelRegistry(home, connect=False)
+def _unpickle(home: Path, store: ArtifactStore | None = None) -> ModelRegistry:
+    return ModelRegistry(home, connect=False, store=store)
 
 
 def _by_version(alias_to_version: Mapping[str, int]) -> dict[int, tuple[str, ...]]:
