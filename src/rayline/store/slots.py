@@ -15,10 +15,8 @@ in the same transaction as the take-over, only while it is free or still the run
 raises ``FlowBusyError`` and changes nothing.
 
 The slot is released by the holder's run ending, so a crash cannot lock it for longer than the
-lease (run store's clock, never a scheduler's). A reserved run whose starter died before starting
-it goes back to the head of the queue when a trigger reserved it; one reserved by ``rayline run``
-becomes INTERRUPTED (only a resume runs it). Example: ``FlowSlots(store).reserve(new, overlap=
-"skip").action`` is ``start`` (run it: ``Runner(SlotGuardedStore(...)).resume``), ``queued``, ...
+lease (run store's clock). A reserved run whose starter died goes back to the head of the queue
+(a trigger's) or becomes INTERRUPTED (``rayline run``'s: only a resume runs it).
 """
 
 from __future__ import annotations
