@@ -29,6 +29,7 @@ BENCHMARKS = {
     "train": ("train.py", [], ["--quick"]),
     "serve": ("serve.py", [], ["--duration", "2", "--warmup", "1"]),
     "trigger": ("trigger.py", [], ["--quick"]),
+    "data_dag": ("data_dag.py", [], ["--reps", "1", "--mb", "10", "--rows", "20000", "--tasks", "50"]),
 }
 
 
