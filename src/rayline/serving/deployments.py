@@ -40,13 +40,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from rayline.errors import StoreError
 from rayline.models.registry.records import ModelVersion, to_json, utc
 from rayline.models.registry.sql import home_of
-from rayline.store.sql import make_engine, migrate, version_table
+from rayline.store.sql import open_sqlite, version_table
 
 __all__ = ["DeploymentRecords"]
 
@@ -121,17 +120,7 @@ class DeploymentRecords:
 
     @staticmethod
     def _open(path: Path) -> Any:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = make_engine(make_url(f"sqlite:///{path}"), label=LABEL)
-        try:
-            migrate(engine, serving_schema, MIGRATIONS, SCHEMA_VERSION, where=str(path), label=LABEL)
-        except DBAPIError as e:
-            engine.dispose()
-            raise StoreError(f"cannot open the serving records at {path}: {e.orig}") from e
-        except BaseException:
-            engine.dispose()
-            raise
-        return engine
+        return open_sqlite(path, serving_schema, MIGRATIONS, SCHEMA_VERSION, label=LABEL)
 
     def put(self, app: str, mv: ModelVersion, *, alias: str | None, spec: Mapping[str, Any],
             status: str) -> None:  # fmt: skip

@@ -309,3 +309,28 @@ def make_engine(url: URL, *, label: str = "run store") -> Engine:
     event.listen(engine, "begin", _on_begin)
     _guard_fork(engine)
     return engine
+
+
+def open_sqlite(path: Path, versions: Table, migrations: Mapping[int, Callable[[Connection], None]],
+                version: int, *, label: str) -> Engine:
+    """A migrated engine on the SQLite file ``path`` (its folder made 0700) for a store of its
+    own (the model registry, serving's records); disposed again if migrating fails.
+
+    Raises:
+        StoreError: the file cannot be opened, lies on a network filesystem, or is newer than
+            this rayline.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(make_url(f"sqlite:///{path}"), label=label)
+    try:
+        migrate(engine, versions, migrations, version, where=str(path), label=label)
+    except DBAPIError as e:
+        engine.dispose()
+        raise StoreError(f"cannot open the {label} at {path}: {e.orig}") from e
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine

@@ -39,11 +39,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
-from rayline.errors import StoreError
-from rayline.store.sql import make_engine, migrate, version_table
+from rayline.store.sql import open_sqlite, version_table
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = 1
@@ -134,15 +131,7 @@ def open_engine(home: Path) -> tuple[Engine, str]:
             than this rayline.
     """
     path = Path(home).expanduser().absolute() / FILE_NAME
-    engine = make_engine(make_url(f"sqlite:///{path}"), label=LABEL)
-    try:
-        migrate(engine, registry_schema, MIGRATIONS, SCHEMA_VERSION, where=str(path), label=LABEL)
-    except DBAPIError as e:
-        engine.dispose()
-        raise StoreError(f"cannot open the model registry at {path}: {e.orig}") from e
-    except BaseException:
-        engine.dispose()
-        raise
+    engine = open_sqlite(path, registry_schema, MIGRATIONS, SCHEMA_VERSION, label=LABEL)
     return engine, str(path)
 
 
