@@ -25,6 +25,8 @@ class Trace:
 
     flow_name: str
     nodes: list[Node] = field(default_factory=list)
+    #: ints handed out for ``range(ParamRef)`` while tracing, mapped back by ``sdk.mapping``
+    int_tokens: dict[int, Any] = field(default_factory=dict)
     _counts: dict[str, int] = field(default_factory=dict)
 
     def new_id(self, base: str) -> str:
@@ -32,9 +34,11 @@ class Trace:
         self._counts[base] = n + 1
         return base if n == 0 else f"{base}-{n}"
 
-    def record(self, spec: TaskSpec, args: tuple[tuple[str, Any], ...], location: str) -> Ref:
+    def record(
+        self, spec: TaskSpec, args: tuple[tuple[str, Any], ...], location: str, mapped: str | None = None
+    ) -> Ref:
         node_id = self.new_id(spec.name)
-        self.nodes.append(Node(node_id, spec, args, location, upstream_of(args)))
+        self.nodes.append(Node(node_id, spec, args, location, upstream_of(args), mapped))
         return Ref(node_id)
 
 
