@@ -105,3 +105,46 @@ def test_a_map_over_a_value_that_is_not_iterable_fails_the_map_node(settings):
     assert run.status == RunStatus.FAILED
     node = next(t for t in run.tasks if t.node_id == "square")
     assert node.status == TaskStatus.FAILED and "needs an iterable" in node.error_message
+
+
+YAML_MAP = """\
+name: yaml-map
+params:
+  folder: {type: str}
+  n: {default: 4, type: int}
+  xs: {default: [1, 2, 3], type: list}
+steps:
+  load: {uses: "tests.integration.flows.mapped:listing", with: {n: "${params.n}", folder: "${params.folder}"}}
+  sq: {uses: "tests.integration.flows.mapped:square", map: "${steps.load}", with: {folder: "${params.folder}"}}
+  sq_params: {uses: "tests.integration.flows.mapped:square", map: "${params.xs}", with: {folder: "${params.folder}"}}
+  total: {uses: "tests.integration.flows.mapped:total", with: {xs: "${steps.sq}"}}
+  total_params: {uses: "tests.integration.flows.mapped:total", with: {xs: "${steps.sq_params}"}}
+outputs: ["${steps.total}", "${steps.total_params}"]
+"""
+
+
+@pytest.fixture
+def tests_allowed(monkeypatch):
+    monkeypatch.setenv("RAYLINE_ALLOWED_MODULES", "tests")
+
+
+@pytest.mark.usefixtures("tests_allowed")
+def test_a_yaml_step_maps_over_a_step_output_and_a_parameter(settings, tmp_path):
+    path = tmp_path / "yaml_map.yaml"
+    path.write_text(YAML_MAP)
+    run = rayline.run(path, folder=str(tmp_path), settings=settings, executor="local")
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert list(run.result()) == [0 + 1 + 4 + 9, 1 + 4 + 9]
+    ids = {t.node_id for t in run.tasks}
+    assert {"sq[0]", "sq[3]", "sq_params[2]", "sq", "sq_params"} <= ids
+
+
+@pytest.mark.usefixtures("tests_allowed")
+def test_a_yaml_map_that_also_gets_the_mapped_parameter_is_a_definition_error(tmp_path):
+    from rayline.errors import DefinitionError
+    from rayline.sdk.yaml_flow import load_yaml_flow
+
+    path = tmp_path / "bad_map.yaml"
+    path.write_text(YAML_MAP.replace('map: "${steps.load}", with: {folder', 'map: "${steps.load}", with: {x: 1, folder'))
+    with pytest.raises(DefinitionError, match=r"bad_map.yaml:8.*cannot be mapped"):
+        load_yaml_flow(path)

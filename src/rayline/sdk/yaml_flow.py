@@ -104,6 +104,7 @@ class _Loader:
         self._check_param_defaults()
         nodes: dict[str, tuple[Task, tuple[tuple[str, Any], ...]]] = {}
         upstream: dict[str, tuple[str, ...]] = {}
+        mapped: dict[str, str | None] = {}
         for sid, spec in self.flow.steps.items():
             if not ID_PATTERN.match(sid):
                 self.problem(
@@ -117,6 +118,8 @@ class _Loader:
                 continue
             task = self._task(sid, spec)
             kwargs = self._resolve(spec.with_, ("steps", sid, "with"), sid)
+            if spec.map is not None and task is not None:
+                mapped[sid] = self._mapped(sid, task, spec, kwargs)
             args = self._bind(sid, task, kwargs) if task is not None else None
             upstream[sid] = self._upstream(sid, spec, kwargs)
             if task is not None and args is not None:
@@ -135,6 +138,7 @@ class _Loader:
                     nodes[sid][1],
                     self.doc.where(("steps", sid)),
                     upstream[sid],
+                    mapped.get(sid),
                 )
                 for sid in order
             ),
@@ -177,6 +181,20 @@ class _Loader:
         except DefinitionError as exc:
             self.problem(f"invalid options for task '{task.name}': {exc}", ("steps", sid), sid)
             return None
+
+    def _mapped(self, sid: str, task: Task, spec: StepSpec, kwargs: dict[str, Any]) -> str | None:
+        """Put the ``map:`` value under the task's first parameter; that parameter's name."""
+        first = next(iter(task.spec.signature.parameters), None)
+        loc: Loc = ("steps", sid, "map")
+        if first is None or first in kwargs:
+            why = "takes no parameters" if first is None else f"gets '{first}' from `with:` already"
+            self.problem(
+                f"task '{task.name}' {why}, so it cannot be mapped", loc, sid,
+                "`map:` passes each item as the task's first parameter",
+            )  # fmt: skip
+            return None
+        kwargs[first] = self._resolve(spec.map, loc, sid)
+        return first
 
     def _bind(
         self, sid: str, task: Task, kwargs: dict[str, Any]

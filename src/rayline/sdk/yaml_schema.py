@@ -64,6 +64,9 @@ class StepSpec(_Strict):
     uses: str
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     needs: list[str] = Field(default_factory=list)
+    #: run the task once per item of this value (``${steps.x}``, ``${params.x}`` or a list),
+    #: each item passed as its first parameter; the step's output is the list of results
+    map: Any = None
     resources: ResourcesSpec | None = None
     retries: int | None = Field(default=None, ge=0)
     backoff: BackoffSpec | None = None
