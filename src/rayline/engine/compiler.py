@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayline.engine.conditions import WHEN_ARG, guarded_spec
 from rayline.engine.validate import ClusterNodes, validate
 from rayline.errors import DefinitionError
 from rayline.sdk.graph import DeferredRange, Graph, Node, ParamRef, Ref
@@ -128,6 +129,9 @@ def compile_plan(
         spec = node.spec
         slots: dict[str, int] = {u: i for i, u in enumerate(node.upstream)}
         template = tuple((k, _template(v, slots, values)) for k, v in node.args)
+        if node.when:  # runs only when its conditions hold (engine/conditions.py)
+            spec = guarded_spec(spec, node.when)
+            template = (*template, (WHEN_ARG, [Slot(slots[w]) for w in node.when]))
         nodes.append(
             PlannedNode(
                 id=node.id,

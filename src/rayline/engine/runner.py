@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rayline.engine.compiler import Plan, PlannedNode
+from rayline.engine.conditions import not_taken
 from rayline.engine.executors.base import Executor
 from rayline.engine.expand import base_node_id, expand_ready
 from rayline.engine.heartbeat import Heartbeat
@@ -126,6 +127,7 @@ class Runner:
         timed_out: set[str] = set()
         first_error: str | None = None
         skip_reason: str | None = None
+        branch: set[str] = set()  # SKIPPED because a condition was false, and their descendants
         previous = self._previous_watermarks(plan.graph.name, run_id)
         report = Report(self.store.get_run(run_id).counters)
 
@@ -202,7 +204,9 @@ class Runner:
                                         self._ready(plan.node(d), pending_updates, deadlines)
                         else:
                             skipped = status == TaskStatus.SKIPPED
-                            if skipped:
+                            if skipped and not_taken(meta):  # a condition was false: not a skip of the run
+                                branch.add(nid)
+                            elif skipped:
                                 skip_reason = skip_reason or f"task '{nid}': {meta.get('skip_reason', '')}"
                             else:
                                 first_error = first_error or error_line(nid, meta)
@@ -211,6 +215,8 @@ class Runner:
                             # Not yet finished, or finished in this same batch (Ray fails a
                             # child together with its parent): either way it never ran.
                             doomed = [d for d in plan.descendants(nid) if d not in states or not states[d].terminal]
+                            if nid in branch:
+                                branch.update(doomed)
                             for d in doomed:
                                 states[d] = after
                                 pending_updates.append(TaskUpdate(node_id=d, status=after, error_message=why))
@@ -236,7 +242,7 @@ class Runner:
                 ex.release(list(handles.values()))
                 ex.finish()
 
-        finals = [states.get(n.id, TaskStatus.PENDING) for n in plan.nodes]
+        finals = [states.get(n.id, TaskStatus.PENDING) for n in plan.nodes if n.id not in branch]
         ok = all(s.ok for s in finals)
         final = RunStatus.FAILED
         if ok:

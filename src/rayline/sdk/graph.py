@@ -133,6 +133,9 @@ class Node:
     #: for a map node (``task.map`` over a run-time value): the parameter that receives each item;
     #: its argument is the iterable (a ``Ref``, a ``ParamRef`` or a ``DeferredRange``)
     mapped: str | None = None
+    #: the nodes whose outputs must all be truthy for this node to run (``rayline.when``);
+    #: otherwise it is SKIPPED, and so is everything downstream of it
+    when: tuple[str, ...] = ()
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -179,7 +182,7 @@ class Graph:
         """A hash of the structure and code of the graph (not of parameter values)."""
         h = hashlib.sha256(self.name.encode())
         for n in self.nodes:
-            h.update(json.dumps([n.id, n.spec.name, n.spec.code_hash, list(n.upstream), n.mapped]).encode())
+            h.update(json.dumps([n.id, n.spec.name, n.spec.code_hash, list(n.upstream), n.mapped, list(n.when)]).encode())
             h.update(describe_args(n.args).encode())
         return h.hexdigest()
 

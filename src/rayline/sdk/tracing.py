@@ -27,6 +27,8 @@ class Trace:
     nodes: list[Node] = field(default_factory=list)
     #: ints handed out for ``range(ParamRef)`` while tracing, mapped back by ``sdk.mapping``
     int_tokens: dict[int, Any] = field(default_factory=dict)
+    #: node ids of the enclosing ``with rayline.when(...)`` blocks (``sdk.conditions``)
+    conditions: list[str] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
 
     def new_id(self, base: str) -> str:
@@ -38,7 +40,9 @@ class Trace:
         self, spec: TaskSpec, args: tuple[tuple[str, Any], ...], location: str, mapped: str | None = None
     ) -> Ref:
         node_id = self.new_id(spec.name)
-        self.nodes.append(Node(node_id, spec, args, location, upstream_of(args), mapped))
+        when = tuple(dict.fromkeys(self.conditions))
+        upstream = tuple(dict.fromkeys((*upstream_of(args), *when)))
+        self.nodes.append(Node(node_id, spec, args, location, upstream, mapped, when))
         return Ref(node_id)
 
 

@@ -105,6 +105,7 @@ class _Loader:
         nodes: dict[str, tuple[Task, tuple[tuple[str, Any], ...]]] = {}
         upstream: dict[str, tuple[str, ...]] = {}
         mapped: dict[str, str | None] = {}
+        whens: dict[str, tuple[str, ...]] = {}
         for sid, spec in self.flow.steps.items():
             if not ID_PATTERN.match(sid):
                 self.problem(
@@ -121,7 +122,8 @@ class _Loader:
             if spec.map is not None and task is not None:
                 mapped[sid] = self._mapped(sid, task, spec, kwargs)
             args = self._bind(sid, task, kwargs) if task is not None else None
-            upstream[sid] = self._upstream(sid, spec, kwargs)
+            whens[sid] = self._when(sid, spec)
+            upstream[sid] = tuple(dict.fromkeys((*self._upstream(sid, spec, kwargs), *whens[sid])))
             if task is not None and args is not None:
                 nodes[sid] = (task, args)
         order = self._toposort(upstream)
@@ -139,6 +141,7 @@ class _Loader:
                     self.doc.where(("steps", sid)),
                     upstream[sid],
                     mapped.get(sid),
+                    whens.get(sid, ()),
                 )
                 for sid in order
             ),
@@ -181,6 +184,20 @@ class _Loader:
         except DefinitionError as exc:
             self.problem(f"invalid options for task '{task.name}': {exc}", ("steps", sid), sid)
             return None
+
+    def _when(self, sid: str, spec: StepSpec) -> tuple[str, ...]:
+        """The step whose output ``if:`` names (``${steps.check}``)."""
+        if spec.if_ is None:
+            return ()
+        loc: Loc = ("steps", sid, "if")
+        ref = self._resolve(spec.if_, loc, sid)
+        if isinstance(ref, Ref):
+            return (ref.node,) if ref.node in self.order else ()  # an unknown step is reported
+        self.problem(
+            f"if: {spec.if_!r} must name a step's output", loc, sid,
+            'write `if: "${steps.check}"`; to test a parameter, return it from a step',
+        )  # fmt: skip
+        return ()
 
     def _mapped(self, sid: str, task: Task, spec: StepSpec, kwargs: dict[str, Any]) -> str | None:
         """Put the ``map:`` value under the task's first parameter; that parameter's name."""
