@@ -29,9 +29,12 @@ class Trace:
     int_tokens: dict[int, Any] = field(default_factory=dict)
     #: node ids of the enclosing ``with rayline.when(...)`` blocks (``sdk.conditions``)
     conditions: list[str] = field(default_factory=list)
+    #: namespaces of the subflow calls being traced (``sdk.subflows``), e.g. ``["train_all."]``
+    prefixes: list[str] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
 
     def new_id(self, base: str) -> str:
+        base = "".join(self.prefixes) + base
         n = self._counts.get(base, 0)
         self._counts[base] = n + 1
         return base if n == 0 else f"{base}-{n}"
