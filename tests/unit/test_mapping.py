@@ -148,3 +148,11 @@ def test_a_yaml_map_that_also_gets_the_mapped_parameter_is_a_definition_error(tm
     path.write_text(YAML_MAP.replace('map: "${steps.load}", with: {folder', 'map: "${steps.load}", with: {x: 1, folder'))
     with pytest.raises(DefinitionError, match=r"bad_map.yaml:8.*cannot be mapped"):
         load_yaml_flow(path)
+
+
+def test_configs_hello_map_yaml_maps_over_a_step_output(settings):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "hello_map.yaml"
+    run = rayline.run(path, n=10, settings=settings, executor="local")
+    assert run.status == RunStatus.SUCCEEDED and run.result() == sum(i * i for i in range(1, 11))
