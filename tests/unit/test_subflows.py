@@ -65,3 +65,59 @@ def test_a_subflow_maps_over_the_outer_flows_parameter(settings):
     run = rayline.run(nested.folds_from_a_parameter, n=4, settings=settings, executor="local")
     assert run.status == RunStatus.SUCCEEDED and run.result() == 0 + 1 + 2 + 3
     assert {"train_all.fit[3]", "train_all.fit", "train_all.evaluate"} <= {t.node_id for t in run.tasks}
+
+
+INNER_YAML = """\
+name: inner
+params:
+  n: {type: int}
+steps:
+  load: {uses: "hello_tasks:make_numbers", with: {n: "${params.n}"}}
+  square: {uses: "hello_tasks:square_one", map: "${steps.load}"}
+  total: {uses: "hello_tasks:total", with: {xs: "${steps.square}"}}
+outputs: "${steps.total}"
+"""
+
+OUTER_YAML = """\
+name: outer
+params:
+  n: {default: 3, type: int}
+steps:
+  first: {uses: "inner.yaml", with: {n: "${params.n}"}}
+  python: {uses: "tests.integration.flows.nested:train_all", with: {scale: "${steps.first}", folds: 2}}
+  both: {uses: "tests.integration.flows.nested:publish", with: {a: "${steps.first}", b: "${steps.python}"}}
+outputs: "${steps.both}"
+"""
+
+
+def _write_yaml_pair(folder: Path, outer: str = OUTER_YAML) -> Path:
+    import shutil
+
+    module = f"tasks_{folder.name}"  # one name per test: a project module may not shadow another
+    shutil.copy(Path(__file__).resolve().parents[2] / "configs" / "hello_tasks.py", folder / f"{module}.py")
+    (folder / "inner.yaml").write_text(INNER_YAML.replace("hello_tasks:", f"{module}:"))
+    (folder / "outer.yaml").write_text(outer)
+    return folder / "outer.yaml"
+
+
+def test_a_yaml_step_uses_a_yaml_flow_and_a_python_flow(settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYLINE_ALLOWED_MODULES", "tests")
+    run = rayline.run(_write_yaml_pair(tmp_path), n=3, settings=settings, executor="local")
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    first = 1 + 4 + 9
+    assert list(run.result()) == [first, (0 + 1) * first]
+    ids = {t.node_id for t in run.tasks}
+    assert {"first.load", "first.square[2]", "first.total", "python.fit", "python.fit[1]", "python.evaluate", "both"} <= ids
+
+
+def test_a_yaml_subflow_with_an_unknown_parameter_is_a_definition_error(tmp_path, monkeypatch):
+    from rayline.sdk.yaml_flow import load_yaml_flow
+
+    monkeypatch.setenv("RAYLINE_ALLOWED_MODULES", "tests")
+    path = _write_yaml_pair(tmp_path, OUTER_YAML.replace('with: {n: "${params.n}"}', 'with: {m: 1}'))
+    with pytest.raises(DefinitionError) as info:
+        load_yaml_flow(path)
+    text = str(info.value)
+    assert "outer.yaml:5" in text, text
+    assert "subflow 'inner' has no parameter 'm'" in text
+    assert "missing parameter 'n' for subflow 'inner'" in text

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rayline.errors import DefinitionError, Problem
+from rayline.sdk import yaml_compose as compose
 from rayline.sdk.graph import Graph, Node, Param, ParamRef, Ref, iter_refs, upstream_of
 from rayline.sdk.toposort import toposort
 from rayline.sdk.yaml_reader import Loc, SpecValidationError, YamlDocument, read_yaml
@@ -106,6 +107,7 @@ class _Loader:
         upstream: dict[str, tuple[str, ...]] = {}
         mapped: dict[str, str | None] = {}
         whens: dict[str, tuple[str, ...]] = {}
+        subflows: dict[str, tuple[list[Node], Any]] = {}
         for sid, spec in self.flow.steps.items():
             if not ID_PATTERN.match(sid):
                 self.problem(
@@ -117,13 +119,21 @@ class _Loader:
             if spec is None:  # its own problems are already reported
                 upstream[sid] = ()
                 continue
-            task = self._task(sid, spec)
             kwargs = self._resolve(spec.with_, ("steps", sid, "with"), sid)
+            sub = compose.subflow_graph(self.problem, sid, spec.uses, self.uses.resolve, self.doc.filename)
+            if sub is not None:  # a whole flow, inlined under this step's id
+                subflows[sid] = compose.inline(self.problem, sid, sub, kwargs)
+                upstream[sid] = self._upstream(sid, spec, kwargs)
+                continue
+            task = self._task(sid, spec)
             if spec.map is not None and task is not None:
-                mapped[sid] = self._mapped(sid, task, spec, kwargs)
+                items = self._resolve(spec.map, ("steps", sid, "map"), sid)
+                mapped[sid] = compose.mapped_param(self.problem, sid, task, items, kwargs)
             args = self._bind(sid, task, kwargs) if task is not None else None
-            whens[sid] = self._when(sid, spec)
-            upstream[sid] = tuple(dict.fromkeys((*self._upstream(sid, spec, kwargs), *whens[sid])))
+            if spec.if_ is not None:
+                cond = self._resolve(spec.if_, ("steps", sid, "if"), sid)
+                whens[sid] = compose.when_of(self.problem, sid, spec.if_, cond, self.order)
+            upstream[sid] = tuple(dict.fromkeys((*self._upstream(sid, spec, kwargs), *whens.get(sid, ()))))
             if task is not None and args is not None:
                 nodes[sid] = (task, args)
         order = self._toposort(upstream)
@@ -131,22 +141,16 @@ class _Loader:
         if self.problems:
             problems = [replace(p, flow=p.flow or self.flow.name) for p in self.problems]
             raise SpecValidationError(sorted(problems, key=_line_of))
+        steps = {
+            sid: Node(sid, task.spec, args, self.doc.where(("steps", sid)), upstream[sid], mapped.get(sid), whens.get(sid, ()))
+            for sid, (task, args) in nodes.items()
+        }
+        all_nodes, swap = compose.splice(order, steps, subflows)
         return Graph(
             name=self.flow.name,
-            nodes=tuple(
-                Node(
-                    sid,
-                    nodes[sid][0].spec,
-                    nodes[sid][1],
-                    self.doc.where(("steps", sid)),
-                    upstream[sid],
-                    mapped.get(sid),
-                    whens.get(sid, ()),
-                )
-                for sid in order
-            ),
+            nodes=tuple(all_nodes),
             params=tuple(Param(p.name, p.default, p.type) for p in self.flow.params.values()),
-            outputs=outputs,
+            outputs=swap(outputs),
             location=f"{self.doc.filename}:1",
             source=source,
         )
@@ -184,34 +188,6 @@ class _Loader:
         except DefinitionError as exc:
             self.problem(f"invalid options for task '{task.name}': {exc}", ("steps", sid), sid)
             return None
-
-    def _when(self, sid: str, spec: StepSpec) -> tuple[str, ...]:
-        """The step whose output ``if:`` names (``${steps.check}``)."""
-        if spec.if_ is None:
-            return ()
-        loc: Loc = ("steps", sid, "if")
-        ref = self._resolve(spec.if_, loc, sid)
-        if isinstance(ref, Ref):
-            return (ref.node,) if ref.node in self.order else ()  # an unknown step is reported
-        self.problem(
-            f"if: {spec.if_!r} must name a step's output", loc, sid,
-            'write `if: "${steps.check}"`; to test a parameter, return it from a step',
-        )  # fmt: skip
-        return ()
-
-    def _mapped(self, sid: str, task: Task, spec: StepSpec, kwargs: dict[str, Any]) -> str | None:
-        """Put the ``map:`` value under the task's first parameter; that parameter's name."""
-        first = next(iter(task.spec.signature.parameters), None)
-        loc: Loc = ("steps", sid, "map")
-        if first is None or first in kwargs:
-            why = "takes no parameters" if first is None else f"gets '{first}' from `with:` already"
-            self.problem(
-                f"task '{task.name}' {why}, so it cannot be mapped", loc, sid,
-                "`map:` passes each item as the task's first parameter",
-            )  # fmt: skip
-            return None
-        kwargs[first] = self._resolve(spec.map, loc, sid)
-        return first
 
     def _bind(
         self, sid: str, task: Task, kwargs: dict[str, Any]
