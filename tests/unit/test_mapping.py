@@ -156,3 +156,12 @@ def test_configs_hello_map_yaml_maps_over_a_step_output(settings):
     path = Path(__file__).resolve().parents[2] / "configs" / "hello_map.yaml"
     run = rayline.run(path, n=10, settings=settings, executor="local")
     assert run.status == RunStatus.SUCCEEDED and run.result() == sum(i * i for i in range(1, 11))
+
+
+def test_indexing_with_a_parameter_is_still_refused():
+    @flow
+    def pick(n: int = 1):
+        return square([1, 2, 3][n])
+
+    with pytest.raises(TracingError, match="placeholder"):
+        pick.graph()

@@ -27,7 +27,7 @@ _TOKEN_BASE = 1 << 60
 def index_token(ref: ParamRef) -> int:
     """The int that stands for ``ref`` inside ``range(...)`` while a flow is traced."""
     trace = active_trace()
-    if trace is None or _iterated_at(sys._getframe(2)):
+    if trace is None or not _deferrable_call_at(sys._getframe(2)):
         raise ref._refuse("range() or indexing outside task.map(range(...))")
     for token, known in trace.int_tokens.items():
         if known == ref:
@@ -37,16 +37,19 @@ def index_token(ref: ParamRef) -> int:
     return token
 
 
-def _iterated_at(frame: Any) -> bool:
-    """True when the instruction after the current call in ``frame`` iterates its result
-    (``for i in range(n)``, ``[... for i in range(n)]``): a token range must not be walked."""
+def _deferrable_call_at(frame: Any) -> bool:
+    """True when ``frame`` is calling a function (``range(n)``, not ``xs[n]``) whose result it
+    does not iterate next (``for i in range(n)``): a token range must never be walked."""
     if frame is None:
         return False
-    after = False
+    current = None
     for ins in dis.get_instructions(frame.f_code):
-        if after:
-            return ins.opname == "GET_ITER"
-        after = ins.offset == frame.f_lasti
+        if current is not None and ins.opname != "CACHE":
+            return ins.opname != "GET_ITER"
+        if ins.offset == frame.f_lasti:
+            if not ins.opname.startswith(("CALL", "PRECALL")):
+                return False
+            current = ins
     return False
 
 
