@@ -165,3 +165,14 @@ def test_indexing_with_a_parameter_is_still_refused():
 
     with pytest.raises(TracingError, match="placeholder"):
         pick.graph()
+
+
+def test_resume_after_a_failure_downstream_of_a_map_adopts_the_whole_map(settings, tmp_path):
+    (tmp_path / "fail-total").write_text("")
+    source = f"{mapped.__file__}:over_output_then_check"
+    run = rayline.run(source, folder=str(tmp_path), n=5, settings=settings, executor="local")
+    assert run.status == RunStatus.FAILED and ledger(tmp_path, "square") == 5
+    (tmp_path / "fail-total").unlink()
+    resumed = rayline.resume(run.run_id, settings=settings, executor="local")
+    assert resumed.status == RunStatus.SUCCEEDED and resumed.result() == sum(x * x for x in range(5))
+    assert ledger(tmp_path, "square") == 5 and ledger(tmp_path, "listing") == 1

@@ -56,7 +56,8 @@ def expand_ready(
     artifact store (``digests``: node id -> stored output). Returns the plan and the new ids."""
     new: list[str] = []
     while True:
-        m = next((n for n in plan.nodes if n.mapped and all(done(u) for u in n.inputs)), None)
+        # (a map node that is itself done was adopted whole by a resume: nothing to expand)
+        m = next((n for n in plan.nodes if n.mapped and not done(n.id) and all(done(u) for u in n.inputs)), None)
         if m is None:
             return plan, new
         slot = dict(m.template)[m.mapped]

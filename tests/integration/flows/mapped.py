@@ -36,6 +36,19 @@ def total(xs: list[int]) -> int:
 
 
 @task
+def checked_total(xs: list[int], folder: str) -> int:
+    """Fails while ``folder/fail-total`` exists."""
+    if os.path.exists(os.path.join(folder, "fail-total")):
+        raise ValueError("fail-total is there")
+    return sum(xs)
+
+
+@flow
+def over_output_then_check(folder: str, n: int = 5):
+    return checked_total(square.map(listing(n, folder), folder=folder), folder)
+
+
+@task
 def rows(n: int) -> list[list[int]]:
     return [list(range(i)) for i in range(n)]
 
