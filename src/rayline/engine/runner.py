@@ -151,6 +151,7 @@ class Runner:
                     plan, new = expand_ready(plan, lambda u: states.get(u, TaskStatus.PENDING).ok, digests, self.artifacts)
                     if new:
                         self.store.record_tasks(run_id, [], generation=generation, new=new)
+                        self.on_event("tasks_added", {"node_ids": new})
                     order = {n.id: i for i, n in enumerate(plan.nodes)}
                     for node in plan.nodes:
                         if node.id in handles or node.id in adopted or node.mapped or node.id in states:
