@@ -21,3 +21,9 @@ def square(numbers: list[int], index: int) -> int:
 def total(xs: list[int]) -> int:
     """The sum of ``xs``."""
     return sum(xs)
+
+
+@task
+def square_one(x: int) -> int:
+    """The square of ``x`` (mapped over a list by ``configs/hello_map.yaml``)."""
+    return x * x

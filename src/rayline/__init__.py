@@ -17,6 +17,7 @@ from rayline.errors import (
     TracingError,
     ValidationError,
 )
+from rayline.sdk.conditions import when
 from rayline.sdk.flow import Flow, flow
 from rayline.sdk.graph import Graph, Node, Param, ParamRef, Ref
 from rayline.sdk.resources import Backoff, Resources, RetryPolicy
@@ -81,4 +82,5 @@ __all__ = [
     "resume",
     "run",
     "task",
+    "when",
 ]

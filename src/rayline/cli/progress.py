@@ -81,6 +81,8 @@ class Progress:
                 self.task_failed(nid, status, meta)
         elif kind == "task_started":
             self.running[data["node_id"]] = time.monotonic()
+        elif kind == "tasks_added":  # the items of a map, known once its input is
+            self.total += len(data["node_ids"])
         elif kind == "run_started":
             self.run_id = data["run_id"]
             plan = data.get("plan")

@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayline.engine.conditions import WHEN_ARG, guarded_spec
 from rayline.engine.validate import ClusterNodes, validate
 from rayline.errors import DefinitionError
-from rayline.sdk.graph import Graph, Node, ParamRef, Ref
+from rayline.sdk.graph import DeferredRange, Graph, Node, ParamRef, Ref
 from rayline.sdk.secrets import Secret
 from rayline.sdk.spec import TaskSpec
 from rayline.sdk.task import Task
@@ -36,6 +37,8 @@ class PlannedNode:
     ray_options: dict[str, Any]
     persist: bool
     location: str
+    #: a map node not yet expanded (``engine/expand.py``): the parameter that receives each item
+    mapped: str | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -125,25 +128,42 @@ def compile_plan(
     validate(graph, given, cluster)
     values = {p.name: given.get(p.name, p.default) for p in graph.params}
     outputs = set(graph.output_nodes())
+    map_sources = {r.node for n in graph.nodes if n.mapped for r in [n.kwargs[n.mapped]] if isinstance(r, Ref)}
     nodes = []
     for node in graph.nodes:
         spec = node.spec
         slots: dict[str, int] = {u: i for i, u in enumerate(node.upstream)}
         template = tuple((k, _template(v, slots, values)) for k, v in node.args)
+        if node.when:  # runs only when its conditions hold (engine/conditions.py)
+            spec = guarded_spec(spec, node.when)
+            template = (*template, (WHEN_ARG, [Slot(slots[w]) for w in node.when]))
         nodes.append(
             PlannedNode(
                 id=node.id,
                 spec=spec,
                 template=template,
                 inputs=node.upstream,
-                ray_options=_ray_options(spec),
-                persist=persist_all or spec.persist or spec.cache.enabled or node.id in outputs,
+                ray_options=ray_options(spec),
+                # the driver reads a map's iterable from the artifact store to expand the map
+                persist=persist_all or spec.persist or spec.cache.enabled or node.id in outputs | map_sources,
                 location=node.location,
+                mapped=node.mapped,
             )
         )
     h = hashlib.sha256(graph.fingerprint().encode())
     h.update(json.dumps(values, sort_keys=True, default=repr).encode())
-    return Plan(graph, values, tuple(nodes), h.hexdigest()[:16], graph.downstream())
+    plan = Plan(graph, values, tuple(nodes), h.hexdigest()[:16], graph.downstream())
+    return expand_static_maps(plan)
+
+
+def expand_static_maps(plan: Plan) -> Plan:
+    """Expand the map nodes whose iterable is known now (flow parameters, constants)."""
+    from rayline.engine.expand import expand_map  # expand builds on this module's types
+
+    for node in plan.nodes:
+        if node.mapped and not isinstance(source := dict(node.template)[node.mapped], Slot):
+            plan = expand_map(plan, node.id, source)
+    return plan
 
 
 def encode_outputs(value: Any) -> Any:
@@ -164,6 +184,8 @@ def _template(value: Any, slots: dict[str, int], params: dict[str, Any]) -> Any:
         return Slot(slots[value.node])
     if isinstance(value, ParamRef):
         return params[value.name]
+    if isinstance(value, DeferredRange):
+        return value.resolve(params)
     if isinstance(value, list):
         return [_template(v, slots, params) for v in value]
     if isinstance(value, tuple):
@@ -173,7 +195,7 @@ def _template(value: Any, slots: dict[str, int], params: dict[str, Any]) -> Any:
     return value
 
 
-def _ray_options(spec: TaskSpec) -> dict[str, Any]:
+def ray_options(spec: TaskSpec) -> dict[str, Any]:
     opts = spec.resources.ray_options()
     opts["max_retries"] = spec.retry.max_worker_retries
     opts["retry_exceptions"] = False  # the user's exceptions are retried by rayline, with backoff
@@ -197,7 +219,7 @@ def _apply_overrides(graph: Graph, overrides: Mapping[str, Mapping[str, Any]]) -
             opts.update(overrides.get(key, {}))
         if opts:
             spec = Task(n.spec).with_options(**opts).spec
-            n = Node(n.id, spec, n.args, n.location, n.upstream)
+            n = Node(n.id, spec, n.args, n.location, n.upstream, n.mapped)
         new_nodes.append(n)
     return Graph(graph.name, tuple(new_nodes), graph.params, graph.outputs, graph.location, graph.source,
                  hooks=graph.hooks)

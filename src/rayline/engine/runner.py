@@ -19,13 +19,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rayline.engine.compiler import Plan, PlannedNode
+from rayline.engine.conditions import not_taken
 from rayline.engine.executors.base import Executor
+from rayline.engine.expand import base_node_id, expand_ready
 from rayline.engine.heartbeat import Heartbeat
 from rayline.engine.lineage import RunLineage
+from rayline.engine.task_records import (
+    Report,
+    error_line,
+    old_code_hashes,
+    timeout_meta,
+    update_from_meta,
+)
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
 from rayline.store.run_events import find_lost_outputs
-from rayline.store.runs import AttemptRecord, TaskUpdate
+from rayline.store.runs import TaskUpdate
 from rayline.store.states import RunStatus, TaskStatus
 
 log = logging.getLogger("rayline.runner")
@@ -91,15 +100,17 @@ class Runner:
         )
         adopted: dict[str, str] = {}
         code = {n.id: n.spec.code_hash for n in plan.nodes}
-        old_plan = _old_code_hashes(self.store.get_plan(run.plan_hash))
+        old_plan = old_code_hashes(self.store.get_plan(run.plan_hash))
         redo = lost.union(*(plan.descendants(n) for n in lost))  # lost, and what depends on it
         for t in tasks:
+            base = base_node_id(t.node_id)  # an item of a map (square[3]) is its map's code
             if (
                 t.status.ok
                 and t.digest
-                and t.node_id in code
-                and old_plan.get(t.node_id, code[t.node_id]) == code[t.node_id]
+                and base in code
+                and old_plan.get(base, code[base]) == code[base]
                 and t.node_id not in redo
+                and base not in redo
             ):
                 adopted[t.node_id] = t.digest
         self.on_event("resume", {"run_id": run_id, "adopted": sorted(adopted)})
@@ -117,9 +128,10 @@ class Runner:
         timed_out: set[str] = set()
         first_error: str | None = None
         skip_reason: str | None = None
+        branch: set[str] = set()  # SKIPPED because a condition was false, and their descendants
         previous = self._previous_watermarks(plan.graph.name, run_id)
         record = self.store.get_run(run_id)
-        report, lineage = _Report(record.counters), RunLineage(plan, record)
+        report, lineage = Report(record.counters), RunLineage(plan, record)
 
         for nid in adopted:
             states[nid] = TaskStatus.SUCCEEDED
@@ -132,20 +144,36 @@ class Runner:
                     self.store.record_tasks(run_id, reset, generation=generation)
                 ex.prepare([n for n in plan.nodes if n.id not in adopted])
                 statics: dict[int, TaskStatic] = {}
-                for node in plan.nodes:
-                    if node.id in adopted:
-                        continue
-                    inputs = [handles[u] if u in handles else Stored(adopted[u]) for u in node.inputs]
-                    static = statics.get(id(node.spec))
-                    if static is None:
-                        static = statics[id(node.spec)] = self._static(node)
-                    handles[node.id] = ex.submit(node, static, self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id)), inputs)
-                    left = sum(1 for u in node.inputs if u not in adopted)
-                    waiting_on[node.id] = left
-                    if left == 0:
-                        self._ready(node, pending_updates, deadlines)
-                pending = dict(handles)
-                order = {n.id: i for i, n in enumerate(plan.nodes)}
+                digests, pending = dict(adopted), {}
+
+                def submit_ready() -> None:
+                    # Every node whose inputs were submitted; a map node once its iterable is
+                    # stored (engine/expand.py), its items inserted as task records first.
+                    nonlocal plan, order, lineage
+                    plan, new = expand_ready(plan, lambda u: states.get(u, TaskStatus.PENDING).ok, digests, self.artifacts)
+                    if new:
+                        self.store.record_tasks(run_id, [], generation=generation, new=new)
+                        self.on_event("tasks_added", {"node_ids": new})
+                        lineage = RunLineage(plan, record)
+                    order = {n.id: i for i, n in enumerate(plan.nodes)}
+                    for node in plan.nodes:
+                        if node.id in handles or node.id in adopted or node.mapped or node.id in states:
+                            continue
+                        if any(u not in handles and u not in adopted for u in node.inputs):
+                            continue
+                        inputs = [handles[u] if u in handles else Stored(adopted[u]) for u in node.inputs]
+                        static = statics.get(id(node.spec))
+                        if static is None:
+                            static = statics[id(node.spec)] = self._static(node)
+                        call = self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id))
+                        handles[node.id] = pending[node.id] = ex.submit(node, static, call, inputs)
+                        left = sum(1 for u in node.inputs if not states.get(u, TaskStatus.PENDING).ok)
+                        waiting_on[node.id] = left
+                        if left == 0:
+                            self._ready(node, pending_updates, deadlines)
+
+                order: dict[str, int] = {}
+                submit_ready()
                 while pending:
                     if lease.lost:
                         ex.cancel(list(pending.values()), force=True)
@@ -161,12 +189,14 @@ class Runner:
                         status = TaskStatus(meta.get("status", "FAILED"))
                         if nid in timed_out:
                             status = TaskStatus.FAILED
-                            meta = _timeout_meta(plan.node(nid), meta)
+                            meta = timeout_meta(plan.node(nid), meta)
                         if states.get(nid) in (TaskStatus.UPSTREAM_FAILED, TaskStatus.SKIPPED):
                             continue
                         states[nid] = status
+                        if meta.get("digest"):
+                            digests[nid] = meta["digest"]
                         report.add(nid, meta)
-                        pending_updates.append(_update_from_meta(nid, status, meta))
+                        pending_updates.append(update_from_meta(nid, status, meta))
                         self.on_event("task_finished", {"node_id": nid, "status": status, "meta": meta})
                         if status == TaskStatus.UPSTREAM_FAILED:
                             continue
@@ -178,15 +208,19 @@ class Runner:
                                         self._ready(plan.node(d), pending_updates, deadlines)
                         else:
                             skipped = status == TaskStatus.SKIPPED
-                            if skipped:
+                            if skipped and not_taken(meta):  # a condition was false: not a skip of the run
+                                branch.add(nid)
+                            elif skipped:
                                 skip_reason = skip_reason or f"task '{nid}': {meta.get('skip_reason', '')}"
                             else:
-                                first_error = first_error or _error_line(nid, meta)
+                                first_error = first_error or error_line(nid, meta)
                             after = TaskStatus.SKIPPED if skipped else TaskStatus.UPSTREAM_FAILED
                             why = f"upstream '{nid}' {'skipped' if skipped else 'did not succeed'}"
                             # Not yet finished, or finished in this same batch (Ray fails a
                             # child together with its parent): either way it never ran.
                             doomed = [d for d in plan.descendants(nid) if d not in states or not states[d].terminal]
+                            if nid in branch:
+                                branch.update(doomed)
                             for d in doomed:
                                 states[d] = after
                                 pending_updates.append(TaskUpdate(node_id=d, status=after, error_message=why))
@@ -199,6 +233,8 @@ class Runner:
                     if pending_updates:
                         self.store.record_tasks(run_id, pending_updates, generation=generation)
                         pending_updates = []
+                    if done:
+                        submit_ready()
             except KeyboardInterrupt:
                 return self._cancel(plan, run_id, generation, handles, states, pending_updates)
             except LeaseLostError:
@@ -210,7 +246,7 @@ class Runner:
                 ex.release(list(handles.values()))
                 ex.finish()
 
-        finals = [states.get(n.id, TaskStatus.PENDING) for n in plan.nodes]
+        finals = [states.get(n.id, TaskStatus.PENDING) for n in plan.nodes if n.id not in branch]
         ok = all(s.ok for s in finals)
         final = RunStatus.FAILED
         if ok:
@@ -294,100 +330,3 @@ class Runner:
             )
         except (StoreError, Exception) as inner:
             log.error("could not record the interruption of run %s: %s", run_id, inner)
-
-
-class _Report:
-    """Warnings, counters and watermarks reported by tasks, summed into the run's counters."""
-
-    def __init__(self, existing: dict[str, Any] | None):
-        existing = existing or {}
-        self.warnings: list[str] = list(existing.get("warnings", []))
-        self.counters: dict[str, float] = dict(existing.get("counters", {}))
-        self.watermarks: dict[str, Any] = dict(existing.get("watermarks", {}))
-
-    def add(self, node_id: str, meta: dict[str, Any]) -> None:
-        self.warnings += [f"{node_id}: {w}" for w in meta.get("warnings", ())]
-        for k, v in meta.get("counters", {}).items():
-            self.counters[k] = self.counters.get(k, 0) + v
-        self.watermarks.update(meta.get("watermarks", {}))
-
-    def as_dict(self, ok: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.warnings:
-            out["warnings"] = self.warnings[-200:]
-        if self.counters:
-            out["counters"] = self.counters
-        if self.watermarks and ok:
-            out["watermarks"] = self.watermarks
-        return out
-
-
-def _update_from_meta(node_id: str, status: TaskStatus, meta: dict[str, Any]) -> TaskUpdate:
-    base = max(int(meta.get("ray_attempt", 1)) - 1, 0)
-    attempts: list[AttemptRecord] = []
-    for k in range(1, base + 1):
-        attempts.append(
-            _attempt_record(node_id, {"attempt": k, "status": "FAILED", "error_type": "WorkerDied",
-                                      "error_message": "the worker running this attempt died; Ray retried the task"}, {})
-        )
-    for a in meta.get("attempts", ()):
-        attempts.append(_attempt_record(node_id, {**a, "attempt": base + a["attempt"]}, meta))
-    last = attempts[-1] if attempts else None
-    failed = next((a for a in reversed(attempts) if a.status == TaskStatus.FAILED), None) if not status.ok else None
-    return TaskUpdate(
-        node_id=node_id,
-        status=status,
-        attempts=tuple(attempts),
-        digest=meta.get("digest"),
-        size=meta.get("size"),
-        fmt=meta.get("fmt"),
-        started_at=attempts[0].started_at if attempts else None,
-        ended_at=(last.ended_at if last and last.ended_at else datetime.now(UTC)),
-        error_type=failed.error_type if failed else None,
-        error_message=failed.error_message if failed else None,
-        traceback=failed.traceback if failed else None,
-        cache_key=meta.get("cache_key"),
-    )
-
-
-def _attempt_record(node_id: str, a: dict[str, Any], meta: dict[str, Any]) -> AttemptRecord:
-    def ts(x: float | None) -> datetime | None:
-        return datetime.fromtimestamp(x, UTC) if x else None
-
-    return AttemptRecord(
-        run_id="",
-        node_id=node_id,
-        attempt=int(a["attempt"]),
-        status=TaskStatus(a.get("status", "FAILED")),
-        started_at=ts(a.get("started")),
-        ended_at=ts(a.get("ended")),
-        error_type=a.get("error_type"),
-        error_message=a.get("error_message"),
-        traceback=a.get("traceback"),
-        worker_pid=meta.get("pid"),
-        node_ip=meta.get("node_ip"),
-    )
-
-
-def _timeout_meta(node: PlannedNode, meta: dict[str, Any]) -> dict[str, Any]:
-    msg = f"task '{node.id}' ran past its timeout of {node.spec.timeout:g} s and was cancelled"
-    return {**meta, "status": "FAILED", "attempts": [*meta.get("attempts", []),
-            {"attempt": len(meta.get("attempts", [])) + 1, "status": "FAILED",
-             "error_type": "rayline.errors.TaskTimeoutError", "error_message": msg}]}
-
-
-def _error_line(node_id: str, meta: dict[str, Any]) -> str:
-    attempts = meta.get("attempts") or []
-    last = attempts[-1] if attempts else {}
-    return f"task '{node_id}' failed: {last.get('error_type', 'error')}: {last.get('error_message', '')}".strip()
-
-
-def _old_code_hashes(plan_json: str | None) -> dict[str, str]:
-    import json
-
-    if not plan_json:
-        return {}
-    try:
-        return {n["id"]: n["code_hash"] for n in json.loads(plan_json)["nodes"]}
-    except (ValueError, KeyError, TypeError):
-        return {}

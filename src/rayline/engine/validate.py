@@ -131,10 +131,12 @@ def check_types(graph: Graph, params: Mapping[str, Any]) -> Iterator[Problem]:
         hints = node.spec.type_hints
         for name, value in node.args:
             want = hints.get(name)
-            if want is None or not isinstance(value, Ref) or value.node not in ids:
-                continue
+            if want is None or not isinstance(value, Ref) or value.node not in ids or name == node.mapped:
+                continue  # a mapped argument receives the items of its value, unchecked
             up = graph.node(value.node)
             got = up.spec.type_hints.get("return")
+            if up.mapped:  # a map node's output is the list of its items' outputs
+                got = list if got is None else list[got]
             if got is None or _compatible(got, want):
                 continue
             yield Problem(

@@ -14,7 +14,8 @@ from rayline.errors import DefinitionError, TracingError
 from rayline.sdk.graph import REQUIRED, Graph, Param, ParamRef, Ref, iter_refs
 from rayline.sdk.hooks import as_hooks
 from rayline.sdk.spec import definition_site
-from rayline.sdk.tracing import end_trace, start_trace
+from rayline.sdk.subflows import call_subflow
+from rayline.sdk.tracing import active_trace, end_trace, start_trace
 
 
 class Flow:
@@ -52,6 +53,9 @@ class Flow:
         return tuple(out)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        trace = active_trace()
+        if trace is not None:  # called inside another flow: a subflow of its run
+            return call_subflow(self, trace, args, kwargs)
         return self.fn(*args, **kwargs)
 
     def graph(self) -> Graph:

@@ -47,6 +47,9 @@ class _Placeholder:
     def __index__(self) -> int:
         raise self._refuse("range() or indexing")
 
+    # ParamRef overrides __index__ so that ``task.map(range(n))`` can defer the range
+    # (``rayline.sdk.mapping``).
+
     def __float__(self) -> float:
         raise self._refuse("arithmetic")
 
@@ -81,8 +84,29 @@ class ParamRef(_Placeholder):
     def __repr__(self) -> str:
         return f"ParamRef({self.name!r})"
 
+    def __index__(self) -> int:
+        from rayline.sdk.mapping import index_token  # tracing sits above the IR
+
+        return index_token(self)
+
     def __hash__(self) -> int:
         return hash(("param", self.name))
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredRange:
+    """``range(start, stop, step)`` whose bounds are flow parameters (``ParamRef``) or ints,
+    resolved when the plan is compiled: what ``task.map(range(n))`` maps over."""
+
+    start: Any
+    stop: Any
+    step: Any = 1
+
+    def resolve(self, params: dict[str, Any]) -> range:
+        def value(v: Any) -> Any:
+            return params[v.name] if isinstance(v, ParamRef) else v
+
+        return range(value(self.start), value(self.stop), value(self.step))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +131,12 @@ class Node:
     args: tuple[tuple[str, Any], ...]
     location: str
     upstream: tuple[str, ...] = ()
+    #: for a map node (``task.map`` over a run-time value): the parameter that receives each item;
+    #: its argument is the iterable (a ``Ref``, a ``ParamRef`` or a ``DeferredRange``)
+    mapped: str | None = None
+    #: the nodes whose outputs must all be truthy for this node to run (``rayline.when``);
+    #: otherwise it is SKIPPED, and so is everything downstream of it
+    when: tuple[str, ...] = ()
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -154,7 +184,7 @@ class Graph:
         """A hash of the structure and code of the graph (not of parameter values)."""
         h = hashlib.sha256(self.name.encode())
         for n in self.nodes:
-            h.update(json.dumps([n.id, n.spec.name, n.spec.code_hash, list(n.upstream)]).encode())
+            h.update(json.dumps([n.id, n.spec.name, n.spec.code_hash, list(n.upstream), n.mapped, list(n.when)]).encode())
             h.update(describe_args(n.args).encode())
         return h.hexdigest()
 
@@ -166,6 +196,8 @@ def iter_refs(value: Any) -> Iterator[Ref | ParamRef]:
     """Every ``Ref``/``ParamRef`` nested in lists, tuples and dicts of ``value``."""
     if isinstance(value, Ref | ParamRef):
         yield value
+    elif isinstance(value, DeferredRange):
+        yield from iter_refs([value.start, value.stop, value.step])
     elif isinstance(value, list | tuple):
         for v in value:
             yield from iter_refs(v)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any, overload
 
 from rayline.errors import DefinitionError, TracingError
+from rayline.sdk.mapping import deferred_source, record_map
 from rayline.sdk.resources import CachePolicy, Resources, RetryPolicy, as_backoff
 from rayline.sdk.spec import TaskSpec, definition_site
 from rayline.sdk.tracing import active_trace, caller_location
@@ -40,9 +41,11 @@ class Task:
             ) from None
         return trace.record(self.spec, tuple(bound.arguments.items()), location)
 
-    def map(self, iterable: Iterable[Any], **common: Any) -> list[Any]:
+    def map(self, iterable: Iterable[Any], **common: Any) -> Any:
         """Call the task once per item (passed as its first parameter), with ``common``
-        keyword arguments shared by every call. Returns one result (or ``Ref``) per item."""
+        keyword arguments shared by every call. Returns one result (or ``Ref``) per item; over a
+        value known only at run time (an upstream output, a flow parameter, ``range(n)`` of one)
+        one ``Ref`` to the list of results (``rayline.sdk.mapping``)."""
         params = list(self.spec.signature.parameters)
         if not params:
             raise TracingError(f"task '{self.name}' takes no parameters, so it cannot be mapped")
@@ -52,6 +55,9 @@ class Task:
                 f"task '{self.name}'.map(): '{first}' receives the mapped items; "
                 "do not pass it as a common argument too"
             )
+        source = deferred_source(iterable)
+        if source is not None:
+            return record_map(self, first, source, common)
         return [self(**{first: item}, **common) for item in iterable]
 
     def with_options(self, **options: Any) -> Task:

@@ -25,16 +25,27 @@ class Trace:
 
     flow_name: str
     nodes: list[Node] = field(default_factory=list)
+    #: ints handed out for ``range(ParamRef)`` while tracing, mapped back by ``sdk.mapping``
+    int_tokens: dict[int, Any] = field(default_factory=dict)
+    #: node ids of the enclosing ``with rayline.when(...)`` blocks (``sdk.conditions``)
+    conditions: list[str] = field(default_factory=list)
+    #: namespaces of the subflow calls being traced (``sdk.subflows``), e.g. ``["train_all."]``
+    prefixes: list[str] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
 
     def new_id(self, base: str) -> str:
+        base = "".join(self.prefixes) + base
         n = self._counts.get(base, 0)
         self._counts[base] = n + 1
         return base if n == 0 else f"{base}-{n}"
 
-    def record(self, spec: TaskSpec, args: tuple[tuple[str, Any], ...], location: str) -> Ref:
+    def record(
+        self, spec: TaskSpec, args: tuple[tuple[str, Any], ...], location: str, mapped: str | None = None
+    ) -> Ref:
         node_id = self.new_id(spec.name)
-        self.nodes.append(Node(node_id, spec, args, location, upstream_of(args)))
+        when = tuple(dict.fromkeys(self.conditions))
+        upstream = tuple(dict.fromkeys((*upstream_of(args), *when)))
+        self.nodes.append(Node(node_id, spec, args, location, upstream, mapped, when))
         return Ref(node_id)
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rayline.errors import DefinitionError, Problem
+from rayline.sdk import yaml_compose as compose
 from rayline.sdk.graph import Graph, Node, Param, ParamRef, Ref, iter_refs, upstream_of
 from rayline.sdk.toposort import toposort
 from rayline.sdk.yaml_reader import Loc, SpecValidationError, YamlDocument, read_yaml
@@ -107,6 +108,9 @@ class _Loader:
         self._check_param_defaults()
         nodes: dict[str, tuple[Task, tuple[tuple[str, Any], ...]]] = {}
         upstream: dict[str, tuple[str, ...]] = {}
+        mapped: dict[str, str | None] = {}
+        whens: dict[str, tuple[str, ...]] = {}
+        subflows: dict[str, tuple[list[Node], Any]] = {}
         for sid, spec in self.flow.steps.items():
             if not ID_PATTERN.match(sid):
                 self.problem(
@@ -118,10 +122,21 @@ class _Loader:
             if spec is None:  # its own problems are already reported
                 upstream[sid] = ()
                 continue
-            task = self._task(sid, spec)
             kwargs = self._resolve(spec.with_, ("steps", sid, "with"), sid)
+            sub = compose.subflow_graph(self.problem, sid, spec.uses, self.uses.resolve, self.doc.filename)
+            if sub is not None:  # a whole flow, inlined under this step's id
+                subflows[sid] = compose.inline(self.problem, sid, sub, kwargs)
+                upstream[sid] = self._upstream(sid, spec, kwargs)
+                continue
+            task = self._task(sid, spec)
+            if spec.map is not None and task is not None:
+                items = self._resolve(spec.map, ("steps", sid, "map"), sid)
+                mapped[sid] = compose.mapped_param(self.problem, sid, task, items, kwargs)
             args = self._bind(sid, task, kwargs) if task is not None else None
-            upstream[sid] = self._upstream(sid, spec, kwargs)
+            if spec.if_ is not None:
+                cond = self._resolve(spec.if_, ("steps", sid, "if"), sid)
+                whens[sid] = compose.when_of(self.problem, sid, spec.if_, cond, self.order)
+            upstream[sid] = tuple(dict.fromkeys((*self._upstream(sid, spec, kwargs), *whens.get(sid, ()))))
             if task is not None and args is not None:
                 nodes[sid] = (task, args)
         order = self._toposort(upstream)
@@ -130,20 +145,16 @@ class _Loader:
         if self.problems:
             problems = [replace(p, flow=p.flow or self.flow.name) for p in self.problems]
             raise SpecValidationError(sorted(problems, key=_line_of))
+        steps = {
+            sid: Node(sid, task.spec, args, self.doc.where(("steps", sid)), upstream[sid], mapped.get(sid), whens.get(sid, ()))
+            for sid, (task, args) in nodes.items()
+        }
+        all_nodes, swap = compose.splice(order, steps, subflows)
         return Graph(
             name=self.flow.name,
-            nodes=tuple(
-                Node(
-                    sid,
-                    nodes[sid][0].spec,
-                    nodes[sid][1],
-                    self.doc.where(("steps", sid)),
-                    upstream[sid],
-                )
-                for sid in order
-            ),
+            nodes=tuple(all_nodes),
             params=tuple(Param(p.name, p.default, p.type) for p in self.flow.params.values()),
-            outputs=outputs,
+            outputs=swap(outputs),
             location=f"{self.doc.filename}:1",
             source=source,
             hooks=hooks,

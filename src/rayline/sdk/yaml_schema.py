@@ -64,6 +64,12 @@ class StepSpec(_Strict):
     uses: str
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     needs: list[str] = Field(default_factory=list)
+    #: run the task once per item of this value (``${steps.x}``, ``${params.x}`` or a list),
+    #: each item passed as its first parameter; the step's output is the list of results
+    map: Any = None
+    #: run the step only when this step output (``${steps.x}``) is truthy; else it is SKIPPED,
+    #: with everything downstream of it, and the run still succeeds
+    if_: str | None = Field(default=None, alias="if")
     resources: ResourcesSpec | None = None
     retries: int | None = Field(default=None, ge=0)
     backoff: BackoffSpec | None = None

@@ -55,7 +55,7 @@ from rayline.store.schema import (
 )
 from rayline.store.sql import READ_OPTION, make_engine, sqlite_url, to_json
 from rayline.store.states import RunStatus
-from rayline.store.task_batches import apply_task_writes, task_writes
+from rayline.store.task_batches import apply_task_writes, insert_tasks, task_writes
 
 __all__ = [
     "AttemptRecord",
@@ -211,8 +211,11 @@ class RunStore:
                 # Otherwise a run-id collision or a concurrent plan insert: try again.
         raise StoreError(f"could not insert a run of flow '{flow_name}' into {self._where}")
 
-    def record_tasks(self, run_id: str, updates: Sequence[TaskUpdate], *, generation: int) -> None:
-        """Apply a batch of task updates in one transaction, if ``generation`` holds the lease.
+    def record_tasks(
+        self, run_id: str, updates: Sequence[TaskUpdate], *, generation: int, new: Sequence[str] = ()
+    ) -> None:
+        """Apply a batch of task updates in one transaction, if ``generation`` holds the lease;
+        ``new`` node ids (the items of a map, known at run time) are added as PENDING tasks first.
 
         Also refreshes the run's heartbeat. Updates for the same node apply in order.
 
@@ -223,6 +226,7 @@ class RunStore:
         writes = task_writes(run_id, updates)
         with self.transaction() as conn:
             self._fence(conn, run_id, generation, {})
+            insert_tasks(conn, run_id, new)
             apply_task_writes(conn, run_id, writes)
 
     def set_run_status(

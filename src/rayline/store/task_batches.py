@@ -176,3 +176,20 @@ def apply_task_writes(conn: Connection, run_id: str, writes: TaskWrites) -> None
         _executemany(conn, UPDATE_TASK_FRESH, writes.fresh)
     if writes.merge:
         _executemany(conn, UPDATE_TASK_MERGE, writes.merge)
+
+
+def insert_tasks(conn: Connection, run_id: str, node_ids: Sequence[str]) -> None:
+    """Add PENDING tasks ``node_ids`` to a run (those it does not have yet), after its others:
+    the items of a map node, whose number is known only once the run is going."""
+    if not node_ids:
+        return
+    rows = conn.execute(select(tasks.c.node_id, tasks.c.seq).where(tasks.c.run_id == run_id)).all()
+    have = {n for n, _ in rows}
+    seq = max((s for _, s in rows), default=-1) + 1
+    fresh = [n for n in dict.fromkeys(node_ids) if n not in have]
+    if fresh:
+        conn.execute(
+            insert(tasks),
+            [{"run_id": run_id, "node_id": n, "seq": seq + i, "status": str(TaskStatus.PENDING), "attempts": 0}
+             for i, n in enumerate(fresh)],
+        )  # fmt: skip
