@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import (
@@ -45,7 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from rayline.errors import StoreError
 from rayline.models.registry.records import ModelVersion, to_json, utc
 from rayline.models.registry.sql import home_of
-from rayline.store.sql import open_sqlite, version_table
+from rayline.store.sql import EngineOwner, open_sqlite, version_table
 
 __all__ = ["DeploymentRecords"]
 
@@ -84,7 +83,7 @@ def _migration_1(conn: Connection) -> None:
 MIGRATIONS = {1: _migration_1}
 
 
-class DeploymentRecords:
+class DeploymentRecords(EngineOwner):
     """The ``deployments`` table of ``settings_or_home`` (a ``Settings``, a path, or None for
     ``RAYLINE_HOME``); opened on first use. Use as a context manager or call ``close()``."""
 
@@ -93,19 +92,6 @@ class DeploymentRecords:
         self._where = str(self._home / FILE_NAME)
         self._engine: Any = None
         self._lock = threading.Lock()
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        if self._engine is not None:
-            self._engine.dispose()
-
-    def __enter__(self) -> DeploymentRecords:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:

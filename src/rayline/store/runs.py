@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from uuid import uuid4
 
@@ -53,7 +52,7 @@ from rayline.store.schema import (
     task_attempts,
     tasks,
 )
-from rayline.store.sql import READ_OPTION, make_engine, sqlite_url, to_json
+from rayline.store.sql import READ_OPTION, EngineOwner, make_engine, sqlite_url, to_json
 from rayline.store.states import RunStatus
 from rayline.store.task_batches import apply_task_writes, insert_tasks, task_writes
 
@@ -70,7 +69,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------- the store
 
 
-class RunStore:
+class RunStore(EngineOwner):
     """Runs, task states, attempts and plans, behind any SQLAlchemy URL.
 
     Thread-safe (one engine, one connection per call). Use as a context manager or ``close()``.
@@ -108,18 +107,6 @@ class RunStore:
     def url(self) -> str:
         """The store's URL, password hidden."""
         return self._where
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        self._engine.dispose()
-
-    def __enter__(self) -> RunStore:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RunStore({self._where!r})"

@@ -334,3 +334,21 @@ def open_sqlite(path: Path, versions: Table, migrations: Mapping[int, Callable[[
         engine.dispose()
         raise
     return engine
+
+
+class EngineOwner:
+    """A store that owns a SQLAlchemy engine in ``_engine`` (None until opened): ``close()``
+    disposes its pooled connections, and it is a context manager that closes on exit."""
+
+    _engine: Any = None
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -29,7 +29,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection
@@ -49,7 +48,7 @@ from rayline.models.registry.records import (
 )
 from rayline.models.servable import describe_model
 from rayline.store.artifacts import ArtifactStore, validate_name
-from rayline.store.sql import READ_OPTION
+from rayline.store.sql import READ_OPTION, EngineOwner
 
 __all__ = ["ModelRegistry", "home_of"]
 
@@ -61,7 +60,7 @@ def home_of(settings_or_home: Any) -> Path:
     return Path(home) if home is not None else Path(settings_or_home).expanduser().absolute()
 
 
-class ModelRegistry:
+class ModelRegistry(EngineOwner):
     """Model versions, aliases and their history in ``RAYLINE_HOME/registry.db``.
 
     Thread-safe; pickles as its home (a copy on a Ray worker opens the database on first use).
@@ -112,19 +111,6 @@ class ModelRegistry:
             settings = self._settings or Settings(home=self._home)
             self._store = ArtifactStore.for_settings(settings, sweep=False)
         return self._store
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        if self._engine is not None:
-            self._engine.dispose()
-
-    def __enter__(self) -> ModelRegistry:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:  # a worker reopens it lazily from its home
         return (_unpickle, (self._home, self.store))
