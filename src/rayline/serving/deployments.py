@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from rayline.errors import StoreError
 from rayline.models.registry.records import ModelVersion, to_json, utc
 from rayline.models.registry.sql import home_of
-from rayline.store.sql import EngineOwner, open_sqlite, version_table
+from rayline.store.sql import EngineOwner, creating, open_sqlite, version_table
 
 __all__ = ["DeploymentRecords"]
 
@@ -74,13 +74,8 @@ deployments = metadata.tables["deployments"]
 serving_schema = version_table("serving_schema")
 
 
-def _migration_1(conn: Connection) -> None:
-    md = MetaData()
-    _define_v1(md)
-    md.create_all(conn)  # checkfirst: a table the registry's version 1 made is adopted, rows kept
-
-
-MIGRATIONS = {1: _migration_1}
+# creating() checks first: a table made by an older registry (version 1 made it) is adopted
+MIGRATIONS = {1: creating(_define_v1)}
 
 
 class DeploymentRecords(EngineOwner):

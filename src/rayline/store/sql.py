@@ -352,3 +352,14 @@ class EngineOwner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def creating(define: Callable[[MetaData], None]) -> Callable[[Connection], None]:
+    """A migration that creates the tables ``define`` declares (those already there are kept)."""
+
+    def migration(conn: Connection) -> None:
+        md = MetaData()
+        define(md)
+        md.create_all(conn)
+
+    return migration

@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 
-from rayline.store.sql import open_sqlite, version_table
+from rayline.store.sql import creating, open_sqlite, version_table
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = 1
@@ -103,24 +103,9 @@ alias_history = metadata.tables["alias_history"]
 registry_schema = version_table("registry_schema")
 
 
-def _migration_1(conn: Connection) -> None:
-    md = MetaData()
-    _define_v1(md)
-    Table(  # as it was created then; serving owns it now (rayline.serving.deployments)
-        "deployments", md,
-        Column("app", String(128), primary_key=True),
-        Column("name", String(128), nullable=False),
-        Column("version", Integer, nullable=False),
-        Column("alias", String(128)),
-        Column("spec_json", Text, nullable=False),
-        Column("status", String(32), nullable=False),
-        Column("updated_at", Double, nullable=False),
-    )  # fmt: skip
-    md.create_all(conn)
-
-
 #: Migration N takes the registry from version N-1 to N; pending ones share one transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1}
+#: (Version 1 once also created ``deployments``; serving creates and owns it now.)
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: creating(_define_v1)}
 
 
 def open_engine(home: Path) -> tuple[Engine, str]:
