@@ -168,9 +168,28 @@ def _usage_columns() -> dict[str, tuple[Column[Any], ...]]:
 
 
 def _define_v3(md: MetaData) -> None:
+    """Schema version 3: the accounting columns, and ``admission_reservations``: one row per task
+    of a run that asked admission for its demand (``held`` once admitted). Never edit."""
     for table, columns in _usage_columns().items():
         for column in columns:
             md.tables[table].append_column(column)
+    Table(
+        "admission_reservations",
+        md,
+        Column(
+            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+        ),
+        Column("node_id", String(256), primary_key=True),
+        Column("queue", String(128), nullable=False),
+        Column("priority", Integer, nullable=False),
+        Column("arrival", Double, nullable=False),
+        Column("seq", Integer, nullable=False),
+        Column("cpus", Double, nullable=False),
+        Column("gpus", Double, nullable=False),
+        Column("memory_bytes", BigInteger, nullable=False),
+        Column("held", Integer, nullable=False),
+        Index("ix_admission_order", "priority", "arrival", "seq"),
+    )
 
 
 metadata = MetaData()
@@ -184,6 +203,7 @@ task_attempts = metadata.tables["task_attempts"]
 flow_slots = metadata.tables["flow_slots"]
 run_queue = metadata.tables["run_queue"]
 trigger_state = metadata.tables["trigger_state"]
+admission_reservations = metadata.tables["admission_reservations"]
 
 schema_version = version_table("schema_version")
 
@@ -206,6 +226,11 @@ def _migration_3(conn: Connection) -> None:
         for c in columns:
             kind = c.type.compile(dialect=conn.dialect)
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {c.name} {kind}"))
+    md = MetaData()
+    _define_v1(md)
+    _define_v2(md)
+    _define_v3(md)
+    md.create_all(conn, tables=[md.tables["admission_reservations"]])
 
 
 #: Migration N takes a database from version N-1 to N. All pending ones run in one transaction.
