@@ -130,6 +130,7 @@ class _Loader:
         if self.problems:
             problems = [replace(p, flow=p.flow or self.flow.name) for p in self.problems]
             raise SpecValidationError(sorted(problems, key=_line_of))
+        top = self.doc.data if isinstance(self.doc.data, dict) else {}
         return Graph(
             name=self.flow.name,
             nodes=tuple(
@@ -147,6 +148,8 @@ class _Loader:
             location=f"{self.doc.filename}:1",
             source=source,
             hooks=hooks,
+            queue=top.get("queue"),  # validated by the schema check
+            priority=top.get("priority"),
         )
 
     def _hooks(self) -> RunHooks | None:

@@ -115,3 +115,45 @@ def test_a_dead_drivers_reservation_is_freed_after_its_lease(drivers):
     drivers.gate.touch()
     drivers.procs[1].wait(timeout=60)
     assert "SUCCEEDED" in drivers.output("next")
+
+
+FLOW_FILE = """
+from rayline import flow, task
+
+
+@task
+def one() -> int:
+    return 1
+
+
+@flow(queue="interactive", priority=3)
+def labelled():
+    return one()
+"""
+
+
+def test_run_takes_queue_and_priority_from_the_flow_or_the_command_line(tmp_path, home, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from rayline.cli.main import cli
+    from rayline.launch.session import Session
+
+    (tmp_path / "queues.yaml").write_text(QUEUES)
+    (tmp_path / "labelled.py").write_text(FLOW_FILE)
+    monkeypatch.setenv("RAYLINE_QUEUES", str(tmp_path / "queues.yaml"))
+    cli_run = CliRunner()
+    target = str(tmp_path / "labelled.py")
+    assert cli_run.invoke(cli, ["run", target, "--local", "-q"]).exit_code == 0
+    assert cli_run.invoke(cli, ["run", target, "--local", "-q", "--queue", "batch", "--priority", "9"]).exit_code == 0
+    unknown = cli_run.invoke(cli, ["run", target, "--local", "-q", "--queue", "nope"])
+    assert unknown.exit_code == 2 and "queue 'nope' is not declared" in unknown.output
+    with Session(executor="local") as session, session.runs.transaction(read=True) as conn:
+        rows = conn.exec_driver_sql("SELECT queue, priority FROM runs WHERE queue IS NOT NULL "
+                                    "ORDER BY created_at").fetchall()  # fmt: skip
+        left = conn.exec_driver_sql("SELECT count(*) FROM admission_reservations").scalar()
+    assert [tuple(r) for r in rows] == [("interactive", 3), ("batch", 9)]
+    assert left == 0  # a run's reservations go when its loop ends
+    usage = json.loads(cli_run.invoke(cli, ["usage", "--by", "queue", "--json"]).output)
+    assert sorted(r["key"] for r in usage) == ["batch", "interactive"]
