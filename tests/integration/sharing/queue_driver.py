@@ -1,7 +1,8 @@
 """A driver process for the admission tests: runs ``count`` one-CPU tasks on the cluster at
 ``RAY_ADDRESS`` (or in this process: ``argv[8]`` is ``ray`` or ``local``) under queue ``argv[3]``
 and priority ``argv[4]``. Each task appends
-``<tag>-<i> start`` to the ledger, then waits for the gate file. ``RAYLINE_QUEUES`` names the
+``<tag>-<i> start`` to the ledger, then waits for the gate file (all tasks) or
+``<gate>-<tag>-<i>`` (that one). ``RAYLINE_QUEUES`` names the
 queues file; the run's events go to stdout (``queued behind …``)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def work(tag: str, ledger: str, gate: str) -> str:
     with open(ledger, "a") as f:
         f.write(f"{tag} start\n")
     deadline = time.monotonic() + 120
-    while not os.path.exists(gate) and time.monotonic() < deadline:
+    while not (os.path.exists(gate) or os.path.exists(f"{gate}-{tag}")) and time.monotonic() < deadline:
         time.sleep(0.05)
     return tag
 
