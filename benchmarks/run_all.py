@@ -29,6 +29,7 @@ BENCHMARKS = {
     "train": ("train.py", [], ["--quick"]),
     "serve": ("serve.py", [], ["--duration", "2", "--warmup", "1"]),
     "trigger": ("trigger.py", [], ["--quick"]),
+    "admission": ("admission.py", ["--tasks", "1000", "--reps", "3"], ["--tasks", "100", "--reps", "1", "--cpus", "2", "--hold", "1"]),
 }
 
 
