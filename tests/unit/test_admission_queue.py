@@ -80,3 +80,34 @@ def test_the_queues_file_is_validated_with_every_problem(tmp_path: Path):
 
 def test_the_example_queues_file_is_valid():
     load_queues(Path(__file__).resolve().parents[2] / "configs" / "queues.yaml")
+
+
+def test_a_task_cancelled_while_queued_is_returned_cancelled_and_frees_its_place(tmp_path: Path):
+    """The runner's timeout backstop cancels a node that may still wait in admission."""
+    from rayline import flow, task
+    from rayline.engine import compiler
+    from rayline.engine.executors.local import LocalExecutor
+    from rayline.engine.worker import NodeCall, TaskStatic
+    from rayline.launch.queued_executor import QueuedExecutor
+    from rayline.store.runs import RunStore
+
+    @task
+    def one() -> int:
+        return 1
+
+    @flow
+    def f():
+        return one()
+
+    plan = compiler.compile_plan(f.graph(), {}, cluster=None)
+    (node,) = plan.nodes
+    with RunStore.open(tmp_path) as store:
+        run_id, _ = store.create_run(flow_name="f", source=None, params={}, plan_hash=plan.plan_hash,
+                                     plan_json=plan.to_json(), node_ids=[node.id], owner_pid=1, owner_host="h")  # fmt: skip
+        ex = QueuedExecutor(LocalExecutor(), store, QUEUES, queue="batch", priority=None, lease_ttl=30)
+        call = NodeCall(run_id, node.id, node.template, 0, False, None)
+        h = ex.submit(node, TaskStatic(node.spec.fn, node.spec.retry, None, None, 0), call, [])
+        ex.cancel([h], force=True)
+        assert ex.wait([h], timeout=0.1) == [h]
+        assert ex.metas([h]) == [{"node_id": node.id, "status": "CANCELLED"}]
+        ex.finish()

@@ -78,7 +78,9 @@ class QueuedExecutor:
         self.inner.release([h.inner for h in handles if h.inner is not None])
 
     def metas(self, handles: list[Any]) -> list[dict[str, Any]]:
-        return self.inner.metas([h.inner for h in handles])
+        ran = iter(self.inner.metas([h.inner for h in handles if h.inner is not None]))
+        return [next(ran) if h.inner is not None else {"node_id": h.node_id, "status": "CANCELLED"}
+                for h in handles]  # fmt: skip
 
     def finish(self) -> None:
         try:
@@ -112,6 +114,9 @@ class QueuedExecutor:
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         deadline = time.monotonic() + timeout
+        never = [h for h in handles if h.cancelled and h.inner is None]  # cancelled while queued
+        if never:
+            return never
         while True:
             finished = self._collect(handles, 0.0)
             if finished:
