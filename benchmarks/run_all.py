@@ -30,6 +30,7 @@ BENCHMARKS = {
     "serve": ("serve.py", [], ["--duration", "2", "--warmup", "1"]),
     "trigger": ("trigger.py", [], ["--quick"]),
     "data_dag": ("data_dag.py", [], ["--reps", "1", "--mb", "10", "--rows", "20000", "--tasks", "50"]),
+    "admission": ("admission.py", ["--tasks", "1000", "--reps", "3"], ["--tasks", "100", "--reps", "1", "--cpus", "2", "--hold", "1"]),
 }
 
 

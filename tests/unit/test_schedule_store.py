@@ -211,7 +211,7 @@ def test_a_version_1_store_migrates_to_2_keeping_its_runs(home: Path):
         assert store.get_run("r1").status == RunStatus.SUCCEEDED
         assert FlowSlots(store).reserve(new("k")).action == "start"
     with sqlite3.connect(home / "runs.db") as db:
-        assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (schema.SCHEMA_VERSION,)
 
 
 def test_a_cancelled_queued_run_is_dropped_from_the_queue(store, slots):

@@ -28,6 +28,7 @@ from rayline.cli.schedule import schedule_group, scheduler_cmd, trigger_cmd
 from rayline.cli.serve import serve_cmd
 from rayline.cli.store import store_group
 from rayline.cli.ui import ui_cmd
+from rayline.cli.usage import usage_cmd
 from rayline.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_STORE
 from rayline.launch.log_lines import configure_logging
 
@@ -146,6 +147,7 @@ cli.add_command(serve_cmd)
 cli.add_command(drift_group)
 cli.add_command(store_group)
 cli.add_command(ui_cmd)
+cli.add_command(usage_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

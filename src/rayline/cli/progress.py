@@ -94,6 +94,8 @@ class Progress:
                 self.counts["ADOPTED"] = self.adopted
             self.started = time.monotonic()
             self.run_started()
+        elif kind == "queued":  # admission: this run's ready work waits for its turn
+            self.queued(str(data.get("message", "")))
         elif kind == "run_finished":
             self.status = str(data["status"])
             self.error = data.get("error")
@@ -110,6 +112,9 @@ class Progress:
         pass
 
     def warned(self, node_id: str, warnings: list[str]) -> None:
+        pass
+
+    def queued(self, message: str) -> None:
         pass
 
     def run_finished(self) -> None:
@@ -165,6 +170,9 @@ class LineProgress(Progress):
         for w in warnings:
             first, more = _split(str(w))
             self.line(f"run {self.run_id} task {node_id} warning: {first}", more)
+
+    def queued(self, message: str) -> None:
+        self.line(f"run {self.run_id} {message}")
 
     def run_finished(self) -> None:
         took = time.monotonic() - self.started

@@ -5,6 +5,7 @@ object) on stdout."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -38,10 +39,15 @@ from rayline.errors import exit_code_for_status as exit_code_for
 @click.option("--overlap", type=click.Choice(["skip", "queue", "allow"]),
               help="While another run of the flow is going: skip (exit 3), queue (wait for it) or "
                    "allow (run anyway). Default: the policy of the flow's declared schedule, else skip.")
+@click.option("--queue", metavar="NAME", help="The admission queue to wait in (declared in the "
+              "file $RAYLINE_QUEUES names); default: the flow's own, else 'default'.")
+@click.option("--priority", type=int, help="Admission priority, higher first; default: the flow's "
+              "own, else its queue's.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display on stderr.")
 def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address: str | None,
-            local: bool, overlap: str | None, as_json: bool, quiet: bool) -> int:
+            local: bool, overlap: str | None, queue: str | None, priority: int | None, as_json: bool,
+            quiet: bool) -> int:
     """Run a flow and wait for it to finish.
 
     PATH is a Python file with a @flow (add :FLOW when it holds several) or a YAML flow file.
@@ -73,14 +79,18 @@ def run_cmd(target: str, params: tuple[str, ...], sets: tuple[str, ...], address
         raise click.UsageError("--local runs without Ray, so it cannot be combined with --address")
     target = absolute_target(target)
     flow_file = load_flow_file(target)  # loaded once: the graph and its declared overlap
-    values = parse_params(params, flow_file.graph)
+    graph = flow_file.graph
+    if queue is not None or priority is not None:
+        graph = dataclasses.replace(graph, queue=queue or graph.queue,
+                                    priority=graph.priority if priority is None else priority)  # fmt: skip
+    values = parse_params(params, graph)
     overrides = parse_sets(sets)
     policy = choose_overlap(overlap, flow_file.declared_overlap)
     executor = "local" if local else None
     started = time.monotonic()
     with json_stdout(as_json) as out:
         with make_progress(enabled=not quiet) as progress:
-            result = api.run(flow_file.graph, values, executor=executor, address=address, overlap=policy,
+            result = api.run(graph, values, executor=executor, address=address, overlap=policy,
                              overrides=overrides or None, on_event=progress.on_event)
         if result.status.value == "SKIPPED" and (result.record.trigger or {}).get("held_by"):
             return report_skipped(result, as_json, out)  # the flow was busy; not context.skip()

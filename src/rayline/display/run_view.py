@@ -32,6 +32,26 @@ _OWN_FAILURE = (TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Resources held: CPU- and GPU-seconds, and the most memory (bytes) any attempt held."""
+
+    cpu_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    memory_bytes: int | None = None
+
+    @staticmethod
+    def total(parts: Sequence[Usage | None]) -> Usage:
+        have = [u for u in parts if u is not None]
+        memory = [u.memory_bytes for u in have if u.memory_bytes]
+        return Usage(round(sum(u.cpu_seconds for u in have), 3),
+                     round(sum(u.gpu_seconds for u in have), 3), max(memory, default=None))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cpu_seconds": self.cpu_seconds, "gpu_seconds": self.gpu_seconds,
+                "memory_bytes": self.memory_bytes}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptView:
     """One execution of one task: its state, times, whole error and traceback, where it ran."""
 
@@ -44,6 +64,7 @@ class AttemptView:
     traceback: str | None
     worker_pid: int | None
     node_ip: str | None
+    usage: Usage | None = None  # what it held and for how long (None: not recorded)
 
     @property
     def duration_s(self) -> float | None:
@@ -54,7 +75,7 @@ class AttemptView:
             "attempt": self.attempt, "status": self.status.value, "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at), "duration_s": self.duration_s, "error_type": self.error_type,
             "error": self.error, "traceback": self.traceback, "worker_pid": self.worker_pid,
-            "node_ip": self.node_ip,
+            "node_ip": self.node_ip, **(self.usage or Usage()).to_json(),
         }  # fmt: skip
 
 
@@ -90,6 +111,11 @@ class TaskView:
         return seconds_between(self.started_at, self.ended_at)
 
     @property
+    def usage(self) -> Usage:
+        """The sum over every attempt."""
+        return Usage.total([a.usage for a in self.attempt_log])
+
+    @property
     def error_kind(self) -> str:
         """The error's class name without its module: ``ValueError``."""
         return (self.error_type or "").rsplit(".", 1)[-1]
@@ -108,7 +134,7 @@ class TaskView:
             "duration_s": self.duration_s, "error_type": self.error_type, "error": self.error,
             "traceback": self.traceback, "digest": self.output.digest if self.output else None,
             "output": self.output.to_json() if self.output else None,
-            "attempt_log": [a.to_json() for a in self.attempt_log],
+            "attempt_log": [a.to_json() for a in self.attempt_log], **self.usage.to_json(),
         }  # fmt: skip
 
 
@@ -138,6 +164,11 @@ class RunView:
     @property
     def duration_s(self) -> float | None:
         return seconds_between(self.started_at or self.created_at, self.ended_at)
+
+    @property
+    def usage(self) -> Usage:
+        """The sum over every task's attempts."""
+        return Usage.total([t.usage for t in self.tasks])
 
     @property
     def counts(self) -> dict[str, int]:
@@ -179,7 +210,7 @@ class RunView:
             "started_at": iso(self.started_at), "owner_pid": self.owner_pid,
             "owner_host": self.owner_host, "warnings": list(self.warnings),
             "counters": dict(self.counters), "artifact_root": self.artifact_root,
-            "tasks": [t.to_json() for t in self.tasks],
+            "tasks": [t.to_json() for t in self.tasks], **self.usage.to_json(),
         }  # fmt: skip
 
 
@@ -196,7 +227,7 @@ def run_view(
         by_node.setdefault(a.node_id, []).append(AttemptView(
             attempt=a.attempt, status=a.status, started_at=a.started_at, ended_at=a.ended_at,
             error_type=a.error_type, error=a.error_message, traceback=a.traceback,
-            worker_pid=a.worker_pid, node_ip=a.node_ip,
+            worker_pid=a.worker_pid, node_ip=a.node_ip, usage=_attempt_usage(a),
         ))  # fmt: skip
     return RunView(
         run_id=record.run_id, flow=record.flow_name, status=record.status, error=record.error,
@@ -227,6 +258,12 @@ def _task_view(t: TaskRecord, attempts: Sequence[AttemptView]) -> TaskView:
         ended_at=t.ended_at, error_type=t.error_type, error=t.error_message, traceback=t.traceback,
         output=output, attempt_log=tuple(attempts),
     )  # fmt: skip
+
+
+def _attempt_usage(a: AttemptRecord) -> Usage | None:
+    if a.cpus is None and a.gpus is None:
+        return None
+    return Usage(a.cpu_seconds or 0.0, a.gpu_seconds or 0.0, a.memory_bytes)
 
 
 def iso(dt: datetime | None) -> str | None:

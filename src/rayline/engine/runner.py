@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rayline.engine.accounting import with_usage
 from rayline.engine.compiler import Plan, PlannedNode
 from rayline.engine.conditions import not_taken
 from rayline.engine.executors.base import Executor
@@ -196,7 +197,7 @@ class Runner:
                         if meta.get("digest"):
                             digests[nid] = meta["digest"]
                         report.add(nid, meta)
-                        pending_updates.append(update_from_meta(nid, status, meta))
+                        pending_updates.append(with_usage(update_from_meta(nid, status, meta), plan.node(nid)))
                         self.on_event("task_finished", {"node_id": nid, "status": status, "meta": meta})
                         if status == TaskStatus.UPSTREAM_FAILED:
                             continue

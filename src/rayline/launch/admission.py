@@ -130,6 +130,7 @@ def drive(
     state is committed. Returns the run id.
     """
     from rayline.launch.notify import announce_end
+    from rayline.launch.queued_executor import queue_gate
 
     seen: dict[str, str] = {"run_id": resume_id or ""}
 
@@ -139,6 +140,7 @@ def drive(
         if on_event is not None:
             on_event(kind, data)
 
+    executor = queue_gate(session, plan, executor, events)  # itself when no queues are configured
     runner = session.runner(executor, events, slot=slot)
     try:
         if resume_id is None:

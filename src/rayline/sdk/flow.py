@@ -23,8 +23,10 @@ class Flow:
     Calling the flow directly runs its body as plain Python (tasks run as plain functions)."""
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None, schedule: Any = None,
-                 on_failure: Any = None, on_success: Any = None):  # fmt: skip
+                 on_failure: Any = None, on_success: Any = None, queue: str | None = None,
+                 priority: int | None = None):  # fmt: skip
         self.fn = fn
+        self.queue, self.priority = queue, priority
         self.name = name or fn.__name__
         self.schedule = schedule
         self.location = definition_site(fn)
@@ -84,6 +86,8 @@ class Flow:
             location=self.location,
             source=self.source,
             hooks=self.hooks or None,
+            queue=self.queue,
+            priority=self.priority,
         )
 
     def __repr__(self) -> str:
@@ -107,6 +111,8 @@ def flow(
     schedule: Any = None,
     on_failure: Any = None,
     on_success: Any = None,
+    queue: str | None = None,
+    priority: int | None = None,
 ) -> Any:
     """Declare a flow. Its parameters (with defaults and type hints) are the flow's parameters.
 
@@ -114,6 +120,9 @@ def flow(
     run ends FAILED or INTERRUPTED / SUCCEEDED, with the keyword arguments it names among
     ``run_id``, ``flow``, ``status``, ``error`` (whole) and ``run`` (see ``rayline.sdk.hooks``).
     A hook that fails is logged; it never changes the run's outcome.
+
+    ``queue`` / ``priority``: where its runs wait for the cluster when queues are configured
+    (``$RAYLINE_QUEUES``, see ``rayline.launch.queue_config``); a higher priority goes first.
 
     Example::
 
@@ -124,6 +133,7 @@ def flow(
     """
 
     def wrap(f: Callable[..., Any]) -> Flow:
-        return Flow(f, name=name, schedule=schedule, on_failure=on_failure, on_success=on_success)
+        return Flow(f, name=name, schedule=schedule, on_failure=on_failure, on_success=on_success,
+                    queue=queue, priority=priority)
 
     return wrap(fn) if fn is not None else wrap

@@ -154,6 +154,8 @@ class Graph:
     location: str = "<unknown>"
     source: str | None = None  # how to load it again: "path.py:flow" or "path.yaml"
     hooks: RunHooks | None = None  # called when a run ends (rayline.launch.notify)
+    queue: str | None = None  # the admission queue its runs wait in (rayline.launch.queue_config)
+    priority: int | None = None  # higher goes first; None: the queue's priority
     _index: dict[str, Node] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -150,6 +150,7 @@ class _Loader:
             for sid, (task, args) in nodes.items()
         }
         all_nodes, swap = compose.splice(order, steps, subflows)
+        top = self.doc.data if isinstance(self.doc.data, dict) else {}
         return Graph(
             name=self.flow.name,
             nodes=tuple(all_nodes),
@@ -158,6 +159,8 @@ class _Loader:
             location=f"{self.doc.filename}:1",
             source=source,
             hooks=hooks,
+            queue=top.get("queue"),  # validated by the schema check
+            priority=top.get("priority"),
         )
 
     def _hooks(self) -> RunHooks | None:

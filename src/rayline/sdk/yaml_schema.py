@@ -151,6 +151,8 @@ class _FlowSpec(_Strict):
     schedule: ScheduleSpec | None = None
     on_failure: str | list[str] | None = None
     on_success: str | list[str] | None = None
+    queue: str | None = Field(default=None, min_length=1, max_length=128)  # admission (launch/)
+    priority: int | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -75,6 +75,11 @@ class AttemptRecord:
     traceback: str | None
     worker_pid: int | None
     node_ip: str | None
+    cpus: float | None = None  # what the attempt held (its planned Ray options)
+    gpus: float | None = None
+    memory_bytes: int | None = None
+    cpu_seconds: float | None = None  # held x how long it ran
+    gpu_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,11 @@ class AttemptUpdate:
     traceback: str | None = None
     worker_pid: int | None = None
     node_ip: str | None = None
+    cpus: float | None = None
+    gpus: float | None = None
+    memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+    gpu_seconds: float | None = None
 
 
 class AttemptLike(Protocol):
@@ -104,6 +114,11 @@ class AttemptLike(Protocol):
     traceback: str | None
     worker_pid: int | None
     node_ip: str | None
+    cpus: float | None
+    gpus: float | None
+    memory_bytes: int | None
+    cpu_seconds: float | None
+    gpu_seconds: float | None
 
 
 @dataclass(frozen=True, slots=True)

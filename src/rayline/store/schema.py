@@ -2,7 +2,8 @@
 
 ``sql.py`` is the kernel (engine factory, the migration runner); this module says what the run
 store's database looks like: ``plans``, ``runs``, ``tasks``, ``task_attempts`` (version 1),
-``flow_slots``, ``run_queue`` and ``trigger_state`` (version 2). ``migrate_run_store`` brings a
+``flow_slots``, ``run_queue`` and ``trigger_state`` (version 2), the resources each attempt held
+and its CPU-/GPU-seconds, and each run's queue and priority (version 3). ``migrate_run_store`` brings a
 database to ``SCHEMA_VERSION``; ``insert_run_rows`` is the one insert that creates a run (used by
 ``RunStore.create_run`` and by the flow slots' reservation).
 """
@@ -10,6 +11,7 @@ database to ``SCHEMA_VERSION``; ``insert_run_rows`` is the one insert that creat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -27,13 +29,14 @@ from sqlalchemy import (
     Text,
     insert,
     select,
+    text,
 )
 
 from rayline.store.sql import migrate, version_table
 from rayline.store.states import RunStatus, TaskStatus
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _define_v1(md: MetaData) -> None:
@@ -148,9 +151,51 @@ def _define_v2(md: MetaData) -> None:
     )
 
 
+def _usage_columns() -> dict[str, tuple[Column[Any], ...]]:
+    """Columns added in schema version 3, for accounting and queues. Never edit.
+
+    On ``task_attempts``: the resources the attempt held (``cpus``, ``gpus``, ``memory_bytes``,
+    from its planned Ray options) and ``cpu_seconds``/``gpu_seconds`` (held x how long it ran).
+    On ``runs``: the ``queue`` and ``priority`` it was admitted under (NULL: no queues configured).
+    """
+    return {
+        "task_attempts": (
+            Column("cpus", Double), Column("gpus", Double), Column("memory_bytes", BigInteger),
+            Column("cpu_seconds", Double), Column("gpu_seconds", Double),
+        ),
+        "runs": (Column("queue", String(128)), Column("priority", Integer)),
+    }  # fmt: skip
+
+
+def _define_v3(md: MetaData) -> None:
+    """Schema version 3: the accounting columns, and ``admission_reservations``: one row per task
+    of a run that asked admission for its demand (``held`` once admitted). Never edit."""
+    for table, columns in _usage_columns().items():
+        for column in columns:
+            md.tables[table].append_column(column)
+    Table(
+        "admission_reservations",
+        md,
+        Column(
+            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+        ),
+        Column("node_id", String(256), primary_key=True),
+        Column("queue", String(128), nullable=False),
+        Column("priority", Integer, nullable=False),
+        Column("arrival", Double, nullable=False),
+        Column("seq", Integer, nullable=False),
+        Column("cpus", Double, nullable=False),
+        Column("gpus", Double, nullable=False),
+        Column("memory_bytes", BigInteger, nullable=False),
+        Column("held", Integer, nullable=False),
+        Index("ix_admission_order", "priority", "arrival", "seq"),
+    )
+
+
 metadata = MetaData()
 _define_v1(metadata)  # the current schema; queries use these tables
 _define_v2(metadata)
+_define_v3(metadata)
 plans = metadata.tables["plans"]
 runs = metadata.tables["runs"]
 tasks = metadata.tables["tasks"]
@@ -158,6 +203,7 @@ task_attempts = metadata.tables["task_attempts"]
 flow_slots = metadata.tables["flow_slots"]
 run_queue = metadata.tables["run_queue"]
 trigger_state = metadata.tables["trigger_state"]
+admission_reservations = metadata.tables["admission_reservations"]
 
 schema_version = version_table("schema_version")
 
@@ -175,8 +221,22 @@ def _migration_2(conn: Connection) -> None:
     md.create_all(conn, tables=[md.tables[n] for n in ("flow_slots", "run_queue", "trigger_state")])
 
 
+def _migration_3(conn: Connection) -> None:
+    for table, columns in _usage_columns().items():
+        for c in columns:
+            kind = c.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {c.name} {kind}"))
+    md = MetaData()
+    _define_v1(md)
+    _define_v2(md)
+    _define_v3(md)
+    md.create_all(conn, tables=[md.tables["admission_reservations"]])
+
+
 #: Migration N takes a database from version N-1 to N. All pending ones run in one transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1, 2: _migration_2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _migration_1, 2: _migration_2, 3: _migration_3,
+}
 
 
 def migrate_run_store(engine: Engine, where: str) -> int:

@@ -56,6 +56,7 @@ UPDATE_TASK_FRESH = _task_statement(fresh=True)
 UPDATE_TASK_MERGE = _task_statement(fresh=False)
 _ATTEMPT_FIELDS = (
     "started_at", "ended_at", "error_type", "error_message", "traceback", "worker_pid", "node_ip",
+    "cpus", "gpus", "memory_bytes", "cpu_seconds", "gpu_seconds",
 )  # fmt: skip
 UPDATE_ATTEMPT = (
     update(task_attempts)
@@ -91,7 +92,8 @@ def _attempt_values(a: AttemptLike) -> dict[str, Any]:
     return {
         "status": str(a.status), "started_at": to_ts(a.started_at), "ended_at": to_ts(a.ended_at),
         "error_type": a.error_type, "error_message": a.error_message, "traceback": a.traceback,
-        "worker_pid": a.worker_pid, "node_ip": a.node_ip,
+        "worker_pid": a.worker_pid, "node_ip": a.node_ip, "cpus": a.cpus, "gpus": a.gpus,
+        "memory_bytes": a.memory_bytes, "cpu_seconds": a.cpu_seconds, "gpu_seconds": a.gpu_seconds,
     }  # fmt: skip
 
 
