@@ -48,10 +48,10 @@ from rayline.sdk import yaml_compose as compose
 from rayline.sdk.graph import Graph, Node, Param, ParamRef, Ref, iter_refs, upstream_of
 from rayline.sdk.toposort import toposort
 from rayline.sdk.yaml_reader import Loc, SpecValidationError, YamlDocument, read_yaml
+from rayline.sdk.yaml_run_options import step_runtime_env, yaml_hooks
 from rayline.sdk.yaml_uses import UsesError, UsesResolver
 
 if TYPE_CHECKING:
-    from rayline.sdk.hooks import RunHooks
     from rayline.sdk.task import Task
     from rayline.sdk.yaml_schema import FlowDoc, StepSpec
 
@@ -141,7 +141,7 @@ class _Loader:
                 nodes[sid] = (task, args)
         order = self._toposort(upstream)
         outputs = self._outputs(upstream, order)
-        hooks = self._hooks()
+        hooks = yaml_hooks(self)
         if self.problems:
             problems = [replace(p, flow=p.flow or self.flow.name) for p in self.problems]
             raise SpecValidationError(sorted(problems, key=_line_of))
@@ -162,33 +162,6 @@ class _Loader:
             queue=top.get("queue"),  # validated by the schema check
             priority=top.get("priority"),
         )
-
-    def _hooks(self) -> RunHooks | None:
-        """``on_failure:`` / ``on_success:`` (a ``"module:function"`` or a list of them),
-        resolved from the same allowlist as ``uses:``."""
-        from rayline.sdk.hooks import as_hooks
-
-        data = self.doc.data if isinstance(self.doc.data, dict) else {}
-        found: dict[str, list[Any]] = {}
-        for kind in ("on_failure", "on_success"):
-            raw = data.get(kind)
-            refs = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
-            for i, ref in enumerate(refs):
-                loc: Loc = (kind,) if isinstance(raw, str) else (kind, i)
-                if not isinstance(ref, str):
-                    continue  # the schema check reported it
-                try:
-                    obj = self.uses.resolve(ref)
-                except UsesError as exc:
-                    self.problem(f"{kind}: {exc.message}", loc, hint=exc.hint)
-                    continue
-                _, problems = as_hooks(**{kind: obj})
-                for problem in problems:
-                    self.problem(f"{kind}: {ref!r}: {problem}", loc)
-                if not problems:
-                    found.setdefault(kind, []).append(obj)
-        hooks, _ = as_hooks(found.get("on_failure"), found.get("on_success"))
-        return hooks or None
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -217,7 +190,7 @@ class _Loader:
         task = unwrap_task(obj, location=self.doc.where(loc))
         options = _options(spec)
         if spec.runtime_env is not None:
-            options["runtime_env"] = self._runtime_env(sid, spec.runtime_env)
+            options["runtime_env"] = step_runtime_env(self, sid, spec.runtime_env)
         if not options:
             return task
         try:
@@ -225,19 +198,6 @@ class _Loader:
         except DefinitionError as exc:
             self.problem(f"invalid options for task '{task.name}': {exc}", ("steps", sid), sid)
             return None
-
-    def _runtime_env(self, sid: str, env: dict[str, Any]) -> dict[str, Any]:
-        """A step's ``runtime_env:``, checked at its ``file:line``; a relative ``working_dir``
-        is read from the YAML file's folder."""
-        from rayline.sdk.runtime_env import runtime_env_problems
-
-        base = Path(self.doc.filename).resolve().parent
-        for message, hint in runtime_env_problems(env, base):
-            self.problem(message, ("steps", sid, "runtime_env"), sid, hint)
-        wd = env.get("working_dir")
-        if isinstance(wd, str) and "://" not in wd and not Path(wd).is_absolute():
-            env = {**env, "working_dir": str(base / wd)}
-        return env
 
     def _bind(
         self, sid: str, task: Task, kwargs: dict[str, Any]
