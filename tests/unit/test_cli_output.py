@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from rayline.cli.output import block, counts_text, duration_text, format_seconds, short_time
+from rayline.cli.output import block, counts_text
+from rayline.display.time_text import duration_text, format_seconds, short_time
 
 
 def test_durations_read_in_the_largest_sensible_unit():

@@ -5,7 +5,6 @@ comes from the run's ``RunView`` (``rayline.display.run_view``)."""
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -13,31 +12,6 @@ import click
 STATUS_STYLE = {"SUCCEEDED": "green", "SUCCEEDED_WITH_WARNINGS": "yellow", "CACHED": "green",
                 "FAILED": "red", "UPSTREAM_FAILED": "red", "CANCELLED": "yellow",
                 "INTERRUPTED": "yellow", "RUNNING": "cyan"}  # fmt: skip
-
-
-def format_seconds(seconds: float) -> str:
-    """``12.3 s``, ``4 min 5 s``, ``2 h 3 min``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
-def duration_text(seconds: float | None) -> str:
-    """``format_seconds``, or ``-`` when unknown."""
-    return format_seconds(seconds) if seconds is not None else "-"
-
-
-def short_time(when: datetime | str | None) -> str:
-    """``2026-11-22 17:00:01Z`` for a timestamp (or its ISO text); ``-`` when unknown."""
-    if not when:
-        return "-"
-    if isinstance(when, str):
-        when = datetime.fromisoformat(when)
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def counts_text(counts: dict[str, int], sep: str = " ") -> str:

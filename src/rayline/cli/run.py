@@ -15,8 +15,9 @@ from typing import Any, TextIO
 
 import click
 
-from rayline.cli.output import block, counts_text, first_line, format_seconds
+from rayline.cli.output import block, counts_text, first_line
 from rayline.cli.progress import make_progress
+from rayline.display.time_text import format_seconds
 from rayline.errors import EXIT_BUSY
 from rayline.errors import exit_code_for_status as exit_code_for
 

@@ -8,14 +8,8 @@ from typing import Any
 
 import click
 
-from rayline.cli.output import (
-    block,
-    counts_text,
-    duration_text,
-    first_line,
-    print_table,
-    short_time,
-)
+from rayline.cli.output import block, counts_text, first_line, print_table
+from rayline.display.time_text import duration_text, short_time
 from rayline.errors import exit_code_for_status as exit_code_for
 
 _STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "SUCCEEDED_WITH_WARNINGS", "FAILED", "CANCELLED",

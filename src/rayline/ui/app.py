@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -34,6 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rayline.config import Settings
+from rayline.display.time_text import duration_text, short_time
 from rayline.errors import StoreError
 from rayline.ui import actions, pages_flows, pages_models, pages_runs
 from rayline.ui.security import CSRF_FIELD, TokenGuard, checked_form, csrf_token, remember_csrf
@@ -63,7 +63,7 @@ def create_app(config: UiConfig) -> Starlette:
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)  # fmt: skip
-    env.filters.update(when=when_text, dur=duration_text, short=lambda s: (s or "")[:12])
+    env.filters.update(when=short_time, dur=duration_text, short=lambda s: (s or "")[:12])
     env.globals.update(poll_s=config.poll_s, csrf_field=CSRF_FIELD, urlencode=urlencode, quote=quote,
                        trigger_text=pages_runs.trigger_text)  # fmt: skip
     drivers = actions.Drivers(config.settings, local=config.local, address=config.address)
@@ -214,25 +214,3 @@ def _polling(request: Request, run: pages_runs.RunPage) -> dict[str, Any]:
     if waiting or not run.terminal:
         live += "?" + urlencode({"watch": watch, "until": int(until)})
     return {"polls": waiting or not run.terminal, "live_url": live}
-
-
-def when_text(when: datetime | str | None) -> str:
-    """``2026-11-22 17:00:01Z``; ``-`` when unknown."""
-    if not when:
-        return "-"
-    if isinstance(when, str):
-        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def duration_text(seconds: float | None) -> str:
-    """``12.3 s``, ``4 min 5 s``, ``2 h 3 min``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
