@@ -223,14 +223,10 @@ def _category_counts(step: Step, acc: dict[str, Counter], df: Any) -> None:
         acc[c].update({plain(k): int(n) for k, n in step._series(df, c).value_counts(dropna=True).items()})
 
 
-@dataclass
-class OneHot(Step):
-    """One 0/1 ``float32`` column ``"<col>=<value>"`` per category seen when fitting (the most
-    frequent ``max_categories`` if set); unseen values and missing ones encode as all zeros."""
+class _Categorical(Step):
+    """A step fitted by counting each column's categories (``_category_counts``)."""
 
     columns: tuple[str, ...]
-    max_categories: int | None = None
-    kind: ClassVar[str] = "one_hot"
 
     def __post_init__(self) -> None:
         self._check_columns()
@@ -240,6 +236,16 @@ class OneHot(Step):
 
     def update(self, acc: dict[str, Counter], df: Any) -> None:
         _category_counts(self, acc, df)
+
+
+@dataclass
+class OneHot(_Categorical):
+    """One 0/1 ``float32`` column ``"<col>=<value>"`` per category seen when fitting (the most
+    frequent ``max_categories`` if set); unseen values and missing ones encode as all zeros."""
+
+    columns: tuple[str, ...]
+    max_categories: int | None = None
+    kind: ClassVar[str] = "one_hot"
 
     def finish(self, acc: dict[str, Counter], task: str) -> dict[str, Any]:
         cats = {}
@@ -264,22 +270,13 @@ class OneHot(Step):
 
 
 @dataclass
-class Ordinal(Step):
+class Ordinal(_Categorical):
     """Integer codes ``0..k-1`` for the categories seen when fitting (sorted); unseen and
     missing values become ``unknown_value``."""
 
     columns: tuple[str, ...]
     unknown_value: int = -1
     kind: ClassVar[str] = "ordinal"
-
-    def __post_init__(self) -> None:
-        self._check_columns()
-
-    def start_fit(self) -> dict[str, Counter]:
-        return {c: Counter() for c in self.columns}
-
-    def update(self, acc: dict[str, Counter], df: Any) -> None:
-        _category_counts(self, acc, df)
 
     def finish(self, acc: dict[str, Counter], task: str) -> dict[str, Any]:
         return {"categories": {c: sorted(counts, key=lambda k: (str(type(k)), k)) for c, counts in acc.items()}}
