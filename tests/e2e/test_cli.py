@@ -395,7 +395,9 @@ def test_cancel_of_a_run_whose_driver_died_marks_it_cancelled():
     assert "marked CANCELLED" in result.stdout
     shown = json.loads(rayline("runs", "show", run["run_id"], "--json").stdout)
     assert shown["status"] == "CANCELLED"
-    assert all(t["status"] == "CANCELLED" for t in shown["tasks"])
+    # what had not finished is CANCELLED (`first` may have finished before the kill)
+    states = {t["node_id"]: t["status"] for t in shown["tasks"]}
+    assert states["sleepy"] == "CANCELLED" and states["first"] in ("SUCCEEDED", "CANCELLED"), states
 
 
 def test_cancel_interrupts_a_live_driver_which_records_cancelled():

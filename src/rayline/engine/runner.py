@@ -3,7 +3,9 @@
 All nodes are submitted up front in topological order, upstream handles as arguments, so Ray
 orders the work; the driver loop only waits for small meta objects, records them in batches
 (one transaction per loop turn), marks the descendants of a failed node UPSTREAM_FAILED while
-independent branches finish, enforces timeouts as a backstop, and turns Ctrl-C into CANCELLED.
+independent branches finish, enforces timeouts as a backstop, and turns Ctrl-C, SIGTERM (as
+``launch`` handles them) or a cancel requested through the run store (``Heartbeat.cancelled``)
+into CANCELLED: its Ray work cancelled, its flow's slot freed by the run's end.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +31,7 @@ from rayline.store.runs import AttemptRecord, TaskUpdate
 from rayline.store.states import RunStatus, TaskStatus
 
 log = logging.getLogger("rayline.runner")
+_NOTHING = nullcontext()
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -150,7 +154,10 @@ class Runner:
                         raise lease.lost
                     if lease.compute_lost:
                         return self._compute_lost(plan, run_id, generation, lease.compute_lost, states, pending_updates)
-                    done = [h for h in ex.wait(list(pending.values()), timeout=0.1) if h.node_id in pending]
+                    if lease.cancelled:
+                        return self._cancel(plan, run_id, generation, handles, states, pending_updates, lease.cancelled)
+                    with lease.interruptible() if ex.sequential else _NOTHING:
+                        done = [h for h in ex.wait(list(pending.values()), timeout=0.1) if h.node_id in pending]
                     done.sort(key=lambda h: order[h.node_id])  # parents before children
                     for h in done:
                         pending.pop(h.node_id)
@@ -197,8 +204,9 @@ class Runner:
                     if pending_updates:
                         self.store.record_tasks(run_id, pending_updates, generation=generation)
                         pending_updates = []
-            except KeyboardInterrupt:
-                return self._cancel(plan, run_id, generation, handles, states, pending_updates)
+            except KeyboardInterrupt as exc:
+                why = lease.cancelled or f"cancelled ({exc.args[0] if exc.args else 'SIGINT'})"
+                return self._cancel(plan, run_id, generation, handles, states, pending_updates, why)
             except LeaseLostError:
                 raise
             except BaseException as exc:
@@ -257,14 +265,14 @@ class Runner:
             previous=previous or None,
         )
 
-    def _cancel(self, plan, run_id, generation, handles, states, updates) -> RunStatus:
+    def _cancel(self, plan, run_id, generation, handles, states, updates, why: str) -> RunStatus:
         self.executor.cancel(list(handles.values()))
         for n in plan.nodes:
             if not states.get(n.id, TaskStatus.PENDING).terminal:
                 states[n.id] = TaskStatus.CANCELLED
                 updates.append(TaskUpdate(node_id=n.id, status=TaskStatus.CANCELLED, ended_at=datetime.now(UTC)))
         self.store.record_tasks(run_id, updates, generation=generation)
-        self.store.set_run_status(run_id, RunStatus.CANCELLED, error="cancelled (SIGINT)", generation=generation)
+        self.store.set_run_status(run_id, RunStatus.CANCELLED, error=why, generation=generation)
         self.on_event("run_finished", {"run_id": run_id, "status": RunStatus.CANCELLED, "error": "cancelled"})
         return RunStatus.CANCELLED
 
