@@ -108,8 +108,9 @@ def plan_run(
 def run_unslotted(session: Session, planned: PlannedRun, *, on_event: Any = None) -> str:
     """Run a planned run here without a flow slot (``rayline.run`` without ``overlap``); return
     its id."""
-    with cancel_on_signals():
+    with cancel_on_signals() as signals:
         ex = session.executor()
+        signals.arm()  # again: ray.init sets a SIGTERM handler of its own
         session.check_cluster(planned.plan, ex)
         new = planned.new
         outcome = session.runner(ex, on_event).run(planned.plan, run_key=new.run_key, trigger=new.trigger or None)
@@ -215,13 +216,14 @@ def start_reserved(session: Session, run_id: str, *, plan: Plan | None = None, o
         StoreError: the run does not hold its flow's slot (it stays queued), or is not PENDING.
     """
     slots = FlowSlots(session.runs, session.settings.lease_ttl)
-    with cancel_on_signals():
+    with cancel_on_signals() as signals:
         try:
             with KeepReserved(slots, run_id, session.settings.heartbeat_interval):
                 if plan is None:
                     record = session.runs.get_run(run_id)
                     plan = session.compile(load_flow(record.source or ""), record.params)
                 ex = session.executor()
+                signals.arm()  # again: ray.init sets a SIGTERM handler of its own
                 session.check_cluster(plan, ex)
         except BaseException as exc:
             unreserve(session.runs, run_id, exc)
@@ -244,8 +246,9 @@ def resume_run(session: Session, run_id: str, *, on_event: Any = None) -> tuple[
         raise UsageError(f"run {record.run_id} has no recorded source to load the flow from")
     graph = load_flow(record.source)
     plan = session.compile(graph, record.params)
-    with cancel_on_signals():
+    with cancel_on_signals() as signals:
         ex = session.executor()
+        signals.arm()  # again: ray.init sets a SIGTERM handler of its own
         session.check_cluster(plan, ex)
         session.runner(ex, on_event, slot="resume").resume(plan, record.run_id)
     return record.run_id, graph

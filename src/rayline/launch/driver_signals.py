@@ -10,7 +10,9 @@ handlers: elsewhere (a run started from a thread) this changes nothing.
 
 Example::
 
-    with cancel_on_signals():
+    with cancel_on_signals() as signals:
+        ex = session.executor()
+        signals.arm()  # again: ray.init sets a SIGTERM handler of its own
         session.runner(ex).run(plan)
 """
 
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["cancel_on_signals"]
+__all__ = ["DriverSignals", "cancel_on_signals"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -31,18 +33,39 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-@contextmanager
-def cancel_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise ``KeyboardInterrupt("SIGINT" | "SIGTERM")`` in the main thread
-    inside the block, even where SIGINT was ignored at exec."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in _SIGNALS}
-    for s in _SIGNALS:
-        signal.signal(s, _raise_interrupt)
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
+class DriverSignals:
+    """The handlers ``cancel_on_signals`` installed, and what they replaced."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self._previous: dict[int, Any] = {}
+
+    def arm(self) -> None:
+        """Install the handlers (again): ``ray.init`` sets a SIGTERM handler of its own (one
+        that exits the process), so call this once the executor has started."""
+        if not self.active:
+            return
+        for s in _SIGNALS:
+            current = signal.getsignal(s)
+            if current is not _raise_interrupt:
+                self._previous[s] = current
+            signal.signal(s, _raise_interrupt)
+
+    def restore(self) -> None:
+        """Put back the handlers found before the last ``arm`` (Ray's, if it set one)."""
+        for s, handler in self._previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
+@contextmanager
+def cancel_on_signals() -> Iterator[DriverSignals]:
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt("SIGINT" | "SIGTERM")`` in the main thread
+    inside the block, even where SIGINT was ignored at exec. Call ``arm()`` on what it yields
+    again after starting Ray."""
+    signals = DriverSignals(threading.current_thread() is threading.main_thread())
+    signals.arm()
+    try:
+        yield signals
+    finally:
+        if signals.active:
+            signals.restore()
