@@ -3,9 +3,8 @@
 All nodes are submitted up front in topological order, upstream handles as arguments, so Ray
 orders the work; the driver loop only waits for small meta objects, records them in batches
 (one transaction per loop turn), marks the descendants of a failed node UPSTREAM_FAILED while
-independent branches finish, enforces timeouts as a backstop, and turns Ctrl-C, SIGTERM (as
-``launch`` handles them) or a cancel requested through the run store (``Heartbeat.cancelled``)
-into CANCELLED: its Ray work cancelled, its flow's slot freed by the run's end.
+independent branches finish, enforces timeouts as a backstop, and turns Ctrl-C, SIGTERM or a
+cancel requested through the run store (``Heartbeat.cancelled``) into CANCELLED.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from rayline.store.runs import AttemptRecord, TaskUpdate
 from rayline.store.states import RunStatus, TaskStatus
 
 log = logging.getLogger("rayline.runner")
-_NOTHING = nullcontext()
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -89,9 +87,6 @@ class Runner:
         lost = find_lost_outputs(self.store, self.artifacts, run_id, tasks)  # each one an event
         if run.status.ok and not lost:
             return RunOutcome(run_id, run.status, created=False)
-        generation = self.store.take_over(
-            run_id, owner_pid=os.getpid(), owner_host=socket.gethostname(), lease_ttl=self.lease_ttl
-        )
         adopted: dict[str, str] = {}
         code = {n.id: n.spec.code_hash for n in plan.nodes}
         old_plan = _old_code_hashes(self.store.get_plan(run.plan_hash))
@@ -105,6 +100,8 @@ class Runner:
                 and t.node_id not in redo
             ):
                 adopted[t.node_id] = t.digest
+        generation = self.store.take_over(run_id, owner_pid=os.getpid(), owner_host=socket.gethostname(),
+                                          lease_ttl=self.lease_ttl)
         self.on_event("resume", {"run_id": run_id, "adopted": sorted(adopted)})
         status = self._execute(plan, run_id, generation=generation, adopted=adopted)
         return RunOutcome(run_id, status)
@@ -120,13 +117,14 @@ class Runner:
         timed_out: set[str] = set()
         first_error: str | None = None
         skip_reason: str | None = None
-        previous = self._previous_watermarks(plan.graph.name, run_id)
-        report = _Report(self.store.get_run(run_id).counters)
-
         for nid in adopted:
             states[nid] = TaskStatus.SUCCEEDED
-        self.on_event("run_started", {"run_id": run_id, "plan": plan, "adopted": dict(adopted)})
-
+        try:
+            previous = self._previous_watermarks(plan.graph.name, run_id)
+            report = _Report(self.store.get_run(run_id).counters)
+            self.on_event("run_started", {"run_id": run_id, "plan": plan, "adopted": dict(adopted)})
+        except KeyboardInterrupt as exc:  # the run is ours already: record the cancel
+            return self._cancel(plan, run_id, generation, {}, states, [], _interrupted(exc))
         with Heartbeat(self.store, run_id, generation, self.heartbeat_interval, ex) as lease:
             try:
                 reset = [TaskUpdate(node_id=n.id, status=TaskStatus.PENDING) for n in plan.nodes if n.id not in adopted]
@@ -156,7 +154,7 @@ class Runner:
                         return self._compute_lost(plan, run_id, generation, lease.compute_lost, states, pending_updates)
                     if lease.cancelled:
                         return self._cancel(plan, run_id, generation, handles, states, pending_updates, lease.cancelled)
-                    with lease.interruptible() if ex.sequential else _NOTHING:
+                    with lease.interruptible() if ex.sequential else nullcontext():
                         done = [h for h in ex.wait(list(pending.values()), timeout=0.1) if h.node_id in pending]
                     done.sort(key=lambda h: order[h.node_id])  # parents before children
                     for h in done:
@@ -205,8 +203,8 @@ class Runner:
                         self.store.record_tasks(run_id, pending_updates, generation=generation)
                         pending_updates = []
             except KeyboardInterrupt as exc:
-                why = lease.cancelled or f"cancelled ({exc.args[0] if exc.args else 'SIGINT'})"
-                return self._cancel(plan, run_id, generation, handles, states, pending_updates, why)
+                return self._cancel(plan, run_id, generation, handles, states, pending_updates,
+                                    lease.cancelled or _interrupted(exc))
             except LeaseLostError:
                 raise
             except BaseException as exc:
@@ -379,6 +377,10 @@ def _timeout_meta(node: PlannedNode, meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "status": "FAILED", "attempts": [*meta.get("attempts", []),
             {"attempt": len(meta.get("attempts", [])) + 1, "status": "FAILED",
              "error_type": "rayline.errors.TaskTimeoutError", "error_message": msg}]}
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:  # launch names SIGTERM; Ctrl-C names none
+    return f"cancelled ({exc.args[0] if exc.args else 'SIGINT'})"
 
 
 def _error_line(node_id: str, meta: dict[str, Any]) -> str:
