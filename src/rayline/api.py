@@ -124,7 +124,8 @@ def list_runs(
 
 
 def cancel(run_id: str, *, wait: float = 30.0, settings: Settings | None = None) -> Run:
-    """Cancel a run (see ``rayline cancel``); returns its ``Run`` as it is afterwards."""
+    """Cancel a run from any host sharing the run store (see ``rayline cancel``): record the
+    request, wait up to ``wait`` seconds for the run to end; returns its ``Run`` as it is then."""
     from rayline.launch.cancel import cancel_run
 
     with Session(settings, executor="local") as session:

@@ -192,7 +192,7 @@ def test_trigger_state_round_trips_with_utc_next_fire_times(store):
     assert states.get("nope") is None and [r.trigger_id for r in states.all()] == ["churn|cron"]
 
 
-def test_a_version_1_store_migrates_to_2_keeping_its_runs(home: Path):
+def test_a_version_1_store_migrates_to_the_current_version_keeping_its_runs(home: Path):
     home.mkdir(parents=True)
     url = sqlite_url(home / "runs.db")
     engine = create_engine(url)
@@ -212,6 +212,7 @@ def test_a_version_1_store_migrates_to_2_keeping_its_runs(home: Path):
         assert FlowSlots(store).reserve(new("k")).action == "start"
     with sqlite3.connect(home / "runs.db") as db:
         assert db.execute("SELECT version FROM schema_version").fetchone() == (schema.SCHEMA_VERSION,)
+        assert db.execute("SELECT count(*) FROM run_cancels").fetchone() == (0,)  # version 4
 
 
 def test_a_cancelled_queued_run_is_dropped_from_the_queue(store, slots):

@@ -1,4 +1,4 @@
-"""Schema version 3: a version-2 run store gains the accounting columns and keeps its attempts."""
+"""Schema version 3 (and later): a version-2 run store gains the accounting columns and keeps its attempts."""
 
 from __future__ import annotations
 
@@ -35,5 +35,5 @@ def test_a_version_2_store_migrates_to_3_keeping_its_attempts(tmp_path: Path):
         (attempt,) = store.get_attempts("r1")
         assert (attempt.cpus, attempt.gpu_seconds, attempt.memory_bytes) == (None, None, None)
     with sqlite3.connect(tmp_path / "runs.db") as db:
-        assert db.execute("SELECT version FROM schema_version").fetchone() == (3,)
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (schema.SCHEMA_VERSION,)
         assert db.execute("SELECT queue, priority FROM runs").fetchone() == (None, None)

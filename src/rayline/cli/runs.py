@@ -106,20 +106,21 @@ def show_cmd(run_id: str, as_json: bool, tracebacks: bool) -> int:
 
 @click.command("cancel", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_id")
-@click.option("--wait", "wait_s", default=30.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds to wait for the driver to record the cancellation.")
+@click.option("--wait", "wait_s", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to wait for the run to end CANCELLED (0: request it and return).")
 def cancel_cmd(run_id: str, wait_s: float) -> int:
-    """Cancel a running run.
+    """Cancel a run, from any host that shares the run store.
 
-    If the run's driver process is alive on this host, it gets SIGINT (as from Ctrl-C) and
-    records CANCELLED itself, stopping its tasks; this waits for that. If the driver is gone,
-    the run is marked CANCELLED directly. A run already finished is left as it is. A run
-    driven from another host must be cancelled there (exit code 2).
+    The request goes through the database: the run's driver sees it within about a second,
+    cancels the run's Ray tasks and records CANCELLED (its exit code is 130); this waits for
+    that. A run that has not started yet is cancelled at once. If the driver is gone, the run
+    is marked CANCELLED here (Ray stopped the tasks of the dead driver). A run already
+    finished is left as it is. Exit code 1: still running after --wait (the request stands).
 
     \b
     Examples:
       rayline cancel 1a2b3c
-      rayline cancel 1a2b3c --wait 120
+      rayline cancel 1a2b3c --wait 0
     """
     from rayline.launch.cancel import cancel_run
     from rayline.launch.session import Session

@@ -3,7 +3,8 @@
 All nodes are submitted up front in topological order, upstream handles as arguments, so Ray
 orders the work; the driver loop only waits for small meta objects, records them in batches
 (one transaction per loop turn), marks the descendants of a failed node UPSTREAM_FAILED while
-independent branches finish, enforces timeouts as a backstop, and turns Ctrl-C into CANCELLED.
+independent branches finish, enforces timeouts as a backstop, and turns Ctrl-C, SIGTERM or a
+cancel requested through the run store (``Heartbeat.cancelled``) into CANCELLED.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -96,9 +98,6 @@ class Runner:
         lost = find_lost_outputs(self.store, self.artifacts, run_id, tasks)  # each one an event
         if run.status.ok and not lost:
             return RunOutcome(run_id, run.status, created=False)
-        generation = self.store.take_over(
-            run_id, owner_pid=os.getpid(), owner_host=socket.gethostname(), lease_ttl=self.lease_ttl
-        )
         adopted: dict[str, str] = {}
         code = {n.id: n.spec.code_hash for n in plan.nodes}
         old_plan = old_code_hashes(self.store.get_plan(run.plan_hash))
@@ -114,6 +113,8 @@ class Runner:
                 and base not in redo
             ):
                 adopted[t.node_id] = t.digest
+        generation = self.store.take_over(run_id, owner_pid=os.getpid(), owner_host=socket.gethostname(),
+                                          lease_ttl=self.lease_ttl)
         self.on_event("resume", {"run_id": run_id, "adopted": sorted(adopted)})
         status = self._execute(plan, run_id, generation=generation, adopted=adopted)
         return RunOutcome(run_id, status)
@@ -130,14 +131,15 @@ class Runner:
         first_error: str | None = None
         skip_reason: str | None = None
         branch: set[str] = set()  # SKIPPED because a condition was false, and their descendants
-        previous = self._previous_watermarks(plan.graph.name, run_id)
-        record = self.store.get_run(run_id)
-        report, lineage = Report(record.counters), RunLineage(plan, record)
-
         for nid in adopted:
             states[nid] = TaskStatus.SUCCEEDED
-        self.on_event("run_started", {"run_id": run_id, "plan": plan, "adopted": dict(adopted)})
-
+        try:
+            previous = self._previous_watermarks(plan.graph.name, run_id)
+            record = self.store.get_run(run_id)
+            report, lineage = Report(record.counters), RunLineage(plan, record)
+            self.on_event("run_started", {"run_id": run_id, "plan": plan, "adopted": dict(adopted)})
+        except KeyboardInterrupt as exc:  # the run is ours already: record the cancel
+            return self._cancel(plan, run_id, generation, {}, states, [], _interrupted(exc))
         with Heartbeat(self.store, run_id, generation, self.heartbeat_interval, ex) as lease:
             try:
                 reset = [TaskUpdate(node_id=n.id, status=TaskStatus.PENDING) for n in plan.nodes if n.id not in adopted]
@@ -181,7 +183,10 @@ class Runner:
                         raise lease.lost
                     if lease.compute_lost:
                         return self._compute_lost(plan, run_id, generation, lease.compute_lost, states, pending_updates)
-                    done = [h for h in ex.wait(list(pending.values()), timeout=0.1) if h.node_id in pending]
+                    if lease.cancelled:
+                        return self._cancel(plan, run_id, generation, handles, states, pending_updates, lease.cancelled)
+                    with lease.interruptible() if ex.sequential else nullcontext():
+                        done = [h for h in ex.wait(list(pending.values()), timeout=0.1) if h.node_id in pending]
                     done.sort(key=lambda h: order[h.node_id])  # parents before children
                     for h in done:
                         pending.pop(h.node_id)
@@ -236,8 +241,9 @@ class Runner:
                         pending_updates = []
                     if done:
                         submit_ready()
-            except KeyboardInterrupt:
-                return self._cancel(plan, run_id, generation, handles, states, pending_updates)
+            except KeyboardInterrupt as exc:
+                return self._cancel(plan, run_id, generation, handles, states, pending_updates,
+                                    lease.cancelled or _interrupted(exc))
             except LeaseLostError:
                 raise
             except BaseException as exc:
@@ -297,14 +303,14 @@ class Runner:
             previous=previous or None, lineage=lineage,
         )
 
-    def _cancel(self, plan, run_id, generation, handles, states, updates) -> RunStatus:
+    def _cancel(self, plan, run_id, generation, handles, states, updates, why: str) -> RunStatus:
         self.executor.cancel(list(handles.values()))
         for n in plan.nodes:
             if not states.get(n.id, TaskStatus.PENDING).terminal:
                 states[n.id] = TaskStatus.CANCELLED
                 updates.append(TaskUpdate(node_id=n.id, status=TaskStatus.CANCELLED, ended_at=datetime.now(UTC)))
         self.store.record_tasks(run_id, updates, generation=generation)
-        self.store.set_run_status(run_id, RunStatus.CANCELLED, error="cancelled (SIGINT)", generation=generation)
+        self.store.set_run_status(run_id, RunStatus.CANCELLED, error=why, generation=generation)
         self.on_event("run_finished", {"run_id": run_id, "status": RunStatus.CANCELLED, "error": "cancelled"})
         return RunStatus.CANCELLED
 
@@ -331,3 +337,7 @@ class Runner:
             )
         except (StoreError, Exception) as inner:
             log.error("could not record the interruption of run %s: %s", run_id, inner)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:  # launch names SIGTERM; Ctrl-C names none
+    return f"cancelled ({exc.args[0] if exc.args else 'SIGINT'})"

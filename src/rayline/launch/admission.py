@@ -31,6 +31,7 @@ from typing import Any
 
 from rayline.engine.compiler import Plan
 from rayline.errors import LeaseLostError, UsageError
+from rayline.launch.driver_signals import cancel_on_signals
 from rayline.launch.flow_files import load_flow
 from rayline.launch.session import Session
 from rayline.sdk.graph import Graph
@@ -107,10 +108,13 @@ def plan_run(
 def run_unslotted(session: Session, planned: PlannedRun, *, on_event: Any = None) -> str:
     """Run a planned run here without a flow slot (``rayline.run`` without ``overlap``); return
     its id."""
-    ex = session.executor()
-    session.check_cluster(planned.plan, ex)
-    new = planned.new
-    return drive(session, planned.plan, ex, on_event=on_event, run_key=new.run_key, trigger=new.trigger or None)
+    with cancel_on_signals() as signals:
+        ex = session.executor()
+        signals.arm()  # again: ray.init sets a SIGTERM handler of its own
+        session.check_cluster(planned.plan, ex)
+        new = planned.new
+        return drive(session, planned.plan, ex, on_event=on_event, run_key=new.run_key,
+                     trigger=new.trigger or None)  # fmt: skip
 
 
 def drive(
@@ -257,17 +261,19 @@ def start_reserved(session: Session, run_id: str, *, plan: Plan | None = None, o
         StoreError: the run does not hold its flow's slot (it stays queued), or is not PENDING.
     """
     slots = FlowSlots(session.runs, session.settings.lease_ttl)
-    try:
-        with KeepReserved(slots, run_id, session.settings.heartbeat_interval):
-            if plan is None:
-                record = session.runs.get_run(run_id)
-                plan = session.compile(load_flow(record.source or ""), record.params)
-            ex = session.executor()
-            session.check_cluster(plan, ex)
-    except BaseException as exc:
-        unreserve(session.runs, run_id, exc)
-        raise
-    drive(session, plan, ex, on_event=on_event, resume_id=run_id, slot="start")  # it ends the run
+    with cancel_on_signals() as signals:
+        try:
+            with KeepReserved(slots, run_id, session.settings.heartbeat_interval):
+                if plan is None:
+                    record = session.runs.get_run(run_id)
+                    plan = session.compile(load_flow(record.source or ""), record.params)
+                ex = session.executor()
+                signals.arm()  # again: ray.init sets a SIGTERM handler of its own
+                session.check_cluster(plan, ex)
+        except BaseException as exc:
+            unreserve(session.runs, run_id, exc)
+            raise
+        drive(session, plan, ex, on_event=on_event, resume_id=run_id, slot="start")  # it ends the run
 
 
 def resume_run(session: Session, run_id: str, *, on_event: Any = None) -> tuple[str, Graph]:
@@ -285,9 +291,11 @@ def resume_run(session: Session, run_id: str, *, on_event: Any = None) -> tuple[
         raise UsageError(f"run {record.run_id} has no recorded source to load the flow from")
     graph = load_flow(record.source)
     plan = session.compile(graph, record.params)
-    ex = session.executor()
-    session.check_cluster(plan, ex)
-    drive(session, plan, ex, on_event=on_event, resume_id=record.run_id, slot="resume")
+    with cancel_on_signals() as signals:
+        ex = session.executor()
+        signals.arm()  # again: ray.init sets a SIGTERM handler of its own
+        session.check_cluster(plan, ex)
+        drive(session, plan, ex, on_event=on_event, resume_id=record.run_id, slot="resume")
     return record.run_id, graph
 
 
@@ -297,7 +305,8 @@ def unreserve(store: Any, run_id: str, exc: BaseException) -> None:
     if store.get_run(run_id).status != RunStatus.PENDING:
         return
     if isinstance(exc, KeyboardInterrupt):
-        store.set_run_status(run_id, RunStatus.CANCELLED, error="cancelled (SIGINT) before it started")
+        signame = exc.args[0] if exc.args else "SIGINT"
+        store.set_run_status(run_id, RunStatus.CANCELLED, error=f"cancelled ({signame}) before it started")
     else:
         store.set_run_status(run_id, RunStatus.FAILED, error=f"could not start the run: {type(exc).__name__}: {exc}")
 

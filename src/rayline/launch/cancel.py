@@ -1,90 +1,93 @@
-"""Cancel a run: the one function ``rayline cancel`` (and ``rayline.cancel``) calls.
+"""Cancel a run: the one function ``rayline cancel``, ``rayline.cancel`` and the UI's cancel call.
 
-Today a cancel reaches the run's driver by signal: if the driver process is alive on this host,
-it gets SIGINT (as from Ctrl-C) and records CANCELLED itself, stopping its tasks; if the driver
-is gone, the run is marked CANCELLED here, fenced by the dead driver's lease generation. A run
-driven from another host must be cancelled there. The seam is ``cancel_run``: a cancel that goes
-through the database (so that it works from any host) replaces its body, not its callers.
+A cancel goes through the database, so it works from any host (or PID namespace) that shares
+the run store: ``cancel_run`` records a request against the run's lease (``store/cancels.py``),
+the driver's heartbeat sees it within about half a second, acknowledges it, cancels its Ray work
+and records CANCELLED itself (exit code 130), which frees the flow's slot. A reserved run that
+has not started is marked CANCELLED at once. A run whose driver is gone (its lease expired, or
+its pid dead on this host and no driver acknowledged the request) is marked CANCELLED here; Ray
+already stopped the tasks that driver owned, as it does for any driver that exits.
 
 Example::
 
     with Session(executor="local") as session:
-        code = cancel_run(session, "1a2b3c", wait_s=30, say=print)
+        code = cancel_run(session, "1a2b3c", wait_s=10, say=print)
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from rayline.errors import EXIT_FAILED, EXIT_OK, UsageError
+from rayline.errors import EXIT_FAILED, EXIT_OK
 from rayline.launch.session import Session
-from rayline.store.leases import pid_alive
+from rayline.store.cancels import CancelRequests
 
 __all__ = ["cancel_run"]
 
 Say = Callable[[str, bool], None]  # (line, to stderr?)
 
+#: How long a live driver may take to acknowledge a request (it looks twice a second) before a
+#: driver whose pid looks dead from here is taken for dead: from another PID namespace a live
+#: driver's pid looks dead too.
+ACK_GRACE_S = 3.0
+
 
 def cancel_run(session: Session, run_id: str, *, wait_s: float, say: Say) -> int:
-    """Cancel ``run_id`` (or a unique prefix); ``say`` receives the lines for people. Returns
-    the exit code: 0 cancelled (or already finished), 1 the driver did not stop in ``wait_s``.
+    """Cancel ``run_id`` (or a unique prefix) and wait up to ``wait_s`` seconds for it to end;
+    ``say`` receives the lines for people. Returns the exit code: 0 cancelled (or already
+    finished, or requested with ``wait_s`` 0), 1 still running after ``wait_s``.
 
     Raises:
-        UsageError: no such run, or it is driven from another host.
+        UsageError: no such run.
     """
     record = session.find_run(run_id)
     rid = record.run_id
     if record.status.terminal:
         say(f"run {rid} already finished: {record.status.value}; nothing to cancel", False)
         return EXIT_OK
-    host = socket.gethostname()
-    if record.owner_host and record.owner_host != host:
-        raise UsageError(
-            f"run {rid} is driven by pid {record.owner_pid} on host {record.owner_host}, not "
-            f"this host ({host}); run `rayline cancel {rid}` there"
-        )
-    if record.owner_pid and record.owner_pid != os.getpid() and pid_alive(record.owner_pid) \
-            and not session.runs.is_stale(record, session.settings.lease_ttl):  # fmt: skip
-        return _interrupt_driver(session, record, wait_s, say)
-    _cancel_in_store(session, record, "cancelled with `rayline cancel`; its driver was no longer running")
-    say(f"run {rid}: driver pid {record.owner_pid} is not running; marked CANCELLED", False)
-    return EXIT_OK
+    cancels = CancelRequests(session.runs, session.settings.lease_ttl)
+    by = f"pid {os.getpid()} on {socket.gethostname()}"
+    now = cancels.request(rid, f"cancelled with `rayline cancel` ({by})", by=by)
+    if now.status.terminal:
+        say(f"run {rid}: {now.status.value}", False)
+        return EXIT_OK
+    say(f"run {rid}: cancel requested; waiting up to {wait_s:g} s for its driver (pid {now.owner_pid} on "
+        f"{now.owner_host}) to stop it", True)  # fmt: skip
+    return _wait(session, cancels, now, wait_s, say)
 
 
-def _interrupt_driver(session: Session, record: Any, wait_s: float, say: Say) -> int:
-    rid = record.run_id
-    os.kill(record.owner_pid, signal.SIGINT)
-    say(f"run {rid}: sent SIGINT to driver pid {record.owner_pid}; waiting up to {wait_s:g} s for it to stop", True)
-    deadline = time.monotonic() + wait_s
+def _wait(session: Session, cancels: CancelRequests, record: Any, wait_s: float, say: Say) -> int:
+    rid, generation = record.run_id, record.generation
+    t0 = time.monotonic()
     while True:
         now = session.runs.get_run(rid)
         if now.status.terminal:
             say(f"run {rid}: {now.status.value}", False)
             return EXIT_OK
-        if time.monotonic() >= deadline:
+        waited = time.monotonic() - t0
+        acked = cancels.noticed(rid, generation)
+        if (not acked and (waited >= ACK_GRACE_S or _lease_expired(session, now))
+                and cancels.cancel_abandoned(rid)):  # fmt: skip
+            say(f"run {rid}: driver pid {now.owner_pid} on {now.owner_host} is not running; marked CANCELLED", False)
+            return EXIT_OK
+        if waited >= wait_s:
             break
         time.sleep(0.2)
-    say(f"run {rid} is still {now.status.value} after {wait_s:g} s; its driver (pid "
-        f"{record.owner_pid}) may be stuck. `kill {record.owner_pid}` stops it, then "
-        f"`rayline cancel {rid}` marks the run CANCELLED", True)  # fmt: skip
+    if wait_s == 0:
+        say(f"run {rid}: cancel requested; its driver stops it within a few seconds", False)
+        return EXIT_OK
+    state = "stopping it" if cancels.noticed(rid, generation) else "has not seen the request yet"
+    say(f"run {rid} is still {now.status.value} after {wait_s:g} s; its driver (pid {now.owner_pid} on "
+        f"{now.owner_host}) {state}. The request stands: the driver stops the run when it sees it, or "
+        f"if the driver is gone the run is marked CANCELLED once its lease expires "
+        f"({session.settings.lease_ttl:g} s): `rayline cancel {rid}` again then", True)  # fmt: skip
     return EXIT_FAILED
 
 
-def _cancel_in_store(session: Session, record: Any, why: str) -> None:
-    from rayline.store.runs import TaskUpdate
-    from rayline.store.states import RunStatus, TaskStatus
-
-    ended = datetime.now(UTC)
-    updates = [TaskUpdate(node_id=t.node_id, status=TaskStatus.CANCELLED, ended_at=ended)
-               for t in session.runs.get_tasks(record.run_id) if not t.status.terminal]  # fmt: skip
-    # Fenced by the dead driver's lease generation: if anyone took the run over meanwhile,
-    # LeaseLostError stops us from overwriting their state.
-    if updates:
-        session.runs.record_tasks(record.run_id, updates, generation=record.generation)
-    session.runs.set_run_status(record.run_id, RunStatus.CANCELLED, error=why, generation=record.generation)
+def _lease_expired(session: Session, record: Any) -> bool:
+    beat = record.heartbeat_at or record.started_at or record.created_at
+    return time.time() - beat.timestamp() > session.settings.lease_ttl

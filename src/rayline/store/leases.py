@@ -25,7 +25,7 @@ from sqlalchemy import Connection, select, update
 
 from rayline.errors import LeaseLostError, RunBusyError, StoreError
 from rayline.store.run_records import RunRecord, run_from_row, to_ts
-from rayline.store.schema import runs, tasks
+from rayline.store.schema import run_cancels, runs, tasks
 from rayline.store.states import RunStatus, TaskStatus
 
 
@@ -160,18 +160,29 @@ def interrupt_if_stale(
 
 def interrupt(conn: Connection, run: RunRecord, lease_ttl: float, *, where: str, found_by: str = "") -> None:
     """Mark ``run`` (read in this transaction and found stale) INTERRUPTED, its RUNNING tasks
-    too, and revoke its lease; ``found_by`` ends the recorded reason (e.g. "the scheduler")."""
+    too, and revoke its lease; ``found_by`` ends the recorded reason (e.g. "the scheduler").
+
+    A run with a cancel standing for its lease (``cancels.py``: its driver died before it saw
+    the request) ends CANCELLED instead, and so do its unfinished tasks."""
     why = (
         f"owner pid {run.owner_pid} on {run.owner_host} stopped "
         f"(no heartbeat within {lease_ttl:g} s or process gone)"
     ) + (f"; found by {found_by}" if found_by else "")
+    ask = select(run_cancels.c.reason).where(run_cancels.c.run_id == run.run_id,
+                                             run_cancels.c.generation == run.generation)  # fmt: skip
+    cancelled = conn.execute(ask).scalar()
+    status, unfinished = RunStatus.INTERRUPTED, [TaskStatus.RUNNING]
+    if cancelled is not None:
+        why = f"{cancelled}; its driver was no longer running ({why})"
+        status, unfinished = RunStatus.CANCELLED, [TaskStatus.RUNNING, TaskStatus.PENDING]
     revoked = {
-        "status": str(RunStatus.INTERRUPTED), "ended_at": time.time(), "error": why,
+        "status": str(status), "ended_at": time.time(), "error": why,
         "generation": run.generation + 1, "heartbeat_at": to_ts(run.heartbeat_at),
     }  # fmt: skip
     fence(conn, run.run_id, run.generation, revoked, where=where)
     conn.execute(
         update(tasks)
-        .where(tasks.c.run_id == run.run_id, tasks.c.status == str(TaskStatus.RUNNING))
-        .values(status=str(TaskStatus.INTERRUPTED))
+        .where(tasks.c.run_id == run.run_id, tasks.c.status.in_([str(s) for s in unfinished]))
+        .values(status=str(TaskStatus.CANCELLED if cancelled is not None else TaskStatus.INTERRUPTED),
+                **({"ended_at": time.time()} if cancelled is not None else {}))
     )

@@ -3,8 +3,8 @@
 ``sql.py`` is the kernel (engine factory, the migration runner); this module says what the run
 store's database looks like: ``plans``, ``runs``, ``tasks``, ``task_attempts`` (version 1),
 ``flow_slots``, ``run_queue`` and ``trigger_state`` (version 2), the resources each attempt held
-and its CPU-/GPU-seconds, and each run's queue and priority (version 3). ``migrate_run_store`` brings a
-database to ``SCHEMA_VERSION``; ``insert_run_rows`` is the one insert that creates a run (used by
+and its CPU-/GPU-seconds, and each run's queue and priority (version 3), ``run_cancels``
+(version 4). ``migrate_run_store`` brings a database to ``SCHEMA_VERSION``; ``insert_run_rows`` is the one insert that creates a run (used by
 ``RunStore.create_run`` and by the flow slots' reservation).
 """
 
@@ -36,7 +36,7 @@ from rayline.store.sql import migrate, version_table
 from rayline.store.states import RunStatus, TaskStatus
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _define_v1(md: MetaData) -> None:
@@ -192,10 +192,32 @@ def _define_v3(md: MetaData) -> None:
     )
 
 
+def _define_v4(md: MetaData) -> None:
+    """Tables added in schema version 4. Never edit.
+
+    ``run_cancels`` holds the cancel requested for a run (``rayline cancel`` from any host):
+    the lease ``generation`` it was made against (a resume starts a new one, which the request
+    does not touch), when, why and by whom; ``noticed_at`` is set by the driver that saw it.
+    """
+    Table(
+        "run_cancels",
+        md,
+        Column(
+            "run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+        ),
+        Column("generation", Integer, nullable=False),
+        Column("requested_at", Double, nullable=False),
+        Column("reason", Text, nullable=False),
+        Column("requested_by", String(256)),
+        Column("noticed_at", Double),
+    )
+
+
 metadata = MetaData()
 _define_v1(metadata)  # the current schema; queries use these tables
 _define_v2(metadata)
 _define_v3(metadata)
+_define_v4(metadata)
 plans = metadata.tables["plans"]
 runs = metadata.tables["runs"]
 tasks = metadata.tables["tasks"]
@@ -204,6 +226,7 @@ flow_slots = metadata.tables["flow_slots"]
 run_queue = metadata.tables["run_queue"]
 trigger_state = metadata.tables["trigger_state"]
 admission_reservations = metadata.tables["admission_reservations"]
+run_cancels = metadata.tables["run_cancels"]
 
 schema_version = version_table("schema_version")
 
@@ -233,9 +256,16 @@ def _migration_3(conn: Connection) -> None:
     md.create_all(conn, tables=[md.tables["admission_reservations"]])
 
 
+def _migration_4(conn: Connection) -> None:
+    md = MetaData()
+    _define_v1(md)  # so that run_cancels' foreign key resolves; existing tables are skipped
+    _define_v4(md)
+    md.create_all(conn, tables=[md.tables["run_cancels"]])
+
+
 #: Migration N takes a database from version N-1 to N. All pending ones run in one transaction.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: _migration_1, 2: _migration_2, 3: _migration_3,
+    1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4,
 }
 
 

@@ -2,7 +2,7 @@
 
 - resume: ``rayline resume RUN_ID`` in a child process (its own session, output to
   ``RAYLINE_HOME/ui/resume-<run>.log``), so the run's driver is a CLI driver like any other:
-  ``rayline cancel`` and the UI's cancel reach it with SIGINT, and the UI server never runs
+  ``rayline cancel`` and the UI's cancel reach it through the run store, and the UI server never runs
   user code itself.
 - cancel: ``rayline.api.cancel`` (``launch.cancel.cancel_run``, as ``rayline cancel``).
 - promote, rollback: ``ModelRegistry.promote`` / ``rollback``, as ``rayline models`` calls them.
@@ -67,9 +67,9 @@ class Drivers:
 
 
 def cancel(settings: Settings, run_id: str, wait_s: float = 15.0) -> tuple[int, str]:
-    """Cancel a run as ``rayline cancel RUN_ID`` does (``rayline.api.cancel``: SIGINT to a live
-    driver on this host, or mark it CANCELLED when its driver is gone); returns 0 and the run's
-    state, or 1 and why it could not be cancelled (e.g. its driver runs on another host)."""
+    """Cancel a run as ``rayline cancel RUN_ID`` does (``rayline.api.cancel``: a request in the
+    run store that its driver, on any host, acts on; or CANCELLED at once when its driver is
+    gone); returns 0 and the run's state, or 1 and why it could not be cancelled."""
     from rayline import api
     from rayline.errors import RaylineError
 
