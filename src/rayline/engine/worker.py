@@ -20,10 +20,11 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rayline import context
+from rayline.engine.task_output import capture, log_limit
 from rayline.errors import SkipRun, TaskTimeoutError
 
 
@@ -51,6 +52,7 @@ class TaskStatic:
     timeout: float | None
     store: Any  # ArtifactStore (picklable: a path and a key)
     inline_limit: int
+    log_limit: int = field(default_factory=log_limit)  # bytes of output kept per attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +160,13 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
         ctx.attempt = meta["ray_attempt"] - 1 + attempt
         token = context._activate(ctx)
         try:
-            with _deadline(static.timeout, call.node_id):
-                value = fn(*args, **kwargs)
+            with _task_log(static, call, ctx.attempt) as out, _deadline(static.timeout, call.node_id):
+                try:
+                    value = fn(*args, **kwargs)
+                except Exception as exc:  # the log says how the attempt ended, as a console would
+                    out.add(f"{type(exc).__name__}: {exc}\n" if isinstance(exc, SkipRun)
+                            else "".join(traceback.format_exception(exc))[-20000:])
+                    raise
         except SkipRun as exc:  # nothing to do: not a failure, never retried
             attempts.append({**_attempt(attempt, started, "SKIPPED", None), "error_message": str(exc)})
             meta.update(status="SKIPPED", skip_reason=str(exc))
@@ -197,6 +204,23 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
         if info.size > static.inline_limit:
             return Stored(info.digest), meta
     return value, meta
+
+
+def _task_log(static: TaskStatic, call: NodeCall, attempt: int) -> Any:
+    """Capture the attempt's stdout/stderr into its log under the artifact store
+    (``logs/<run>/<node>/<attempt>.log``, see ``store/task_logs.py``)."""
+    sink = None
+    if static.store is not None:
+        from rayline.store.task_logs import TaskLogs
+
+        logs = TaskLogs(static.store)
+
+        def sink(data: bytes, final: bool) -> None:
+            logs.write(call.run_id, call.node_id, attempt, data, final=final)
+
+    worker = sys.modules.get("ray._private.worker")
+    in_ray = worker is not None and getattr(worker.global_worker, "mode", None) == worker.WORKER_MODE
+    return capture(sink, static.log_limit, owns_process=in_ray)
 
 
 def _ray_attempt() -> int:

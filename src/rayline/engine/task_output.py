@@ -1,0 +1,192 @@
+"""Capture what one attempt of a task prints, where it runs, and keep it as the task's log.
+
+``capture(sink, limit)`` is a context manager around the user's function. While it is open,
+everything written to ``sys.stdout`` / ``sys.stderr`` by the attempt (``print``, ``logging``
+handlers writing to them, ``warnings``, tracebacks) still goes to the console as before (a tee:
+Ray streams it to the driver) and is also kept in a ``CapturedOutput``:
+
+- *routing*: ``sys.stdout``/``sys.stderr`` are replaced once per process by a ``_Router`` that
+  sends each write to the capture of the attempt that made it, found through a ``ContextVar``,
+  so concurrent attempts in one process (threads, a pool actor) never mix their logs. A write
+  from a thread the task started (which does not inherit the context) goes to the process's
+  only open capture when the attempt owns its process (a Ray worker), else to the console only;
+- *cap*: at most ``limit`` bytes (``RAYLINE_TASK_LOG_LIMIT``, default 1 MiB) per attempt: the
+  first half and the last half are kept, with a line saying how many bytes were cut between;
+- *flush*: a thread hands the text to ``sink(data, final)`` every ``interval`` seconds while it
+  changes, and once more at the end (``final``), so a log can be followed while the task runs
+  and survives the death of the driver or the worker up to the last second or two.
+
+Output written below Python (a subprocess, C code writing to file descriptor 1) reaches the
+console but is not captured.
+
+Example::
+
+    with capture(lambda data, final: logs.write(run, node, 1, data, final=final)) as out:
+        print("hello")
+    out.data()     # b'hello\\n'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+from rayline.store.task_logs import CUT_LINE
+
+log = logging.getLogger("rayline.task_output")
+
+DEFAULT_LIMIT = 1024 * 1024
+FLUSH_INTERVAL_S = 1.0
+
+_ACTIVE: ContextVar[CapturedOutput | None] = ContextVar("rayline_task_output", default=None)
+_OPEN: list[CapturedOutput] = []  # captures open in this process (for writes from other threads)
+_INSTALL_LOCK = threading.Lock()
+
+
+def log_limit() -> int:
+    """The per-attempt cap in bytes: ``RAYLINE_TASK_LOG_LIMIT`` (default 1 MiB; at least 1 KiB)."""
+    raw = os.environ.get("RAYLINE_TASK_LOG_LIMIT", "")
+    try:
+        return max(int(raw), 1024) if raw.strip() else DEFAULT_LIMIT
+    except ValueError:
+        return DEFAULT_LIMIT
+
+
+class CapturedOutput:
+    """The text one attempt printed, capped at ``limit`` bytes (head and tail kept)."""
+
+    def __init__(self, limit: int = DEFAULT_LIMIT, *, owns_process: bool = False) -> None:
+        self.limit = max(int(limit), 2)
+        self.owns_process = owns_process
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._cut = 0
+        self._version = 0
+        self._lock = threading.Lock()
+
+    def add(self, text: str) -> None:
+        """Keep ``text`` (as UTF-8); past the cap, only the newest bytes of the tail stay."""
+        data = text.encode("utf-8", errors="replace")
+        half = self.limit // 2
+        with self._lock:
+            self._version += 1
+            room = half - len(self._head)
+            if room > 0:
+                self._head += data[:room]
+                data = data[room:]
+            if not data:
+                return
+            self._tail += data
+            over = len(self._tail) - (self.limit - half)
+            if over > 0:
+                del self._tail[:over]
+                self._cut += over
+
+    @property
+    def version(self) -> int:
+        """A number that changes with every write (the flusher writes only when it changed)."""
+        return self._version
+
+    def data(self) -> bytes:
+        """The log as stored: head, then (if anything was cut) a line saying so, then tail."""
+        with self._lock:
+            if not self._cut:
+                return bytes(self._head + self._tail)
+            note = CUT_LINE.format(cut=self._cut, limit=self.limit).encode()
+            return bytes(self._head) + note + bytes(self._tail)
+
+
+class _Router:
+    """Stands in for ``sys.stdout``/``sys.stderr``: writes go to the real stream and to the
+    capture of the attempt that made them. Everything else is the real stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        out = _ACTIVE.get()
+        if out is None and len(_OPEN) == 1 and _OPEN[0].owns_process:
+            out = _OPEN[0]
+        if out is not None and text:
+            out.add(text)
+        return self._stream.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _install() -> None:
+    """Route ``sys.stdout``/``sys.stderr`` through ``_Router`` (once per process; again if
+    something replaced them since)."""
+    with _INSTALL_LOCK:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is not None and not isinstance(stream, _Router):
+                setattr(sys, name, _Router(stream))
+
+
+@contextmanager
+def capture(
+    sink: Callable[[bytes, bool], None] | None,
+    limit: int = DEFAULT_LIMIT,
+    *,
+    owns_process: bool = False,
+    interval: float = FLUSH_INTERVAL_S,
+) -> Iterator[CapturedOutput]:
+    """Capture this attempt's output; hand it to ``sink(data, final)`` as it grows and at the end.
+
+    ``owns_process``: nothing else runs in this process meanwhile (a Ray worker), so writes from
+    threads the task started belong to it. A failing ``sink`` is logged, never raised.
+    """
+    out = CapturedOutput(limit, owns_process=owns_process)
+    _install()
+    token = _ACTIVE.set(out)
+    _OPEN.append(out)
+    stop = threading.Event()
+    flusher = None
+    if sink is not None:
+        flusher = threading.Thread(target=_flush_loop, args=(out, sink, stop, interval),
+                                   name="rayline-task-log", daemon=True)  # fmt: skip
+        flusher.start()
+    try:
+        yield out
+    finally:
+        _ACTIVE.reset(token)
+        _OPEN.remove(out)
+        stop.set()
+        if flusher is not None:
+            flusher.join(timeout=10)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        if sink is not None and out.version:
+            _deliver(sink, out.data(), True)
+
+
+def _flush_loop(out: CapturedOutput, sink: Callable[[bytes, bool], None], stop: threading.Event,
+                interval: float) -> None:  # fmt: skip
+    seen = 0
+    while not stop.wait(interval):
+        version = out.version
+        if version != seen:
+            seen = version
+            _deliver(sink, out.data(), False)
+
+
+def _deliver(sink: Callable[[bytes, bool], None], data: bytes, final: bool) -> None:
+    try:
+        sink(data, final)
+    except Exception as exc:  # a log that cannot be written never fails the task
+        log.warning("could not write the task's log: %s", exc)
