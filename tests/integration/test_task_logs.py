@@ -125,3 +125,15 @@ def test_a_failed_task_carries_the_last_lines_of_its_log(settings, executor):
     assert len(lines) == 20 and lines[-1] == "ValueError: gave up at the end"
     assert "working on step 29" in tail and "working on step 10" not in tail
     assert run.view().to_json()["tasks"][0]["log_tail"] == tail
+
+
+def test_the_run_page_shows_each_tasks_logs_and_agrees_with_runs_show(settings):
+    from rayline.store.runs import RunStore
+    from rayline.ui.pages_runs import run_page
+
+    run = rayline.run(doomed_flow, settings=settings, executor="local")
+    with RunStore(settings.run_store_url) as store:
+        page = run_page(store, settings, run.run_id)
+    assert [(p.node_id, p.attempt) for p in page.logs] == [("doomed", 1)]
+    assert "working on step 0\n" in page.logs[0].text and not page.logs_cut
+    assert page.view.to_json() == run.view().to_json()  # one read model: same tails, same locations
