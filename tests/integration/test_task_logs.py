@@ -3,6 +3,7 @@ run under the artifact store and read back through ``Run.logs`` and the run's vi
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import warnings
 
@@ -20,6 +21,7 @@ def chatty(n: int) -> int:
     print(f"chatty got {n}")
     print("a line on stderr", file=sys.stderr)
     warnings.warn("this is a warning", UserWarning, stacklevel=1)
+    subprocess.run(["echo", "echoed by a subprocess"], check=True)
     return n * 2
 
 
@@ -80,9 +82,10 @@ def test_what_a_task_printed_is_kept_with_the_run(settings, executor, pool):
     run = rayline.run(chatty_flow, settings=settings, executor=executor)
     assert run.status == RunStatus.SUCCEEDED
     text = rayline.load_run(run.run_id, settings=settings).logs("chatty")
-    assert "chatty got 3\n" in text and "a line on stderr\n" in text
+    assert text.count("chatty got 3\n") == 1 and text.count("a line on stderr\n") == 1
     if executor is None:  # on a Ray worker nothing else catches warnings (pytest does here)
         assert "UserWarning: this is a warning" in text
+        assert "echoed by a subprocess\n" in text  # the worker's descriptors 1 and 2 are captured
     attempt_log = run.view().task("chatty").attempt_log
     assert attempt_log[0].log and attempt_log[0].log.endswith("/chatty/1.log")
 

@@ -3,6 +3,7 @@ artifact store (store/task_logs.py): tee, cap, routing between concurrent attemp
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -141,3 +142,16 @@ def test_following_a_capped_log_prints_each_byte_once_and_says_what_was_cut():
     last, offset = new_output(out.data(), offset)
     assert last == b"d" * 5
     assert new_output(out.data(), offset)[0] == b""
+
+
+def test_file_descriptor_capture_keeps_what_subprocesses_print_without_doubling_python_output(capfd):
+    import subprocess
+
+    with capture(None, owns_process=True, fd_level=True) as out:
+        print("from python")
+        subprocess.run(["echo", "from a subprocess"], check=True)
+        os.write(2, b"from fd 2\n")
+    text = out.data().decode()
+    assert sorted(text.splitlines()) == ["from a subprocess", "from fd 2", "from python"]
+    seen = capfd.readouterr()  # still on the console (the descriptors' former targets)
+    assert "from python\n" in seen.out and "from a subprocess\n" in seen.out and seen.err == "from fd 2\n"

@@ -16,8 +16,11 @@ Ray streams it to the driver) and is also kept in a ``CapturedOutput``:
   changes, and once more at the end (``final``), so a log can be followed while the task runs
   and survives the death of the driver or the worker up to the last second or two.
 
-Output written below Python (a subprocess, C code writing to file descriptor 1) reaches the
-console but is not captured.
+- *below Python*: when the attempt owns its process (a Ray worker, ``fd_level=True``), file
+  descriptors 1 and 2 are pointed at pipes for the attempt, so output of subprocesses and C code
+  is kept too; a reader thread tees each pipe to where the descriptor pointed before. Elsewhere
+  (the in-process executor, where the driver shares the process) such output reaches the console
+  but is not captured.
 
 Example::
 
@@ -64,6 +67,7 @@ class CapturedOutput:
     def __init__(self, limit: int = DEFAULT_LIMIT, *, owns_process: bool = False) -> None:
         self.limit = max(int(limit), 2)
         self.owns_process = owns_process
+        self.fd_level = False  # its file descriptors 1 and 2 feed it: Python writes arrive there
         self._head = bytearray()
         self._tail = bytearray()
         self._cut = 0
@@ -72,7 +76,10 @@ class CapturedOutput:
 
     def add(self, text: str) -> None:
         """Keep ``text`` (as UTF-8); past the cap, only the newest bytes of the tail stay."""
-        data = text.encode("utf-8", errors="replace")
+        self.add_bytes(text.encode("utf-8", errors="replace"))
+
+    def add_bytes(self, data: bytes) -> None:
+        """Keep ``data`` as written (the cap applies as for ``add``)."""
         half = self.limit // 2
         with self._lock:
             self._version += 1
@@ -113,9 +120,16 @@ class _Router:
         out = _ACTIVE.get()
         if out is None and len(_OPEN) == 1 and _OPEN[0].owns_process:
             out = _OPEN[0]
-        if out is not None and text:
+        if out is not None and text and not (out.fd_level and self._writes_to_fd()):
             out.add(text)
         return self._stream.write(text)
+
+    def _writes_to_fd(self) -> bool:
+        """Whether the real stream writes to descriptor 1 or 2 (so a descriptor tee sees it)."""
+        try:
+            return self._stream.fileno() in (1, 2)
+        except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+            return False
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -141,17 +155,21 @@ def capture(
     limit: int = DEFAULT_LIMIT,
     *,
     owns_process: bool = False,
+    fd_level: bool = False,
     interval: float = FLUSH_INTERVAL_S,
 ) -> Iterator[CapturedOutput]:
     """Capture this attempt's output; hand it to ``sink(data, final)`` as it grows and at the end.
 
     ``owns_process``: nothing else runs in this process meanwhile (a Ray worker), so writes from
-    threads the task started belong to it. A failing ``sink`` is logged, never raised.
+    threads the task started belong to it. ``fd_level`` (only with ``owns_process``): capture
+    file descriptors 1 and 2 as well (subprocesses, C code). A failing ``sink`` is logged, never
+    raised.
     """
     out = CapturedOutput(limit, owns_process=owns_process)
     _install()
     token = _ACTIVE.set(out)
     _OPEN.append(out)
+    tees = _FdTee.open_all(out) if fd_level and owns_process and len(_OPEN) == 1 else []
     stop = threading.Event()
     flusher = None
     if sink is not None:
@@ -161,24 +179,94 @@ def capture(
     try:
         yield out
     finally:
+        _flush_streams()
+        for tee in tees:
+            tee.close()
+        out.fd_level = False
         _ACTIVE.reset(token)
         _OPEN.remove(out)
         stop.set()
         if flusher is not None:
             flusher.join(timeout=10)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
+        _flush_streams()
         if sink is not None and out.version:
             _deliver(sink, out.data(), True)
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+class _FdTee:
+    """File descriptor ``fd`` pointed at a pipe whose reader thread writes each chunk to the
+    descriptor's former target and into the capture."""
+
+    def __init__(self, fd: int, out: CapturedOutput) -> None:
+        self.fd = fd
+        self.saved = os.dup(fd)
+        self.read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        self.thread = threading.Thread(target=self._pump, args=(out,), name=f"rayline-fd{fd}", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def open_all(cls, out: CapturedOutput) -> list[_FdTee]:
+        """Tees on descriptors 1 and 2 feeding ``out`` (none if the descriptors cannot be
+        redirected: the capture stays at Python's level)."""
+        _flush_streams()
+        tees: list[_FdTee] = []
+        try:
+            for fd in (1, 2):
+                tees.append(cls(fd, out))
+        except OSError as exc:
+            log.debug("file descriptor capture unavailable: %s", exc)
+            for tee in tees:
+                tee.close()
+            return []
+        out.fd_level = True
+        return tees
+
+    def _pump(self, out: CapturedOutput) -> None:
+        # Whole lines go into the log, so that lines of descriptors 1 and 2 (two pipes, two
+        # threads) interleave as lines, never inside one.
+        pending = b""
+        try:
+            while chunk := os.read(self.read_end, 65536):
+                pending += chunk
+                cut = pending.rfind(b"\n") + 1 if len(pending) < 65536 else len(pending)
+                if cut:
+                    out.add_bytes(pending[:cut])
+                    pending = pending[cut:]
+                try:
+                    os.write(self.saved, chunk)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        finally:  # the pipe's last writer is gone: both descriptors are this thread's to close
+            if pending:
+                out.add_bytes(pending)
+            os.close(self.read_end)
+            os.close(self.saved)
+
+    def close(self) -> None:
+        """Point the descriptor back; the reader drains the pipe (a child process still
+        holding it open is waited for one second, then left to the console only)."""
+        os.dup2(self.saved, self.fd)
+        self.thread.join(timeout=1.0)
 
 
 def _flush_loop(out: CapturedOutput, sink: Callable[[bytes, bool], None], stop: threading.Event,
                 interval: float) -> None:  # fmt: skip
     seen = 0
     while not stop.wait(interval):
+        if out.fd_level:
+            _flush_streams()  # Python's buffered text into the pipes
         version = out.version
         if version != seen:
             seen = version

@@ -221,7 +221,7 @@ def _task_log(static: TaskStatic, call: NodeCall, attempt: int) -> Any:
 
     worker = sys.modules.get("ray._private.worker")
     in_ray = worker is not None and getattr(worker.global_worker, "mode", None) == worker.WORKER_MODE
-    return capture(sink, static.log_limit, owns_process=in_ray)
+    return capture(sink, static.log_limit, owns_process=in_ray, fd_level=in_ray)
 
 
 def _ray_attempt() -> int:
