@@ -144,14 +144,33 @@ def test_following_a_capped_log_prints_each_byte_once_and_says_what_was_cut():
     assert new_output(out.data(), offset)[0] == b""
 
 
-def test_file_descriptor_capture_keeps_what_subprocesses_print_without_doubling_python_output(capfd):
+_FD_SCRIPT = """
+import os, subprocess, sys
+from rayline.engine.task_output import capture
+logs = []
+for attempt in (1, 2):
+    with capture(lambda data, final: logs.append((attempt, final, data)), owns_process=True,
+                 fd_level=True) as out:
+        print(f"from python {attempt}")
+        subprocess.run(["echo", f"from a subprocess {attempt}"], check=True)
+        os.write(2, f"from fd 2 {attempt}\\n".encode())
+    open(sys.argv[1] + f".{attempt}", "wb").write(out.data())
+finals = [a for a, final, _ in logs if final]
+open(sys.argv[1] + ".finals", "w").write(repr(finals))
+"""
+
+
+def test_file_descriptor_capture_keeps_what_subprocesses_print_without_doubling_python_output(tmp_path):
     import subprocess
 
-    with capture(None, owns_process=True, fd_level=True) as out:
-        print("from python")
-        subprocess.run(["echo", "from a subprocess"], check=True)
-        os.write(2, b"from fd 2\n")
-    text = out.data().decode()
-    assert sorted(text.splitlines()) == ["from a subprocess", "from fd 2", "from python"]
-    seen = capfd.readouterr()  # still on the console (the descriptors' former targets)
-    assert "from python\n" in seen.out and "from a subprocess\n" in seen.out and seen.err == "from fd 2\n"
+    # In its own process: the descriptors stay teed for the rest of the process, as in a worker.
+    done = subprocess.run([sys.executable, "-c", _FD_SCRIPT, str(tmp_path / "log")], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    for k in (1, 2):
+        text = (tmp_path / f"log.{k}").read_text()
+        assert sorted(text.splitlines()) == [f"from a subprocess {k}", f"from fd 2 {k}", f"from python {k}"]
+    assert (tmp_path / "log.finals").read_text() == "[1, 2]"
+    # still on the console: the descriptors' former targets
+    assert "from python 1\n" in done.stdout and "from a subprocess 2\n" in done.stdout
+    assert done.stderr == "from fd 2 1\nfrom fd 2 2\n"

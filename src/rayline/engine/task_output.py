@@ -12,13 +12,15 @@ Ray streams it to the driver) and is also kept in a ``CapturedOutput``:
   only open capture when the attempt owns its process (a Ray worker), else to the console only;
 - *cap*: at most ``limit`` bytes (``RAYLINE_TASK_LOG_LIMIT``, default 1 MiB) per attempt: the
   first half and the last half are kept, with a line saying how many bytes were cut between;
-- *flush*: a thread hands the text to ``sink(data, final)`` every ``interval`` seconds while it
-  changes, and once more at the end (``final``), so a log can be followed while the task runs
+- *flush*: the process's flusher thread (``output_pumps.py``) hands the text to
+  ``sink(data, final)`` every ``interval`` seconds while it changes, and the attempt once more
+  at the end (``final``), so a log can be followed while the task runs
   and survives the death of the driver or the worker up to the last second or two.
 
 - *below Python*: when the attempt owns its process (a Ray worker, ``fd_level=True``), file
-  descriptors 1 and 2 are pointed at pipes for the attempt, so output of subprocesses and C code
-  is kept too; a reader thread tees each pipe to where the descriptor pointed before. Elsewhere
+  descriptors 1 and 2 are pointed at pipes (once per process, ``output_pumps.FdTees``), so output
+  of subprocesses and C code is kept too; a reader thread tees each pipe to where the descriptor
+  pointed before. Elsewhere
   (the in-process executor, where the driver shares the process) such output reaches the console
   but is not captured.
 
@@ -40,6 +42,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
 
+from rayline.engine import output_pumps
 from rayline.store.task_logs import CUT_LINE
 
 log = logging.getLogger("rayline.task_output")
@@ -169,28 +172,54 @@ def capture(
     _install()
     token = _ACTIVE.set(out)
     _OPEN.append(out)
-    tees = _FdTee.open_all(out) if fd_level and owns_process and len(_OPEN) == 1 else []
-    stop = threading.Event()
-    flusher = None
-    if sink is not None:
-        flusher = threading.Thread(target=_flush_loop, args=(out, sink, stop, interval),
-                                   name="rayline-task-log", daemon=True)  # fmt: skip
-        flusher.start()
+    tees = output_pumps.fd_tees() if fd_level and owns_process and len(_OPEN) == 1 else None
+    if tees is not None:
+        _flush_streams()
+        tees.own(out)
+        out.fd_level = True
+    periodic = _Periodic(out, sink) if sink is not None else None
+    if periodic is not None:
+        output_pumps.flusher().add(out, periodic, interval)
     try:
         yield out
     finally:
         _flush_streams()
-        for tee in tees:
-            tee.close()
-        out.fd_level = False
+        if tees is not None:
+            tees.sync()  # everything written so far is in ``out``
+            tees.own(None)
+            out.fd_level = False
         _ACTIVE.reset(token)
         _OPEN.remove(out)
-        stop.set()
-        if flusher is not None:
-            flusher.join(timeout=10)
-        _flush_streams()
-        if sink is not None and out.version:
-            _deliver(sink, out.data(), True)
+        if periodic is not None:
+            output_pumps.flusher().remove(out)
+            periodic.final()
+
+
+class _Periodic:
+    """Hands a capture's text to its sink when it changed; after ``final`` never again (so a
+    late periodic write cannot replace the final log)."""
+
+    def __init__(self, out: CapturedOutput, sink: Callable[[bytes, bool], None]) -> None:
+        self.out, self.sink = out, sink
+        self.seen = 0
+        self.done = False
+        self.lock = threading.Lock()
+
+    def __call__(self, _out: Any = None) -> None:
+        with self.lock:
+            version = self.out.version
+            if self.done or version == self.seen:
+                return
+            self.seen = version
+            if self.out.fd_level:
+                _flush_streams()  # Python's buffered text into the pipes
+            _deliver(self.sink, self.out.data(), False)
+
+    def final(self) -> None:
+        with self.lock:
+            self.done = True
+            if self.out.version:
+                _deliver(self.sink, self.out.data(), True)
 
 
 def _flush_streams() -> None:
@@ -199,78 +228,6 @@ def _flush_streams() -> None:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
-
-
-class _FdTee:
-    """File descriptor ``fd`` pointed at a pipe whose reader thread writes each chunk to the
-    descriptor's former target and into the capture."""
-
-    def __init__(self, fd: int, out: CapturedOutput) -> None:
-        self.fd = fd
-        self.saved = os.dup(fd)
-        self.read_end, write_end = os.pipe()
-        os.dup2(write_end, fd)
-        os.close(write_end)
-        self.thread = threading.Thread(target=self._pump, args=(out,), name=f"rayline-fd{fd}", daemon=True)
-        self.thread.start()
-
-    @classmethod
-    def open_all(cls, out: CapturedOutput) -> list[_FdTee]:
-        """Tees on descriptors 1 and 2 feeding ``out`` (none if the descriptors cannot be
-        redirected: the capture stays at Python's level)."""
-        _flush_streams()
-        tees: list[_FdTee] = []
-        try:
-            for fd in (1, 2):
-                tees.append(cls(fd, out))
-        except OSError as exc:
-            log.debug("file descriptor capture unavailable: %s", exc)
-            for tee in tees:
-                tee.close()
-            return []
-        out.fd_level = True
-        return tees
-
-    def _pump(self, out: CapturedOutput) -> None:
-        # Whole lines go into the log, so that lines of descriptors 1 and 2 (two pipes, two
-        # threads) interleave as lines, never inside one.
-        pending = b""
-        try:
-            while chunk := os.read(self.read_end, 65536):
-                pending += chunk
-                cut = pending.rfind(b"\n") + 1 if len(pending) < 65536 else len(pending)
-                if cut:
-                    out.add_bytes(pending[:cut])
-                    pending = pending[cut:]
-                try:
-                    os.write(self.saved, chunk)
-                except OSError:
-                    pass
-        except OSError:
-            pass
-        finally:  # the pipe's last writer is gone: both descriptors are this thread's to close
-            if pending:
-                out.add_bytes(pending)
-            os.close(self.read_end)
-            os.close(self.saved)
-
-    def close(self) -> None:
-        """Point the descriptor back; the reader drains the pipe (a child process still
-        holding it open is waited for one second, then left to the console only)."""
-        os.dup2(self.saved, self.fd)
-        self.thread.join(timeout=1.0)
-
-
-def _flush_loop(out: CapturedOutput, sink: Callable[[bytes, bool], None], stop: threading.Event,
-                interval: float) -> None:  # fmt: skip
-    seen = 0
-    while not stop.wait(interval):
-        if out.fd_level:
-            _flush_streams()  # Python's buffered text into the pipes
-        version = out.version
-        if version != seen:
-            seen = version
-            _deliver(sink, out.data(), False)
 
 
 def _deliver(sink: Callable[[bytes, bool], None], data: bytes, final: bool) -> None:
