@@ -175,6 +175,7 @@ def capture(
     tees = output_pumps.fd_tees() if fd_level and owns_process and len(_OPEN) == 1 else None
     if tees is not None:
         _flush_streams()
+        tees.sync()  # what was written before (e.g. Ray's ":task_name:" line) is not this attempt's
         tees.own(out)
         out.fd_level = True
     periodic = _Periodic(out, sink) if sink is not None else None
