@@ -71,6 +71,7 @@ class CapturedOutput:
         self.limit = max(int(limit), 2)
         self.owns_process = owns_process
         self.fd_level = False  # its file descriptors 1 and 2 feed it: Python writes arrive there
+        self._settle: Callable[[], None] | None = None  # waits until written output is in here
         self._head = bytearray()
         self._tail = bytearray()
         self._cut = 0
@@ -80,6 +81,13 @@ class CapturedOutput:
     def add(self, text: str) -> None:
         """Keep ``text`` (as UTF-8); past the cap, only the newest bytes of the tail stay."""
         self.add_bytes(text.encode("utf-8", errors="replace"))
+
+    def add_note(self, text: str) -> None:
+        """Append ``text`` after everything written so far (not shown on the console): how the
+        attempt ended, e.g. its traceback."""
+        if self._settle is not None:
+            self._settle()
+        self.add(text)
 
     def add_bytes(self, data: bytes) -> None:
         """Keep ``data`` as written (the cap applies as for ``add``)."""
@@ -178,6 +186,7 @@ def capture(
         tees.sync()  # what was written before (e.g. Ray's ":task_name:" line) is not this attempt's
         tees.own(out)
         out.fd_level = True
+        out._settle = lambda: (_flush_streams(), tees.sync())
     periodic = _Periodic(out, sink) if sink is not None else None
     if periodic is not None:
         output_pumps.flusher().add(out, periodic, interval)
@@ -189,6 +198,7 @@ def capture(
             tees.sync()  # everything written so far is in ``out``
             tees.own(None)
             out.fd_level = False
+            out._settle = None
         _ACTIVE.reset(token)
         _OPEN.remove(out)
         if periodic is not None:

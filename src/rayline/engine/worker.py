@@ -165,7 +165,7 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
                     value = fn(*args, **kwargs)
                 except Exception as exc:  # the log says how the attempt ended, as a console would
                     tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # from the user's frame
-                    out.add(f"{type(exc).__name__}: {exc}\n" if isinstance(exc, SkipRun)
+                    out.add_note(f"{type(exc).__name__}: {exc}\n" if isinstance(exc, SkipRun)
                             else "".join(traceback.format_exception(type(exc), exc, tb))[-20000:])
                     raise
         except SkipRun as exc:  # nothing to do: not a failure, never retried
