@@ -40,9 +40,15 @@ def start_printing(settings, tmp_path: Path, *where: str) -> tuple[Driver, str, 
     return driver, run_id, folder
 
 
-@pytest.mark.parametrize("where", ["local", "ray"])
-def test_a_task_log_is_readable_after_the_driver_was_killed(settings, tmp_path, where, request):
-    args = ("--local",) if where == "local" else ("--address", request.getfixturevalue("ray_address"))
+@pytest.fixture
+def where(request) -> tuple[str, ...]:
+    """How the driver runs its tasks: in its own process, or on the shared local Ray."""
+    return ("--local",) if request.param == "local" else ("--address", request.getfixturevalue("ray_address"))
+
+
+@pytest.mark.parametrize("where", ["local", "ray"], indirect=True)
+def test_a_task_log_is_readable_after_the_driver_was_killed(settings, tmp_path, where):
+    args = where
     driver, run_id, folder = start_printing(settings, tmp_path, *args)
     try:
         os.kill(driver.pid, signal.SIGKILL)
