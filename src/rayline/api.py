@@ -252,7 +252,38 @@ class Run:
         """The run's ``RunView`` (``rayline.display.run_view``): what every display of it renders."""
         from rayline.display.run_view import run_view
 
-        return run_view(self.record, self.tasks, self.attempts, artifact_root=self._artifacts.url)
+        return run_view(self.record, self.tasks, self.attempts, artifact_root=self._artifacts.url,
+                        logs=self._logs())
+
+    def _logs(self) -> Any:
+        from rayline.store.task_logs import TaskLogs
+
+        return TaskLogs(self._artifacts)
+
+    def logs(self, node_id: str, attempt: int | None = None) -> str:
+        """What task ``node_id`` printed (stdout and stderr, interleaved): one ``attempt``, or
+        every attempt, each under a ``--- attempt N ---`` line when there are several.
+
+        Example::
+
+            run = rayline.load_run("1a2b3c")
+            print(run.logs("train"))            # every attempt
+            print(run.logs("train", attempt=2))
+
+        Raises:
+            UsageError: the run has no task ``node_id``, or no log for that attempt.
+        """
+        logs = self._logs()
+        if node_id not in {t.node_id for t in self.tasks} and node_id not in logs.nodes(self.run_id):
+            known = ", ".join(t.node_id for t in self.tasks) or "none"
+            raise UsageError(f"run {self.run_id} has no task '{node_id}' (tasks: {known})")
+        parts = logs.parts(self.run_id, [node_id], attempt)
+        if attempt is not None and not parts:
+            raise UsageError(f"run {self.run_id}: task '{node_id}' has no log for attempt {attempt}")
+        if len(parts) == 1:
+            return parts[0].text
+        return "".join(f"--- attempt {p.attempt} ---\n{p.text}" + ("" if p.text.endswith("\n") else "\n")
+                       for p in parts)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The run as JSON-ready data: the document ``rayline runs show --json`` prints."""

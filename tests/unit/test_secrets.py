@@ -58,6 +58,18 @@ def test_a_secret_parameter_reaches_the_task_and_never_the_store(env: Path, home
     assert VALUE.encode() not in store_bytes(home)
 
 
+def test_a_secret_a_task_prints_is_masked_in_its_stored_log(env: Path, home: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN", VALUE)
+    code, out, err = cli_run("run", f"{FLOWS}:with_param", "--local", "-q", "--json", "-p", "token=secret:API_TOKEN",
+                             "-p", f"digest_path={env / 'digest'}", "-p", "shout=true")
+    assert code == 0, out + err
+    run = rayline.load_run(json.loads(out)["run_id"])
+    assert "calling the server with token ***" in run.logs("use_token")
+    logs = [p for p in (home / "artifacts" / "logs").rglob("*") if p.is_file()]
+    assert logs and all(VALUE.encode() not in p.read_bytes() for p in logs)
+
+
 def test_a_failed_tasks_error_is_masked_everywhere_rayline_shows_it(env: Path, home: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_TOKEN", VALUE)

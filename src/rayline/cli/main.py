@@ -21,6 +21,7 @@ import click
 
 from rayline.cli.drift import drift_group
 from rayline.cli.graph import graph_cmd
+from rayline.cli.logs import logs_cmd
 from rayline.cli.models import models_group
 from rayline.cli.run import resume_cmd, run_cmd
 from rayline.cli.runs import cancel_cmd, runs_group
@@ -148,6 +149,7 @@ cli.add_command(drift_group)
 cli.add_command(store_group)
 cli.add_command(ui_cmd)
 cli.add_command(usage_cmd)
+cli.add_command(logs_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -178,6 +178,9 @@ def print_run(view: Any, *, tracebacks: bool = False) -> None:
     for t in view.failed_tasks:
         click.echo(f"\n{t.node_id}: {t.status.value} after {t.attempts} attempt{'s' if t.attempts != 1 else ''}")
         click.echo(block("  ", t.error_text))
+        if t.log_tail:
+            click.echo(f"  last lines of its log (all: rayline logs {view.run_id} {t.node_id}):")
+            click.echo("\n".join(f"  | {line}" for line in t.log_tail.splitlines()))
         if tracebacks:
             click.echo(block("  ", _traceback_of(t) or "(no traceback recorded)"))
     if view.failed_tasks and not tracebacks:

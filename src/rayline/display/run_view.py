@@ -5,7 +5,9 @@ show|list`` (human and ``--json``), the notebook HTML, the ``Run`` handle, and t
 JSON document (``RunView.to_json``) is what ``rayline runs show --json`` prints; the other JSON
 outputs are projections of it (``RunView.row`` for ``runs list``, ``RunView.outcome`` for
 ``rayline run``), so no two of them disagree.
-Errors are kept whole (every line the store holds), with each attempt's traceback.
+Errors are kept whole (every line the store holds), with each attempt's traceback; given the
+run's ``TaskLogs``, each attempt names where its log is and each failed task carries the last
+lines of its log.
 
 Example::
 
@@ -26,6 +28,9 @@ from rayline.store.states import RunStatus, TaskStatus
 
 if TYPE_CHECKING:
     from rayline.store.runs import RunStore
+    from rayline.store.task_logs import TaskLogs
+
+LOG_TAIL_LINES = 20
 
 
 _OWN_FAILURE = (TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.CANCELLED)
@@ -65,6 +70,7 @@ class AttemptView:
     worker_pid: int | None
     node_ip: str | None
     usage: Usage | None = None  # what it held and for how long (None: not recorded)
+    log: str | None = None  # where this attempt's log is (``rayline logs RUN NODE --attempt N``)
 
     @property
     def duration_s(self) -> float | None:
@@ -75,7 +81,7 @@ class AttemptView:
             "attempt": self.attempt, "status": self.status.value, "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at), "duration_s": self.duration_s, "error_type": self.error_type,
             "error": self.error, "traceback": self.traceback, "worker_pid": self.worker_pid,
-            "node_ip": self.node_ip, **(self.usage or Usage()).to_json(),
+            "node_ip": self.node_ip, "log": self.log, **(self.usage or Usage()).to_json(),
         }  # fmt: skip
 
 
@@ -105,6 +111,7 @@ class TaskView:
     traceback: str | None
     output: OutputView | None
     attempt_log: tuple[AttemptView, ...] = ()
+    log_tail: str | None = None  # a failed task's last log lines (of its last attempt)
 
     @property
     def duration_s(self) -> float | None:
@@ -134,7 +141,8 @@ class TaskView:
             "duration_s": self.duration_s, "error_type": self.error_type, "error": self.error,
             "traceback": self.traceback, "digest": self.output.digest if self.output else None,
             "output": self.output.to_json() if self.output else None,
-            "attempt_log": [a.to_json() for a in self.attempt_log], **self.usage.to_json(),
+            "attempt_log": [a.to_json() for a in self.attempt_log], "log_tail": self.log_tail,
+            **self.usage.to_json(),
         }  # fmt: skip
 
 
@@ -220,14 +228,17 @@ def run_view(
     attempts: Sequence[AttemptRecord] = (),
     *,
     artifact_root: str | None = None,
+    logs: TaskLogs | None = None,
 ) -> RunView:
-    """The ``RunView`` of a run's records (as ``RunStore`` returns them)."""
+    """The ``RunView`` of a run's records (as ``RunStore`` returns them); with the run's
+    ``logs``, attempts name their log and failed tasks carry its last lines."""
     by_node: dict[str, list[AttemptView]] = {}
     for a in attempts:
         by_node.setdefault(a.node_id, []).append(AttemptView(
             attempt=a.attempt, status=a.status, started_at=a.started_at, ended_at=a.ended_at,
             error_type=a.error_type, error=a.error_message, traceback=a.traceback,
             worker_pid=a.worker_pid, node_ip=a.node_ip, usage=_attempt_usage(a),
+            log=logs.location(record.run_id, a.node_id, a.attempt) if logs is not None else None,
         ))  # fmt: skip
     return RunView(
         run_id=record.run_id, flow=record.flow_name, status=record.status, error=record.error,
@@ -236,27 +247,35 @@ def run_view(
         ended_at=record.ended_at, owner_pid=record.owner_pid, owner_host=record.owner_host,
         warnings=tuple(str(w) for w in record.counters.get("warnings", [])),
         counters=dict(record.counters.get("counters", {})),
-        tasks=tuple(_task_view(t, by_node.get(t.node_id, ())) for t in tasks),
+        tasks=tuple(_task_view(t, by_node.get(t.node_id, ()), _tail(logs, record.run_id, t)) for t in tasks),
         artifact_root=artifact_root,
     )  # fmt: skip
 
 
 def read_run_view(
-    runs: RunStore, run_id: str, *, attempts: bool = True, artifact_root: str | None = None
+    runs: RunStore, run_id: str, *, attempts: bool = True, artifact_root: str | None = None,
+    logs: TaskLogs | None = None,
 ) -> RunView:
     """Read run ``run_id`` (the full id) from the run store; ``attempts=False`` leaves out the
     attempt log (a list of many runs needs only the counts)."""
     record = runs.get_run(run_id)
     return run_view(record, runs.get_tasks(run_id), runs.get_attempts(run_id) if attempts else (),
-                    artifact_root=artifact_root)  # fmt: skip
+                    artifact_root=artifact_root, logs=logs)  # fmt: skip
 
 
-def _task_view(t: TaskRecord, attempts: Sequence[AttemptView]) -> TaskView:
+def _tail(logs: TaskLogs | None, run_id: str, t: TaskRecord) -> str | None:
+    """The last lines of a failed task's log (None for other tasks, or without logs)."""
+    if logs is None or t.status not in _OWN_FAILURE:
+        return None
+    return logs.tail(run_id, t.node_id, LOG_TAIL_LINES)
+
+
+def _task_view(t: TaskRecord, attempts: Sequence[AttemptView], log_tail: str | None = None) -> TaskView:
     output = OutputView(t.digest, t.size, t.fmt) if t.digest else None
     return TaskView(
         node_id=t.node_id, status=t.status, attempts=t.attempts, started_at=t.started_at,
         ended_at=t.ended_at, error_type=t.error_type, error=t.error_message, traceback=t.traceback,
-        output=output, attempt_log=tuple(attempts),
+        output=output, attempt_log=tuple(attempts), log_tail=log_tail,
     )  # fmt: skip
 
 

@@ -21,10 +21,11 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rayline import context
+from rayline.engine.task_output import capture, log_limit
 from rayline.errors import SkipRun, TaskTimeoutError
 
 
@@ -52,6 +53,7 @@ class TaskStatic:
     timeout: float | None
     store: Any  # ArtifactStore (picklable: a path and a key)
     inline_limit: int
+    log_limit: int = field(default_factory=log_limit)  # bytes of output kept per attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +143,12 @@ def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[An
         meta = {"node_id": call.node_id, "status": "FAILED", "pid": os.getpid(), "ray_attempt": _ray_attempt(),
                 "attempts": [_attempt(1, started, "FAILED", exc)]}  # fmt: skip
         return Failed(call.node_id), meta
-    value, meta = _execute_node(static, dataclasses.replace(call, template=template), *resolved)
+    value, meta = _execute_node(static, dataclasses.replace(call, template=template), *resolved, secrets=secrets)
     return value, mask_meta(meta, secrets)
 
 
-def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
+def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any,
+                  secrets: list[str] | tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     n = call.n_inputs
     values, metas = list(resolved[:n]), resolved[n:]
     for v in values:
@@ -180,8 +183,14 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[A
         ctx.attempt = meta["ray_attempt"] - 1 + attempt
         token = context._activate(ctx)
         try:
-            with _deadline(static.timeout, call.node_id):
-                value = fn(*args, **kwargs)
+            with _task_log(static, call, ctx.attempt, secrets) as out, _deadline(static.timeout, call.node_id):
+                try:
+                    value = fn(*args, **kwargs)
+                except Exception as exc:  # the log says how the attempt ended, as a console would
+                    tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # from the user's frame
+                    out.add_note(f"{type(exc).__name__}: {exc}\n" if isinstance(exc, SkipRun)
+                            else "".join(traceback.format_exception(type(exc), exc, tb))[-20000:])
+                    raise
         except SkipRun as exc:  # nothing to do: not a failure, never retried
             attempts.append({**_attempt(attempt, started, "SKIPPED", None), "error_message": str(exc)})
             meta.update(status="SKIPPED", skip_reason=str(exc))
@@ -219,6 +228,28 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[A
         if info.size > static.inline_limit:
             return Stored(info.digest), meta
     return value, meta
+
+
+def _task_log(static: TaskStatic, call: NodeCall, attempt: int, secrets: Any = ()) -> Any:
+    """Capture the attempt's stdout/stderr into its log under the artifact store
+    (``logs/<run>/<node>/<attempt>.log``, see ``store/task_logs.py``), secret values masked."""
+    sink = None
+    if static.store is not None:
+        from rayline.store.task_logs import TaskLogs
+
+        logs = TaskLogs(static.store)
+
+        def sink(data: bytes, final: bool) -> None:
+            if secrets:  # the whole log is rewritten each flush: mask the whole of it
+                from rayline.sdk.secrets import mask
+
+                data = mask(bytes(data).decode("utf-8", "surrogateescape"), list(secrets)).encode(
+                    "utf-8", "surrogateescape")  # fmt: skip
+            logs.write(call.run_id, call.node_id, attempt, data, final=final)
+
+    worker = sys.modules.get("ray._private.worker")
+    in_ray = worker is not None and getattr(worker.global_worker, "mode", None) == worker.WORKER_MODE
+    return capture(sink, static.log_limit, owns_process=in_ray, fd_level=in_ray)
 
 
 def _ray_attempt() -> int:

@@ -19,14 +19,18 @@ from typing import Any
 
 from rayline.config import Settings
 from rayline.display.run_view import RunView, read_run_view, run_view
+from rayline.store.artifact_location import artifact_options, files_for
 from rayline.store.runs import RunStore
 from rayline.store.states import RunStatus
+from rayline.store.task_logs import LogPart, TaskLogs
 from rayline.ui.graph_svg import Drawing, layout, plan_nodes
 
 STATUSES = tuple(s.value for s in RunStatus)
 SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
          "30d": timedelta(days=30)}  # fmt: skip
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type")
+LOG_TASKS = 50  # a run's page shows the logs of this many tasks (all: `rayline logs RUN`)
+LOG_SHOWN = 64 * 1024  # and the last this many characters of each attempt's log
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,8 @@ class RunPage:
     plan: dict[str, dict[str, Any]]  # node id -> its planned node (resources, location, ...)
     store_url: str
     generation: int  # of the run's lease: a resume that takes the run over raises it
+    logs: tuple[LogPart, ...] = ()  # each attempt's log (its last LOG_SHOWN characters)
+    logs_cut: bool = False  # more tasks have logs than the page shows
 
     @property
     def terminal(self) -> bool:
@@ -127,7 +133,10 @@ def run_page(runs: RunStore, settings: Settings, run_id: str) -> RunPage:
         StoreError: no such run, or the prefix is ambiguous.
     """
     record = runs.find_run(run_id)
-    view = read_run_view(runs, record.run_id, artifact_root=settings.artifacts_url or str(settings.artifact_root))
+    task_logs = TaskLogs(files_for(settings.artifacts_url or settings.artifact_root,
+                                   artifact_options(settings)))  # reads only: no key, no sweep
+    view = read_run_view(runs, record.run_id, artifact_root=settings.artifacts_url or str(settings.artifact_root),
+                         logs=task_logs)  # fmt: skip
     text = runs.get_plan(record.plan_hash)
     plan = json.loads(text) if text else {}
     states = {t.node_id: t.status.value for t in view.tasks}
@@ -135,8 +144,17 @@ def run_page(runs: RunStore, settings: Settings, run_id: str) -> RunPage:
     return RunPage(
         view=view, stale=_stale(runs, settings, record), drawing=drawing, timeline=timeline(view),
         plan={n["id"]: n for n in plan.get("nodes", [])}, store_url=runs.url,
-        generation=record.generation,
+        generation=record.generation, **_logs(task_logs, view),
     )  # fmt: skip
+
+
+def _logs(task_logs: TaskLogs, view: RunView) -> dict[str, Any]:
+    """The logs a run's page shows: those of the first ``LOG_TASKS`` tasks that have any."""
+    have = set(task_logs.nodes(view.run_id))
+    nodes = [t.node_id for t in view.tasks if t.node_id in have]
+    parts = task_logs.parts(view.run_id, nodes[:LOG_TASKS])
+    shown = tuple(LogPart(p.node_id, p.attempt, p.text[-LOG_SHOWN:]) for p in parts)
+    return {"logs": shown, "logs_cut": len(nodes) > LOG_TASKS}
 
 
 def timeline(view: RunView) -> tuple[Bar, ...]:

@@ -10,18 +10,20 @@ from rayline import Secret, context, flow, task
 
 
 @task
-def use_token(token: str, digest_path: str, fail: bool = False) -> str:
+def use_token(token: str, digest_path: str, fail: bool = False, shout: bool = False) -> str:
     with open(digest_path, "w") as f:
         f.write(hashlib.sha256(token.encode()).hexdigest())
     context.warn(f"token in use: {token}")
+    if shout:
+        print(f"calling the server with token {token}")  # lands in the task's log: masked there
     if fail:
         raise PermissionError(f"the server refused token {token!r}\nrequest: Authorization: Bearer {token}")
     return "done"
 
 
 @flow
-def with_param(token: str, digest_path: str, fail: bool = False):
-    return use_token(token, digest_path, fail)
+def with_param(token: str, digest_path: str, fail: bool = False, shout: bool = False):
+    return use_token(token, digest_path, fail, shout)
 
 
 @flow
