@@ -35,7 +35,7 @@ from typing import Any
 
 from tests.coordination import wait_for
 
-__all__ = ["NodeCluster", "free_port", "new_workdir", "stop_group"]
+__all__ = ["NodeCluster", "NodeStartFailed", "free_port", "new_workdir", "stop_group"]
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 _WORKER_SCRIPT = """set -e
 mount --bind "$RL_WORKDIR/shared" "$RL_STAGE"
 mount -t tmpfs -o mode=0700 rl-worker-node "$RL_WORKDIR"
-mkdir -p "$RL_WORKDIR/shared" "$RL_WORKDIR/ray-worker"
+mkdir -p "$RL_WORKDIR/shared"
 mount --move "$RL_STAGE" "$RL_WORKDIR/shared"
 exec "$@"
 """
@@ -101,15 +101,27 @@ class NodeCluster:
         self.token.write_text(secrets.token_hex(32))
         self.token.chmod(0o600)
         self.port = free_port()
+        # The worker node's Ray session (logs, sockets) is outside the covered workdir, so that a
+        # test can read its logs; nothing of the driver's is there.
+        self.worker_ray = Path(f"{workdir}.worker-ray")
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
 
     @classmethod
-    def start(cls, workdir: Path) -> NodeCluster:
+    def start(cls, workdir: Path, attempts: int = 3) -> NodeCluster:
+        """Start both nodes; a node whose raylet dies while starting (on a loaded machine Ray's
+        dashboard agent can take longer than the raylet waits for it) is started again, up to
+        ``attempts`` times."""
         cluster = cls(workdir)
         try:
-            cluster._start_head()
-            cluster._start_worker()
+            for start in (cluster._start_head, cluster._start_worker):
+                for attempt in range(1, attempts + 1):
+                    try:
+                        start()
+                        break
+                    except NodeStartFailed:
+                        if attempt == attempts:
+                            raise
         except BaseException:
             cluster.stop()
             raise
@@ -162,7 +174,7 @@ class NodeCluster:
             if proc is not None:
                 stop_group(proc)
         self.worker = self.head = None
-        subprocess.run(["rm", "-rf", str(self.workdir), str(self.stage), f"{self.workdir}.head.log",
+        subprocess.run(["rm", "-rf", str(self.workdir), str(self.stage), str(self.worker_ray), f"{self.workdir}.head.log",
                         f"{self.workdir}.worker.log"], check=False, timeout=120)  # fmt: skip
 
     def __enter__(self) -> NodeCluster:
@@ -190,7 +202,13 @@ class NodeCluster:
              "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats", *_own_ports(),
              f"--ray-client-server-port={free_port()}", f"--temp-dir={self.workdir / 'ray-head'}"],
             log, self._node_env())  # fmt: skip
-        self._wait_started(self.head, log)
+        try:
+            self._wait_started(self.head, log, self.workdir / "ray-head")
+        except NodeStartFailed:
+            stop_group(self.head, grace_s=5)
+            self.head = None
+            subprocess.run(["rm", "-rf", str(self.workdir / "ray-head")], check=False, timeout=60)
+            raise
 
     def _start_worker(self) -> None:
         log = Path(f"{self.workdir}.worker.log")  # outside the workdir: the test reads it
@@ -201,18 +219,37 @@ class NodeCluster:
             ["unshare", "-m", "--propagation", "private", "bash", "-c", _WORKER_SCRIPT, "rl-worker-node",
              str(BIN / "ray"), "start", f"--address={self.address}", "--block", "--node-ip-address=127.0.0.1",
              "--num-cpus=1", '--resources={"worker_node": 1}', "--disable-usage-stats", *_own_ports(),
-             f"--temp-dir={self.workdir / 'ray-worker'}"],
+             f"--temp-dir={self.worker_ray}"],
             log, env)  # fmt: skip
-        self._wait_started(self.worker, log)
+        try:
+            self._wait_started(self.worker, log, self.worker_ray)
+        except NodeStartFailed:
+            stop_group(self.worker, grace_s=5)
+            self.worker = None
+            subprocess.run(["rm", "-rf", str(self.worker_ray)], check=False, timeout=60)
+            raise
         wait_for(lambda: self.alive_nodes() == 2 or self.worker.poll() is not None, START_TIMEOUT_S,
                  "the head's GCS to count 2 alive nodes", interval=2.0)  # fmt: skip
         assert self.worker.poll() is None, log.read_text()[-3000:]
 
     @staticmethod
-    def _wait_started(proc: subprocess.Popen, log: Path) -> None:
-        wait_for(lambda: "Ray runtime started" in log.read_text() or proc.poll() is not None, START_TIMEOUT_S,
-                 f"`ray start` to report the node started ({log})", interval=0.5)  # fmt: skip
-        assert proc.poll() is None, log.read_text()[-3000:]
+    def _wait_started(proc: subprocess.Popen, log: Path, temp_dir: Path) -> None:
+        raylet_log = temp_dir / "session_latest" / "logs" / "raylet.out"
+
+        def raylet_died() -> bool:
+            try:
+                return "Check failed" in raylet_log.read_text(errors="replace")
+            except OSError:
+                return False
+
+        wait_for(lambda: "Ray runtime started" in log.read_text() or proc.poll() is not None or raylet_died(),
+                 START_TIMEOUT_S, f"`ray start` to report the node started ({log})", interval=0.5)  # fmt: skip
+        if raylet_died() or proc.poll() is not None:
+            raise NodeStartFailed(log.read_text()[-3000:])
+
+
+class NodeStartFailed(AssertionError):
+    """A ``ray start`` ended, or its raylet died, before the node started."""
 
 
 def new_workdir() -> Path:
