@@ -108,7 +108,7 @@ class NodeCluster:
         self.worker: subprocess.Popen | None = None
 
     @classmethod
-    def start(cls, workdir: Path, attempts: int = 3) -> NodeCluster:
+    def start(cls, workdir: Path, attempts: int = 5) -> NodeCluster:
         """Start both nodes; a node whose raylet dies while starting (on a loaded machine Ray's
         dashboard agent can take longer than the raylet waits for it) is started again, up to
         ``attempts`` times."""
@@ -245,7 +245,11 @@ class NodeCluster:
         wait_for(lambda: "Ray runtime started" in log.read_text() or proc.poll() is not None or raylet_died(),
                  START_TIMEOUT_S, f"`ray start` to report the node started ({log})", interval=0.5)  # fmt: skip
         if raylet_died() or proc.poll() is not None:
-            raise NodeStartFailed(log.read_text()[-3000:])
+            try:
+                died = [ln[-400:] for ln in raylet_log.read_text(errors="replace").splitlines() if "Check failed" in ln]
+            except OSError:
+                died = []
+            raise NodeStartFailed("\n".join([log.read_text()[-3000:], *died]))
 
 
 class NodeStartFailed(AssertionError):
