@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rayline.config import Settings
@@ -100,12 +101,14 @@ class Session:
         return compiler.compile_plan(graph, params, cluster=None, overrides=overrides,
                             persist_all=self.settings.persist == "all")  # fmt: skip
 
-    @staticmethod
-    def check_cluster(plan: Plan, executor: Any) -> None:
-        """Refuse a plan whose resource requests the started executor's cluster can never meet.
+    def check_cluster(self, plan: Plan, executor: Any) -> None:
+        """Refuse a plan whose resource requests the started executor's cluster can never meet,
+        and a run on a cluster of several nodes that cannot all see the local artifact folder
+        (``launch/cluster_check.py``; an object-store URL needs no check).
 
         Raises:
             ValidationError: every node that asks for more than any node of the cluster has.
+            UsageError: some Ray node cannot see the local artifact folder.
         """
         from rayline.engine.validate import check_resources
 
@@ -115,6 +118,11 @@ class Session:
         problems = list(check_resources(plan.graph, cluster))
         if problems:
             raise ValidationError(problems)
+        folder = self.artifacts.root  # a Path for a local folder, not for an object store
+        if len(cluster) > 1 and getattr(executor, "name", "") == "ray" and isinstance(folder, Path):
+            from rayline.launch.cluster_check import CACHE_FILE, check_artifact_folder
+
+            check_artifact_folder(folder, self.settings.resolved_home / CACHE_FILE)
 
     def find_run(self, run_id: str) -> Any:
         """The record of run ``run_id`` (or a unique prefix).
