@@ -27,6 +27,7 @@ from typing import Any
 from rayline import context
 from rayline.engine.task_output import capture, log_limit
 from rayline.errors import SkipRun, TaskTimeoutError
+from rayline.store.task_logs import END_NOTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +189,8 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any,
                     value = fn(*args, **kwargs)
                 except Exception as exc:  # the log says how the attempt ended, as a console would
                     tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # from the user's frame
-                    out.add_note(f"{type(exc).__name__}: {exc}\n" if isinstance(exc, SkipRun)
-                            else "".join(traceback.format_exception(type(exc), exc, tb))[-20000:])
+                    out.add_note(END_NOTE + (f"{type(exc).__name__}: {exc}\n" if isinstance(exc, SkipRun)
+                                  else "".join(traceback.format_exception(type(exc), exc, tb))[-20000:]))
                     raise
         except SkipRun as exc:  # nothing to do: not a failure, never retried
             attempts.append({**_attempt(attempt, started, "SKIPPED", None), "error_message": str(exc)})

@@ -46,6 +46,10 @@ class LogPart:
     text: str
 
 
+#: The line rayline writes before how an attempt ended (its traceback) at the end of its log.
+END_NOTE = "--- rayline: how this attempt ended ---\n"
+
+
 def node_dir(node_id: str) -> str:
     """The directory name of ``node_id``'s logs: the id itself when it is a safe name."""
     try:
@@ -134,12 +138,14 @@ class TaskLogs:
         return out
 
     def tail(self, run_id: str, node_id: str, lines: int = 20) -> str | None:
-        """The last ``lines`` lines of the latest attempt's log, or None when it has none."""
+        """The last ``lines`` lines the latest attempt printed (not the traceback rayline added
+        after ``END_NOTE``: that is the task's error, shown apart), or None when it has none."""
         try:
             found = self.attempts(run_id, node_id)
             text = self.read(run_id, node_id, found[-1]) if found else None
         except StoreError:
             return None
-        if not text or not text.strip():
+        text = (text or "").rsplit(END_NOTE, 1)[0]
+        if not text.strip():
             return None
         return "\n".join(text.rstrip("\n").splitlines()[-lines:])
