@@ -22,7 +22,10 @@ import pytest
 from rayline.launch.cluster_check import CACHE_FILE
 from tests.cluster_nodes import NodeCluster, new_workdir
 
-pytestmark = pytest.mark.timeout(900)
+# Two real Ray nodes (one in its own mount namespace) take minutes to start on a loaded 2-core
+# machine: `make test-slow` runs this module; tests/unit/test_cluster_check.py covers the check's
+# message, marker and cache in the default run.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 FLOW = str(Path(__file__).parent / "flows" / "worker_node_flow.py")
 
