@@ -253,7 +253,7 @@ class Run:
         from rayline.display.run_view import run_view
 
         return run_view(self.record, self.tasks, self.attempts, artifact_root=self._artifacts.url,
-                        logs=self._logs())
+                        logs=self._logs(), events=self._runs.get_events(self.run_id))
 
     def _logs(self) -> Any:
         from rayline.store.task_logs import TaskLogs

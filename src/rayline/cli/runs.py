@@ -93,13 +93,12 @@ def show_cmd(run_id: str, as_json: bool, tracebacks: bool) -> int:
         record = eng.find_run(run_id)
         eng.interrupt_if_stale(record)
         result = Run.load(eng, record.run_id)
-        events = [{"at": e.at.isoformat(), "kind": e.kind, "node_id": e.node_id, "digest": e.digest,
-                   "message": e.message} for e in eng.runs.get_events(record.run_id)]
+        view = result.view()
     if as_json:
-        click.echo(json.dumps({**show_json(result), "events": events}, default=str))
+        click.echo(json.dumps(show_json(result), default=str))
         return 0
-    print_run(result.view(), tracebacks=tracebacks)
-    for e in events:  # the run's history besides task states (e.g. outputs found lost)
+    print_run(view, tracebacks=tracebacks)
+    for e in view.events:  # the run's history besides task states (e.g. outputs found lost)
         click.echo(f"event    {short_time(e['at'])} {e['kind']}: {first_line(e['message'])}")
     return 0
 

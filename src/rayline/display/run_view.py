@@ -168,6 +168,7 @@ class RunView:
     counters: dict[str, float]
     tasks: tuple[TaskView, ...]
     artifact_root: str | None = None  # the artifact store holding the outputs, when known
+    events: tuple[dict[str, Any], ...] = ()  # the run's history besides task states (lost outputs)
 
     @property
     def duration_s(self) -> float | None:
@@ -219,6 +220,7 @@ class RunView:
             "owner_host": self.owner_host, "warnings": list(self.warnings),
             "counters": dict(self.counters), "artifact_root": self.artifact_root,
             "tasks": [t.to_json() for t in self.tasks], **self.usage.to_json(),
+            "events": list(self.events),
         }  # fmt: skip
 
 
@@ -229,9 +231,11 @@ def run_view(
     *,
     artifact_root: str | None = None,
     logs: TaskLogs | None = None,
+    events: Sequence[Any] = (),
 ) -> RunView:
     """The ``RunView`` of a run's records (as ``RunStore`` returns them); with the run's
-    ``logs``, attempts name their log and failed tasks carry its last lines."""
+    ``logs``, attempts name their log and failed tasks carry its last lines; ``events`` are its
+    ``RunEvent`` records."""
     by_node: dict[str, list[AttemptView]] = {}
     for a in attempts:
         by_node.setdefault(a.node_id, []).append(AttemptView(
@@ -249,6 +253,8 @@ def run_view(
         counters=dict(record.counters.get("counters", {})),
         tasks=tuple(_task_view(t, by_node.get(t.node_id, ()), _tail(logs, record.run_id, t)) for t in tasks),
         artifact_root=artifact_root,
+        events=tuple({"at": iso(e.at), "kind": e.kind, "node_id": e.node_id, "digest": e.digest,
+                      "message": e.message} for e in events),
     )  # fmt: skip
 
 
@@ -260,7 +266,8 @@ def read_run_view(
     attempt log (a list of many runs needs only the counts)."""
     record = runs.get_run(run_id)
     return run_view(record, runs.get_tasks(run_id), runs.get_attempts(run_id) if attempts else (),
-                    artifact_root=artifact_root, logs=logs)  # fmt: skip
+                    artifact_root=artifact_root, logs=logs,
+                    events=runs.get_events(run_id) if attempts else ())  # fmt: skip
 
 
 def _tail(logs: TaskLogs | None, run_id: str, t: TaskRecord) -> str | None:

@@ -61,7 +61,7 @@ class ModelPage:
 
 def models_page(reg: Any) -> ModelsPage:
     """Every model and deployment in the registry ``reg``."""
-    return ModelsPage(list(reg.list_models()), list(reg.deployments()))
+    return ModelsPage(list(reg.list_models()), _deployments(reg))
 
 
 def model_page(reg: Any, name: str, home: Path) -> ModelPage:
@@ -71,9 +71,17 @@ def model_page(reg: Any, name: str, home: Path) -> ModelPage:
         ModelNotFoundError: no such model.
     """
     versions = sorted(reg.versions(name), key=lambda v: v.version, reverse=True)
-    deployments = [d for d in reg.deployments() if d.get("name") == name]
+    deployments = [d for d in _deployments(reg) if d.get("name") == name]
     return ModelPage(name, versions, dict(reg.aliases(name)), list(reg.history(name)), deployments,
                      _drift(name, home))  # fmt: skip
+
+
+def _deployments(reg: Any) -> list[dict[str, Any]]:
+    """What rayline deployed (serving's own records, beside the registry)."""
+    from rayline.serving.deployments import DeploymentRecords
+
+    with DeploymentRecords(reg.home) as records:
+        return records.find()
 
 
 def _drift(name: str, home: Path) -> Any | None:
