@@ -198,3 +198,15 @@ def test_built_in_tasks_are_reachable_by_name_even_after_their_modules_were_impo
     for name in tasks.__all__:
         importlib.import_module(tasks._TASKS[name])
         assert isinstance(getattr(tasks, name), Task), name
+
+
+def test_an_unknown_task_option_is_named_with_its_line_and_the_closest_known_option():
+    with pytest.raises(DefinitionError) as err:
+
+        @task(num_cpus=0, retrys=2)
+        def misspelt() -> int:
+            return 1
+
+    text = str(err.value)
+    assert f"{__file__}:" in text and "task 'misspelt'" in text
+    assert "'num_cpus' (did you mean 'cpus'?)" in text and "'retrys' (did you mean 'retries'?)" in text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, overload
@@ -71,6 +73,16 @@ class Task:
 _UNSET: Any = object()
 
 
+def _unknown_options(unknown: Mapping[str, Any]) -> str:
+    """'unknown @task option ...' with the closest known names (``num_cpus`` -> ``cpus``)."""
+    known = [p for p in inspect.signature(_build_spec).parameters if p not in ("fn", "base", "unknown")]
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.removeprefix("num_"), known, n=1) or difflib.get_close_matches(name, known, n=1)
+        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return f"unknown @task option {', '.join(parts)}; the options are: {', '.join(known)}"
+
+
 def _build_spec(
     fn: Callable[..., Any],
     *,
@@ -89,9 +101,12 @@ def _build_spec(
     persist: bool = _UNSET,
     name: str | None = _UNSET,
     runtime_env: dict[str, Any] | None = _UNSET,
+    **unknown: Any,
 ) -> TaskSpec:
     location = definition_site(fn)
     b = base or TaskSpec(name=getattr(fn, "__name__", "task"), fn=fn, location=location)
+    if unknown:
+        raise DefinitionError(f"{location}: task '{b.name}': {_unknown_options(unknown)}")
 
     def pick(value: Any, current: Any) -> Any:
         return current if value is _UNSET else value

@@ -13,7 +13,7 @@ def start(n: int) -> list[int]:
     return list(range(n))
 
 
-@task(num_cpus=0, resources={"worker_node": 1})
+@task(cpus=0, resources={"worker_node": 1})
 def on_worker(values: list[int]) -> dict:
     import ray
 
