@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rayline.errors import TracingError
+from rayline.sdk.nested import nested_values
 
 if TYPE_CHECKING:
     from rayline.sdk.hooks import RunHooks
@@ -195,17 +196,12 @@ class Graph:
 
 
 def iter_refs(value: Any) -> Iterator[Ref | ParamRef]:
-    """Every ``Ref``/``ParamRef`` nested in lists, tuples and dicts of ``value``."""
-    if isinstance(value, Ref | ParamRef):
-        yield value
-    elif isinstance(value, DeferredRange):
-        yield from iter_refs([value.start, value.stop, value.step])
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from iter_refs(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from iter_refs(v)
+    """Every ``Ref``/``ParamRef`` nested in lists, tuples and dicts of ``value`` (and in the
+    bounds of a ``DeferredRange``)."""
+    for v in nested_values(value):
+        for x in (v.start, v.stop, v.step) if isinstance(v, DeferredRange) else (v,):
+            if isinstance(x, Ref | ParamRef):
+                yield x
 
 
 def upstream_of(args: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
