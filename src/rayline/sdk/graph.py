@@ -54,6 +54,9 @@ class _Placeholder:
     def __float__(self) -> float:
         raise self._refuse("arithmetic")
 
+    def __repr__(self) -> str:  # Ref('train'), ParamRef('n'): each has one field
+        return f"{type(self).__name__}({getattr(self, self.__match_args__[0])!r})"
+
     def __int__(self) -> int:
         raise self._refuse("arithmetic")
 
@@ -63,35 +66,23 @@ class _Placeholder:
     __le__ = __gt__ = __ge__ = __lt__
 
 
-@dataclass(frozen=True, slots=True, eq=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Ref(_Placeholder):
     """The (future) output of node ``node``."""
 
     node: str
 
-    def __repr__(self) -> str:
-        return f"Ref({self.node!r})"
 
-    def __hash__(self) -> int:
-        return hash(("ref", self.node))
-
-
-@dataclass(frozen=True, slots=True, eq=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ParamRef(_Placeholder):
     """The value of flow parameter ``name``, bound at run time."""
 
     name: str
 
-    def __repr__(self) -> str:
-        return f"ParamRef({self.name!r})"
-
     def __index__(self) -> int:
         from rayline.sdk.mapping import index_token  # tracing sits above the IR
 
         return index_token(self)
-
-    def __hash__(self) -> int:
-        return hash(("param", self.name))
 
 
 @dataclass(frozen=True, slots=True)
