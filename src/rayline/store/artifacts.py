@@ -40,7 +40,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,6 +135,7 @@ class ArtifactStore:
 
     def _object(self, digest: str) -> Path:
         return self._files.path("objects", check_digest(digest)[:2], digest)
+
     def _mac(self, *fields: object) -> str:
         msg = "\n".join(["rayline-v1", *map(str, fields)]).encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
@@ -164,7 +165,7 @@ class ArtifactStore:
         info = ArtifactInfo(digest, len(data), fmt)
         m, d = self._files.stat(manifest), self._files.stat(path)
         intact = d is not None and d[0] == len(data) and self._same_bytes(path, data)
-        if intact and m is not None and m[0] and self._manifest_ok(digest):
+        if intact and m is not None and m[0] and _passes(self._manifest, digest):
             return info  # already stored intact: nothing to write
         if m is not None and d is not None:
             log.warning("artifact %s in %s was damaged; rewriting it", digest, self.url)
@@ -185,13 +186,6 @@ class ArtifactStore:
             return self._files.read(path) == data
         except (FileNotFoundError, StoreError):
             return False
-
-    def _manifest_ok(self, digest: str) -> bool:
-        try:
-            self._manifest(digest)
-        except StoreError:
-            return False
-        return True
 
     def _manifest(self, digest: str) -> tuple[Path, dict[str, Any]]:
         path = self._object(digest)
@@ -249,11 +243,7 @@ class ArtifactStore:
 
     def verify(self, digest: str) -> bool:
         """Whether the object is present and passes its checksum and signature. Never raises."""
-        try:
-            self._verified_bytes(digest)
-        except StoreError:
-            return False
-        return True
+        return _passes(self._verified_bytes, digest)
 
     def info(self, digest: str) -> ArtifactInfo:
         """Digest, size and format from the object's (signature-checked) manifest."""
@@ -397,3 +387,12 @@ class ArtifactStore:
     def cache_remove(self, key: str) -> bool:
         """Remove cache entry ``key``; False if there was none."""
         return self._files.remove(self._cache_path(key))
+
+
+def _passes(check: Callable[[str], object], digest: str) -> bool:
+    """Whether ``check(digest)`` (a read that verifies) raises no ``StoreError``."""
+    try:
+        check(digest)
+    except StoreError:
+        return False
+    return True
