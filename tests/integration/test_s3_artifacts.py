@@ -142,19 +142,21 @@ def test_a_forged_object_is_refused_before_it_is_unpickled(store, s3_server, tmp
     assert not [p for p in fs.find(str(store.root)) if "key" in Path(p).name]  # no key in the bucket
 
 
-def test_execution_markers_are_exclusive_on_s3(store):
+def test_concurrent_writers_of_one_object_leave_it_intact_on_s3(store):
     got, barrier = [], threading.Barrier(4)
 
-    def start() -> None:
+    def put() -> None:
         barrier.wait()
-        got.append(store.mark_start("run1", "train"))
+        got.append(store.put({"weights": list(range(1000))}))
 
-    threads = [threading.Thread(target=start) for _ in range(4)]
+    threads = [threading.Thread(target=put) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert sorted(got) == [1, 2, 3, 4]
+    assert len(got) == 4 and len(set(got)) == 1
+    assert store.get(got[0].digest) == {"weights": list(range(1000))} and store.verify(got[0].digest)
+    assert [d for d, _, has in store.object_files() if has] == [got[0].digest]
 
 
 def test_a_pickled_store_reaches_the_bucket_from_a_process_without_its_environment(store, tmp_path):

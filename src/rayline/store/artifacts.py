@@ -7,7 +7,6 @@ Layout under ``root`` (``RAYLINE_ARTIFACTS_URL``; default ``RAYLINE_HOME/artifac
                                     type, hmac)
     cache/<k[:2]>/<key>             cache index: "<digest> <hmac>" (metadata apart from the bytes)
     named/<namespace>/<name>        named pointers (models, reports): "<digest> <hmac>"
-    runs/<run_id>/starts/<node>.<k> one empty file per execution of a node (counts Ray retries)
     tmp/.rl-<machine>-<pid>-<ms>-<hex>.tmp   writes in progress, named after their writer
 
 ``digest`` is the sha256 of the stored bytes. Every write is atomic — locally a temp file under
@@ -55,7 +54,6 @@ from rayline.store.files import (
     check_digest,
     load_or_create_key,
     validate_name,
-    write_error,
 )
 from rayline.store.temp_files import writer_gone
 
@@ -313,28 +311,6 @@ class ArtifactStore:
             raise StoreError(f"no artifact named '{namespace}/{name}' in {self.url}")
         return self.get(digest)
 
-    # ------------------------------------------------------------------ attempts and cleanup
-
-    def mark_start(self, run_id: str, node_id: str) -> int:
-        """Record one execution of ``node_id`` in ``run_id``; return its number (1, 2, …).
-
-        Each call creates ``runs/<run_id>/starts/<node_id>.<k>`` exclusively, so executions that
-        Ray retried on its own are counted even though the driver never saw them fail.
-        """
-        directory = self._files.path("runs", run_id, "starts")
-        validate_name(node_id)
-        k = 1
-        while True:
-            try:
-                self._files.create(directory / f"{node_id}.{k}")
-                return k
-            except FileExistsError:
-                k += 1
-            except FileNotFoundError:
-                self._files.make_dirs(directory)
-            except OSError as e:
-                raise write_error(directory / f"{node_id}.{k}", e) from e
-
     # ------------------------------------------------------------- temp files and listings
 
     def temp_files(self, *, everywhere: bool = False) -> list[TempFile]:
@@ -355,11 +331,6 @@ class ArtifactStore:
                 if dry_run or self._files.remove(t.path):
                     gone.append(t)
         return gone
-
-    def cleanup_tmp(self, older_than_s: float = 3600) -> int:
-        """Remove temp files anywhere in the store not changed for ``older_than_s``; how many."""
-        cutoff = time.time() - older_than_s
-        return sum(1 for t in self._files.walk_temp(True) if t.mtime < cutoff and self._files.remove(t.path))
 
     def object_files(self) -> Iterator[tuple[str, tuple[int, float] | None, bool]]:
         """Every object's ``(digest, (size, mtime) of its data or None, has a manifest)``."""
