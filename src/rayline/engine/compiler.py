@@ -12,7 +12,7 @@ from typing import Any
 from rayline.engine.conditions import WHEN_ARG, guarded_spec
 from rayline.engine.validate import ClusterNodes, validate
 from rayline.errors import DefinitionError
-from rayline.sdk.graph import DeferredRange, Graph, Node, ParamRef, Ref
+from rayline.sdk.graph import DeferredRange, Graph, Node, NodeIndex, ParamRef, Ref
 from rayline.sdk.nested import map_nested
 from rayline.sdk.secrets import Secret
 from rayline.sdk.spec import TaskSpec
@@ -43,20 +43,13 @@ class PlannedNode:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Plan:
+class Plan(NodeIndex[PlannedNode]):
     graph: Graph
     params: dict[str, Any]
     nodes: tuple[PlannedNode, ...]
     plan_hash: str
     downstream: dict[str, list[str]] = field(default_factory=dict)
     _index: dict[str, PlannedNode] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self._index:
-            self._index.update((n.id, n) for n in self.nodes)
-
-    def node(self, node_id: str) -> PlannedNode:
-        return self._index[node_id]
 
     def jsonable_params(self) -> dict[str, Any]:
         """Parameter values as the run store records them (``repr`` for non-JSON values; a

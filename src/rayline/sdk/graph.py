@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from rayline.errors import TracingError
 from rayline.sdk.nested import nested_values
@@ -20,6 +20,8 @@ from rayline.sdk.nested import nested_values
 if TYPE_CHECKING:
     from rayline.sdk.hooks import RunHooks
     from rayline.sdk.spec import TaskSpec
+
+N = TypeVar("N")
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 
@@ -135,8 +137,31 @@ class Node:
         return dict(self.args)
 
 
+class NodeIndex(Generic[N]):
+    """A graph's nodes by id: ``node(id)``, ``id in graph``, ``len(graph)``. The class holds
+    ``nodes`` and an ``_index`` dict that ``__post_init__`` fills from them (a dataclass's
+    ``_index`` field starts empty)."""
+
+    __slots__ = ()
+    nodes: tuple[N, ...]
+    _index: dict[str, N]
+
+    def __post_init__(self) -> None:
+        if not self._index:
+            self._index.update((n.id, n) for n in self.nodes)
+
+    def node(self, node_id: str) -> N:
+        return self._index[node_id]
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._index
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
-class Graph:
+class Graph(NodeIndex[Node]):
     """A traced flow: nodes (topologically ordered when traced), outputs, parameters."""
 
     name: str
@@ -149,19 +174,6 @@ class Graph:
     queue: str | None = None  # the admission queue its runs wait in (rayline.launch.queue_config)
     priority: int | None = None  # higher goes first; None: the queue's priority
     _index: dict[str, Node] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self._index:
-            self._index.update((n.id, n) for n in self.nodes)
-
-    def node(self, node_id: str) -> Node:
-        return self._index[node_id]
-
-    def __contains__(self, node_id: str) -> bool:
-        return node_id in self._index
-
-    def __len__(self) -> int:
-        return len(self.nodes)
 
     def downstream(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {n.id: [] for n in self.nodes}
