@@ -22,6 +22,7 @@ from rayline.store.artifact_fsspec import FsspecFiles
 from rayline.store.artifact_location import artifact_location, artifact_url
 from rayline.store.artifact_scan import scan_store
 from rayline.store.artifacts import ArtifactStore
+from tests.coordination import at_once
 
 KEY = b"an s3 test key of 32 bytes......"
 
@@ -143,17 +144,7 @@ def test_a_forged_object_is_refused_before_it_is_unpickled(store, s3_server, tmp
 
 
 def test_concurrent_writers_of_one_object_leave_it_intact_on_s3(store):
-    got, barrier = [], threading.Barrier(4)
-
-    def put() -> None:
-        barrier.wait()
-        got.append(store.put({"weights": list(range(1000))}))
-
-    threads = [threading.Thread(target=put) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    got = at_once(lambda: store.put({"weights": list(range(1000))}), 4)
     assert len(got) == 4 and len(set(got)) == 1
     assert store.get(got[0].digest) == {"weights": list(range(1000))} and store.verify(got[0].digest)
     assert [d for d, _, has in store.object_files() if has] == [got[0].digest]

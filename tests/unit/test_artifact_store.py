@@ -12,7 +12,6 @@ import pickle
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from rayline.store.artifacts import (
     load_or_create_key,
     validate_name,
 )
+from tests.coordination import at_once
 
 FORK = mp.get_context("fork")
 
@@ -433,17 +433,7 @@ def test_named_artifacts_round_trip_and_can_be_replaced(store: ArtifactStore):
 
 
 def test_concurrent_puts_of_one_value_leave_one_intact_object_and_no_temp_files(store: ArtifactStore):
-    got, barrier = [], threading.Barrier(8)
-
-    def put() -> None:
-        barrier.wait()
-        got.append(store.put({"weights": list(range(1000))}))
-
-    threads = [threading.Thread(target=put) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    got = at_once(lambda: store.put({"weights": list(range(1000))}), 8, timeout=30)
     assert len(got) == 8 and len(set(got)) == 1
     assert store.get(got[0].digest) == {"weights": list(range(1000))} and store.verify(got[0].digest)
     assert [d for d, _, has in store.object_files() if has] == [got[0].digest]
