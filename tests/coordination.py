@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +57,23 @@ def ledger(folder: Path, name: str) -> int:
     """How many times task ``name`` ran: the lines of ``folder/ran-<name>``."""
     p = folder / f"ran-{name}"
     return len(p.read_text().split()) if p.exists() else 0
+
+
+def at_once(call: Callable[[], Any], n: int, timeout: float = 60.0) -> list[Any]:
+    """Call ``call`` from ``n`` threads released together; what each returned, or the exception
+    it raised, in the order they finished."""
+    barrier, results = threading.Barrier(n), []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(call())
+        except Exception as exc:  # the test decides what a loser's error must be
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return results

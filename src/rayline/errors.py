@@ -56,7 +56,7 @@ def exit_code_for_status(status: str) -> int:
 class RaylineError(Exception):
     """Base of every error rayline raises on purpose."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class DefinitionError(RaylineError):
@@ -121,9 +121,7 @@ class UsageError(RaylineError):
 
 
 class RunFailedError(RaylineError):
-    """A run ended FAILED."""
-
-    exit_code = 1
+    """A run ended FAILED (``exit_code`` 1, as every ``RaylineError``)."""
 
 
 class RunCancelledError(RaylineError):

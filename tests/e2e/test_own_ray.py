@@ -11,8 +11,6 @@ default token file (``~/.ray/auth_token``) is looked for, and would be written, 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster_nodes import free_port, stop_group
 from tests.listening_sockets import descendants, is_loopback, listeners
 
 pytestmark = pytest.mark.timeout(600)
@@ -41,25 +40,10 @@ def _env(home: Path, user_home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
-    """SIGTERM the process group of ``proc`` (its own session), then SIGKILL what is left."""
+    """``stop_group``, then wait until the processes it had are gone (not only reaped)."""
     pids = descendants(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
+    stop_group(proc, grace_s)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.2)  # zombies reaped by their parents
@@ -107,7 +91,7 @@ def test_serve_stop_reaches_the_ray_serve_started_which_is_private_and_on_loopba
     import httpx
 
     home, user_home = registered
-    env, port, out = _env(home, user_home), _free_port(), home.parent / "serve.out"
+    env, port, out = _env(home, user_home), free_port(), home.parent / "serve.out"
     with out.open("w") as sink:
         serving = subprocess.Popen([str(BIN / "rayline"), "serve", "churn@production", "--port", str(port)],
                                    env=env, stdout=sink, stderr=subprocess.STDOUT,
@@ -169,7 +153,7 @@ def token_cluster(tmp_path: Path):
     head_home = tmp_path / "head"
     head_home.mkdir()
     temp_dir = tempfile.mkdtemp(prefix="rl-ray-", dir="/tmp")  # short: Ray's socket paths
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path / "head-rayline", head_home, RAY_AUTH_MODE="token",
                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # fmt: skip
     subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True,

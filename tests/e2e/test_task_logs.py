@@ -21,6 +21,7 @@ from tests.coordination import wait_for
 from tests.e2e.test_driver_faults import RAYLINE, Driver, cli, driver_env, only_run_id
 
 FLOW = Path(__file__).resolve().parent / "flows" / "printing.py"
+DOOMED = Path(__file__).resolve().parents[1] / "fixtures" / "doomed.py"
 
 
 def start_printing(settings, tmp_path: Path, *where: str) -> tuple[Driver, str, Path]:
@@ -86,7 +87,7 @@ def test_logs_follow_prints_while_the_run_goes_and_ends_when_it_ends(settings, t
 
 
 def test_runs_show_prints_a_failed_tasks_last_lines(settings, tmp_path):
-    ran = cli(settings.resolved_home, "run", f"{FLOW}:doomed_flow", "--local", "--json", timeout=120)
+    ran = cli(settings.resolved_home, "run", f"{DOOMED}:doomed_flow", "--local", "--json", timeout=120)
     assert ran.returncode == 1, ran.stderr[-3000:]
     run_id = only_run_id(settings)
     shown = cli(settings.resolved_home, "runs", "show", run_id)

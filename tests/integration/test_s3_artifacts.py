@@ -22,6 +22,7 @@ from rayline.store.artifact_fsspec import FsspecFiles
 from rayline.store.artifact_location import artifact_location, artifact_url
 from rayline.store.artifact_scan import scan_store
 from rayline.store.artifacts import ArtifactStore
+from tests.coordination import at_once
 
 KEY = b"an s3 test key of 32 bytes......"
 
@@ -142,19 +143,11 @@ def test_a_forged_object_is_refused_before_it_is_unpickled(store, s3_server, tmp
     assert not [p for p in fs.find(str(store.root)) if "key" in Path(p).name]  # no key in the bucket
 
 
-def test_execution_markers_are_exclusive_on_s3(store):
-    got, barrier = [], threading.Barrier(4)
-
-    def start() -> None:
-        barrier.wait()
-        got.append(store.mark_start("run1", "train"))
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert sorted(got) == [1, 2, 3, 4]
+def test_concurrent_writers_of_one_object_leave_it_intact_on_s3(store):
+    got = at_once(lambda: store.put({"weights": list(range(1000))}), 4)
+    assert len(got) == 4 and len(set(got)) == 1
+    assert store.get(got[0].digest) == {"weights": list(range(1000))} and store.verify(got[0].digest)
+    assert [d for d, _, has in store.object_files() if has] == [got[0].digest]
 
 
 def test_a_pickled_store_reaches_the_bucket_from_a_process_without_its_environment(store, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 import rayline
 from rayline import context, flow, task
 from rayline.store.states import RunStatus
+from tests.fixtures.doomed import doomed_flow
 
 EXECUTORS = ["ray", "local"]
 
@@ -54,18 +55,6 @@ def loud(lines: int) -> int:
 @flow
 def loud_flow(lines: int = 10000):
     return loud(lines)
-
-
-@task
-def doomed() -> int:
-    for i in range(30):
-        print(f"working on step {i}")
-    raise ValueError("gave up at the end")
-
-
-@flow
-def doomed_flow():
-    return doomed()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pickle
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,12 +23,14 @@ import pytest
 import rayline.store.artifact_files as artifact_files
 from rayline.errors import ArtifactIntegrityError, StoreError, UnsafeNameError
 from rayline.store.artifact_encoding import to_bytes
+from rayline.store.artifact_scan import collect_garbage
 from rayline.store.artifacts import (
     ArtifactInfo,
     ArtifactStore,
     load_or_create_key,
     validate_name,
 )
+from tests.coordination import at_once
 
 FORK = mp.get_context("fork")
 
@@ -260,16 +261,20 @@ def test_disk_full_after_a_partial_write_leaves_no_partial_file(store, monkeypat
     assert [p for p in store.root.rglob("*") if p.is_file()] == []  # no partial, no temp file
 
 
-def test_cleanup_tmp_removes_only_old_temp_files(store: ArtifactStore):
+def test_gc_removes_only_temp_files_left_longer_than_the_lease(store: ArtifactStore):
+    """Old-style temp files beside an object name no writer: ``rayline store gc`` removes them
+    once they have not changed for the lease's length."""
     info = store.put(1)
     shard = data_path(store, info.digest).parent
     old, fresh = shard / f".{info.digest}.1.aa.tmp", shard / f".{info.digest}.2.bb.tmp"
     old.write_bytes(b"partial")
     fresh.write_bytes(b"partial")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    assert store.cleanup_tmp(older_than_s=3600) == 1
+    assert collect_garbage(store, [info.digest], lease_ttl=3600).temp_files == [(str(old), 7)]
     assert not old.exists() and fresh.exists() and store.verify(info.digest)
-    assert store.cleanup_tmp(older_than_s=0) == 1 and not fresh.exists()
+    time.sleep(0.01)
+    assert collect_garbage(store, [info.digest], lease_ttl=0).temp_files == [(str(fresh), 7)]
+    assert not fresh.exists() and store.verify(info.digest)
 
 
 # ------------------------------------------------------------------- integrity and signing
@@ -347,8 +352,6 @@ def test_unsafe_names_are_rejected_and_nothing_is_written(store, tmp_path, bad):
         lambda: store.get_named(bad, "churn"),
         lambda: store.cache_put(bad, "0" * 64),
         lambda: store.cache_get(bad),
-        lambda: store.mark_start(bad, "train"),
-        lambda: store.mark_start("run1", bad),
     ):
         with pytest.raises(UnsafeNameError):
             call()
@@ -429,26 +432,12 @@ def test_named_artifacts_round_trip_and_can_be_replaced(store: ArtifactStore):
         store.get_named("models", "missing")
 
 
-def test_mark_start_counts_executions_per_run_and_node(store: ArtifactStore):
-    assert [store.mark_start("run1", "train") for _ in range(3)] == [1, 2, 3]
-    assert store.mark_start("run1", "load") == 1
-    assert store.mark_start("run2", "train") == 1
-    assert (store.root / "runs" / "run1" / "starts" / "train.3").exists()
-
-
-def test_concurrent_starts_get_distinct_numbers(store: ArtifactStore):
-    got, barrier = [], threading.Barrier(8)
-
-    def start() -> None:
-        barrier.wait()
-        got.append(store.mark_start("run1", "train"))
-
-    threads = [threading.Thread(target=start) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert sorted(got) == list(range(1, 9))
+def test_concurrent_puts_of_one_value_leave_one_intact_object_and_no_temp_files(store: ArtifactStore):
+    got = at_once(lambda: store.put({"weights": list(range(1000))}), 8, timeout=30)
+    assert len(got) == 8 and len(set(got)) == 1
+    assert store.get(got[0].digest) == {"weights": list(range(1000))} and store.verify(got[0].digest)
+    assert [d for d, _, has in store.object_files() if has] == [got[0].digest]
+    assert store.temp_files(everywhere=True) == []
 
 
 def test_the_store_pickles_small_and_works_after_unpickling(store: ArtifactStore):

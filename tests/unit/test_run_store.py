@@ -13,7 +13,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from rayline.store import schema, sql
 from rayline.store.runs import AttemptUpdate, RunStore, TaskUpdate
 from rayline.store.sql import sqlite_url
 from rayline.store.states import RunStatus, TaskStatus
+from tests.coordination import at_once
 
 HOST = socket.gethostname()
 FORK = mp.get_context("fork")
@@ -321,21 +321,8 @@ def test_after_take_over_the_old_owner_can_write_nothing(store: RunStore):
 
 def test_two_resumers_racing_for_a_stale_run_have_one_winner(store: RunStore):
     run_id = create(store, owner_pid=dead_pid())
-    barrier, results = threading.Barrier(4), []
-
-    def resume() -> None:
-        barrier.wait()
-        try:
-            results.append(store.take_over(run_id, owner_pid=os.getpid(), owner_host=HOST,
-                                           lease_ttl=60))  # fmt: skip
-        except StoreError as e:
-            results.append(e)
-
-    threads = [threading.Thread(target=resume) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    results = at_once(lambda: store.take_over(run_id, owner_pid=os.getpid(), owner_host=HOST, lease_ttl=60),
+                      4, timeout=30)  # fmt: skip
     assert sorted(r for r in results if isinstance(r, int)) == [2]
     losers = [str(r) for r in results if isinstance(r, StoreError)]
     assert len(losers) == 3 and all("is still running" in m for m in losers), losers

@@ -12,7 +12,8 @@ from typing import Any
 from rayline.engine.conditions import WHEN_ARG, guarded_spec
 from rayline.engine.validate import ClusterNodes, validate
 from rayline.errors import DefinitionError
-from rayline.sdk.graph import DeferredRange, Graph, Node, ParamRef, Ref
+from rayline.sdk.graph import DeferredRange, Graph, Node, NodeIndex, ParamRef, Ref
+from rayline.sdk.nested import map_nested
 from rayline.sdk.secrets import Secret
 from rayline.sdk.spec import TaskSpec
 from rayline.sdk.task import Task
@@ -42,20 +43,13 @@ class PlannedNode:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Plan:
+class Plan(NodeIndex[PlannedNode]):
     graph: Graph
     params: dict[str, Any]
     nodes: tuple[PlannedNode, ...]
     plan_hash: str
     downstream: dict[str, list[str]] = field(default_factory=dict)
     _index: dict[str, PlannedNode] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self._index:
-            self._index.update((n.id, n) for n in self.nodes)
-
-    def node(self, node_id: str) -> PlannedNode:
-        return self._index[node_id]
 
     def jsonable_params(self) -> dict[str, Any]:
         """Parameter values as the run store records them (``repr`` for non-JSON values; a
@@ -180,19 +174,16 @@ def encode_outputs(value: Any) -> Any:
 
 
 def _template(value: Any, slots: dict[str, int], params: dict[str, Any]) -> Any:
-    if isinstance(value, Ref):
-        return Slot(slots[value.node])
-    if isinstance(value, ParamRef):
-        return params[value.name]
-    if isinstance(value, DeferredRange):
-        return value.resolve(params)
-    if isinstance(value, list):
-        return [_template(v, slots, params) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_template(v, slots, params) for v in value)
-    if isinstance(value, dict):
-        return {k: _template(v, slots, params) for k, v in value.items()}
-    return value
+    def fill(v: Any) -> Any:
+        if isinstance(v, Ref):
+            return Slot(slots[v.node])
+        if isinstance(v, ParamRef):
+            return params[v.name]
+        if isinstance(v, DeferredRange):
+            return v.resolve(params)
+        return v
+
+    return map_nested(value, fill)
 
 
 def ray_options(spec: TaskSpec) -> dict[str, Any]:

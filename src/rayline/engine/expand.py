@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from rayline.engine.compiler import Plan, PlannedNode, Slot, ray_options
+from rayline.sdk.nested import map_nested
 from rayline.sdk.spec import TaskSpec
 
 
@@ -99,15 +100,7 @@ def _reslot(template: dict[str, Any], inputs: tuple[str, ...]) -> tuple[dict[str
     used: dict[int, int] = {}
 
     def walk(v: Any) -> Any:
-        if isinstance(v, Slot):
-            return Slot(used.setdefault(v.index, len(used)))
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        if isinstance(v, tuple):
-            return tuple(walk(x) for x in v)
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        return v
+        return Slot(used.setdefault(v.index, len(used))) if isinstance(v, Slot) else v
 
-    out = {k: walk(v) for k, v in template.items()}
+    out = {k: map_nested(v, walk) for k, v in template.items()}
     return out, tuple(inputs[old] for old, _ in sorted(used.items(), key=lambda kv: kv[1]))

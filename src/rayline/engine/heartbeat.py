@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 from rayline.engine.executors.base import Executor
 from rayline.errors import LeaseLostError
@@ -27,7 +27,27 @@ from rayline.store.cancels import CancelRequests
 log = logging.getLogger("rayline.runner")
 
 
-class Heartbeat:
+class BeatThread:
+    """A daemon thread that runs ``_beat`` while the ``with`` block runs; ``_beat`` loops until
+    ``_stop`` is set, which leaving the block does (then waits up to 5 s for the thread)."""
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=name, daemon=True)
+
+    def _beat(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class Heartbeat(BeatThread):
     """Heartbeats the run's lease from a thread, and notices what must stop the run: another
     process took the run over (``lost``), the executor's compute is gone (``compute_lost``: the
     Ray cluster's head died), or a cancel was requested (``cancelled``: its reason). The driver
@@ -47,16 +67,7 @@ class Heartbeat:
         self._cancels = CancelRequests(store)
         self._failed_probes = 0
         self._interruptible = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"rayline-lease-{run_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        super().__init__(f"rayline-lease-{run_id}")
 
     @contextmanager
     def interruptible(self) -> Iterator[None]:

@@ -64,22 +64,20 @@ def check_references(graph: Graph, params: Mapping[str, Any]) -> Iterator[Proble
             yield Problem(f"duplicate node id '{node.id}'", flow=graph.name, node=node.id, location=node.location)
         seen.add(node.id)
         for ref in _node_refs(node):
-            if isinstance(ref, Ref) and ref.node not in ids:
-                yield Problem(
-                    f"refers to unknown step '{ref.node}'",
-                    flow=graph.name,
-                    node=node.id,
-                    location=node.location,
-                    hint=f"known steps: {', '.join(sorted(ids))}",
-                )
-            elif isinstance(ref, ParamRef) and ref.name not in declared:
-                yield Problem(
-                    f"refers to unknown parameter '{ref.name}'",
-                    flow=graph.name,
-                    node=node.id,
-                    location=node.location,
-                    hint=f"declared parameters: {', '.join(sorted(declared)) or 'none'}",
-                )
+            unknown = _unknown_ref(ref, ids, declared)
+            if unknown is not None:
+                message, hint = unknown
+                yield Problem(message, flow=graph.name, node=node.id, location=node.location, hint=hint)
+
+
+def _unknown_ref(ref: Ref | ParamRef, ids: set[str], declared: set[str]) -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) when ``ref`` names no step or no parameter of the flow."""
+    if isinstance(ref, Ref) and ref.node not in ids:
+        return f"refers to unknown step '{ref.node}'", f"known steps: {', '.join(sorted(ids))}"
+    if isinstance(ref, ParamRef) and ref.name not in declared:
+        return (f"refers to unknown parameter '{ref.name}'",
+                f"declared parameters: {', '.join(sorted(declared)) or 'none'}")  # fmt: skip
+    return None
 
 
 def _node_refs(node: Node) -> Iterator[Ref | ParamRef]:
@@ -152,37 +150,28 @@ def check_types(graph: Graph, params: Mapping[str, Any]) -> Iterator[Problem]:
 def check_serialisable(graph: Graph, params: Mapping[str, Any]) -> Iterator[Problem]:
     import cloudpickle
 
+    for label, value, node_id, location, hint in _shipped_values(graph, params):
+        path = _unpicklable_path(value, label, cloudpickle)
+        if path:
+            yield Problem(f"cannot serialise {path}", flow=graph.name, node=node_id, location=location, hint=hint)
+
+
+def _shipped_values(graph: Graph, params: Mapping[str, Any]) -> Iterator[tuple[str, Any, str | None, str, str | None]]:
+    """(label, value, node id, location, hint) of each thing a run pickles: each task function
+    once, the constant arguments, the parameters."""
     checked: set[int] = set()
     for node in graph.nodes:
-        fn = node.spec.fn
-        if id(fn) not in checked:
-            checked.add(id(fn))
-            path = _unpicklable_path(fn, f"task function '{node.spec.name}'", cloudpickle)
-            if path:
-                yield Problem(
-                    f"cannot serialise {path}",
-                    flow=graph.name,
-                    node=node.id,
-                    location=node.spec.location,
-                    hint="a task must not close over locks, sockets, connections or generators; "
-                    "create them inside the task",
-                )
+        if id(node.spec.fn) not in checked:
+            checked.add(id(node.spec.fn))
+            yield (f"task function '{node.spec.name}'", node.spec.fn, node.id, node.spec.location,
+                   "a task must not close over locks, sockets, connections or generators; create them "
+                   "inside the task")  # fmt: skip
         for name, value in node.args:
-            if isinstance(value, Ref | ParamRef):
-                continue
-            path = _unpicklable_path(value, f"argument '{name}'", cloudpickle)
-            if path:
-                yield Problem(
-                    f"cannot serialise {path}",
-                    flow=graph.name,
-                    node=node.id,
-                    location=node.location,
-                    hint="pass plain data (or a path/URL) and open the resource inside the task",
-                )
+            if not isinstance(value, Ref | ParamRef):
+                yield (f"argument '{name}'", value, node.id, node.location,
+                       "pass plain data (or a path/URL) and open the resource inside the task")  # fmt: skip
     for name, value in params.items():
-        path = _unpicklable_path(value, f"parameter '{name}'", cloudpickle)
-        if path:
-            yield Problem(f"cannot serialise {path}", flow=graph.name, location=graph.location)
+        yield f"parameter '{name}'", value, None, graph.location, None
 
 
 def _unpicklable_path(value: Any, label: str, cloudpickle: Any, depth: int = 0) -> str | None:

@@ -27,6 +27,7 @@ from typing import Any
 from rayline import context
 from rayline.engine.task_output import capture, log_limit
 from rayline.errors import SkipRun, TaskTimeoutError
+from rayline.sdk.nested import map_nested, nested_values
 from rayline.store.task_logs import END_NOTE
 
 
@@ -94,36 +95,20 @@ class NodeCall:
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
 
-def _plain(value: Any, depth: int = 0) -> bool:
+def _plain(value: Any) -> bool:
     """Whether a template holds only plain data (and slots), which C pickle ships safely; any
     other object (a function, a class, an object holding one — e.g. a model_fn defined in a
     flow file) goes through Ray's cloudpickle, which ships by-value modules instead of naming
     them."""
     from rayline.engine.compiler import Slot
 
-    if isinstance(value, _PLAIN) or type(value) is Slot:
-        return True
-    if depth > 8:
-        return False
-    if type(value) in (list, tuple):
-        return all(_plain(v, depth + 1) for v in value)
-    if type(value) is dict:
-        return all(_plain(v, depth + 1) for v in value.values())
-    return False
+    return all(isinstance(v, _PLAIN) or type(v) is Slot for v in nested_values(value))
 
 
-def code_in(value: Any, depth: int = 0) -> list[Any]:
+def code_in(value: Any) -> list[Any]:
     """Functions and classes in a template (and the classes of objects in it): the driver ships
     their modules by value when workers could not import them (a flow file loaded by path)."""
-    if isinstance(value, _PLAIN) or depth > 8:
-        return []
-    if type(value) in (list, tuple):
-        return [c for v in value for c in code_in(v, depth + 1)]
-    if type(value) is dict:
-        return [c for v in value.values() for c in code_in(v, depth + 1)]
-    if callable(value):
-        return [value]
-    return [type(value)]
+    return [v if callable(v) else type(v) for v in nested_values(value) if not isinstance(v, _PLAIN)]
 
 
 def execute_node(static: TaskStatic, call: NodeCall, *resolved: Any) -> tuple[Any, dict[str, Any]]:
@@ -266,17 +251,9 @@ def _bind(fn: Callable[..., Any], template: tuple[tuple[str, Any], ...], values:
     from rayline.engine.compiler import Slot
 
     def fill(v: Any) -> Any:
-        if isinstance(v, Slot):
-            return values[v.index]
-        if type(v) is list:
-            return [fill(x) for x in v]
-        if type(v) is tuple:
-            return tuple(fill(x) for x in v)
-        if type(v) is dict:
-            return {k: fill(x) for k, x in v.items()}
-        return v
+        return values[v.index] if isinstance(v, Slot) else v
 
-    arguments = OrderedDict((k, fill(v)) for k, v in template)
+    arguments = OrderedDict((k, map_nested(v, fill)) for k, v in template)
     bound = inspect.BoundArguments(_signature(fn), arguments)
     return bound.args, bound.kwargs
 

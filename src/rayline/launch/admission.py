@@ -23,13 +23,13 @@ Example::
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rayline.engine.compiler import Plan
+from rayline.engine.heartbeat import BeatThread
 from rayline.errors import LeaseLostError, UsageError
 from rayline.launch.driver_signals import cancel_on_signals
 from rayline.launch.flow_files import load_flow
@@ -311,14 +311,13 @@ def unreserve(store: Any, run_id: str, exc: BaseException) -> None:
         store.set_run_status(run_id, RunStatus.FAILED, error=f"could not start the run: {type(exc).__name__}: {exc}")
 
 
-class KeepReserved:
+class KeepReserved(BeatThread):
     """Heartbeats a reserved PENDING run while its starter imports the flow and starts Ray, so
     a slow start is not mistaken for a dead starter."""
 
     def __init__(self, slots: FlowSlots, run_id: str, interval: float) -> None:
         self._slots, self._run_id, self._interval = slots, run_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"rayline-reserved-{run_id}", daemon=True)
+        super().__init__(f"rayline-reserved-{run_id}")
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):
@@ -326,11 +325,3 @@ class KeepReserved:
                 self._slots.touch(self._run_id)
             except Exception as exc:  # a transient store error: the next beat may work
                 log.warning("could not refresh reserved run %s: %s", self._run_id, exc)
-
-    def __enter__(self) -> KeepReserved:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)

@@ -107,27 +107,17 @@ def _convert(value: Any, target: type) -> Any:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         return _NO
-    if isinstance(value, bool):
+    if target not in (int, float) or isinstance(value, bool):
         return _NO  # true/false is not a number
-    if target is int:
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                return _NO
-        return _NO
-    if target is float:
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                return _NO
+    if isinstance(value, str):
+        try:
+            return target(value.strip())
+        except ValueError:
+            return _NO
+    if isinstance(value, int) or (target is float and isinstance(value, float)):
+        return target(value)
+    if isinstance(value, float) and value.is_integer():  # 3.0 for an int
+        return int(value)
     return _NO
 
 

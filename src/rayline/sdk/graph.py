@@ -12,13 +12,16 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from rayline.errors import TracingError
+from rayline.sdk.nested import nested_values
 
 if TYPE_CHECKING:
     from rayline.sdk.hooks import RunHooks
     from rayline.sdk.spec import TaskSpec
+
+N = TypeVar("N")
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 
@@ -53,6 +56,9 @@ class _Placeholder:
     def __float__(self) -> float:
         raise self._refuse("arithmetic")
 
+    def __repr__(self) -> str:  # Ref('train'), ParamRef('n'): each has one field
+        return f"{type(self).__name__}({getattr(self, self.__match_args__[0])!r})"
+
     def __int__(self) -> int:
         raise self._refuse("arithmetic")
 
@@ -62,35 +68,23 @@ class _Placeholder:
     __le__ = __gt__ = __ge__ = __lt__
 
 
-@dataclass(frozen=True, slots=True, eq=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Ref(_Placeholder):
     """The (future) output of node ``node``."""
 
     node: str
 
-    def __repr__(self) -> str:
-        return f"Ref({self.node!r})"
 
-    def __hash__(self) -> int:
-        return hash(("ref", self.node))
-
-
-@dataclass(frozen=True, slots=True, eq=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ParamRef(_Placeholder):
     """The value of flow parameter ``name``, bound at run time."""
 
     name: str
 
-    def __repr__(self) -> str:
-        return f"ParamRef({self.name!r})"
-
     def __index__(self) -> int:
         from rayline.sdk.mapping import index_token  # tracing sits above the IR
 
         return index_token(self)
-
-    def __hash__(self) -> int:
-        return hash(("param", self.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +137,31 @@ class Node:
         return dict(self.args)
 
 
+class NodeIndex(Generic[N]):
+    """A graph's nodes by id: ``node(id)``, ``id in graph``, ``len(graph)``. The class holds
+    ``nodes`` and an ``_index`` dict that ``__post_init__`` fills from them (a dataclass's
+    ``_index`` field starts empty)."""
+
+    __slots__ = ()
+    nodes: tuple[N, ...]
+    _index: dict[str, N]
+
+    def __post_init__(self) -> None:
+        if not self._index:
+            self._index.update((n.id, n) for n in self.nodes)
+
+    def node(self, node_id: str) -> N:
+        return self._index[node_id]
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._index
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
-class Graph:
+class Graph(NodeIndex[Node]):
     """A traced flow: nodes (topologically ordered when traced), outputs, parameters."""
 
     name: str
@@ -157,19 +174,6 @@ class Graph:
     queue: str | None = None  # the admission queue its runs wait in (rayline.launch.queue_config)
     priority: int | None = None  # higher goes first; None: the queue's priority
     _index: dict[str, Node] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self._index:
-            self._index.update((n.id, n) for n in self.nodes)
-
-    def node(self, node_id: str) -> Node:
-        return self._index[node_id]
-
-    def __contains__(self, node_id: str) -> bool:
-        return node_id in self._index
-
-    def __len__(self) -> int:
-        return len(self.nodes)
 
     def downstream(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {n.id: [] for n in self.nodes}
@@ -195,17 +199,12 @@ class Graph:
 
 
 def iter_refs(value: Any) -> Iterator[Ref | ParamRef]:
-    """Every ``Ref``/``ParamRef`` nested in lists, tuples and dicts of ``value``."""
-    if isinstance(value, Ref | ParamRef):
-        yield value
-    elif isinstance(value, DeferredRange):
-        yield from iter_refs([value.start, value.stop, value.step])
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from iter_refs(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from iter_refs(v)
+    """Every ``Ref``/``ParamRef`` nested in lists, tuples and dicts of ``value`` (and in the
+    bounds of a ``DeferredRange``)."""
+    for v in nested_values(value):
+        for x in (v.start, v.stop, v.step) if isinstance(v, DeferredRange) else (v,):
+            if isinstance(x, Ref | ParamRef):
+                yield x
 
 
 def upstream_of(args: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:

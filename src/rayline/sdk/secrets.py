@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rayline.errors import DefinitionError, SecretError
+from rayline.sdk.nested import map_nested, nested_values
 
 MASK = "***"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -100,17 +101,9 @@ def _secrets_dir() -> str | None:
     return str(folder) if folder else None
 
 
-def has_secrets(value: Any, depth: int = 0) -> bool:
+def has_secrets(value: Any) -> bool:
     """Whether a ``Secret`` is nested in ``value`` (lists, tuples, dict values)."""
-    if type(value) is Secret:
-        return True
-    if depth > 8:
-        return False
-    if type(value) in (list, tuple):
-        return any(has_secrets(v, depth + 1) for v in value)
-    if type(value) is dict:
-        return any(has_secrets(v, depth + 1) for v in value.values())
-    return False
+    return any(type(v) is Secret for v in nested_values(value))
 
 
 def resolve_secrets(template: Any, node_id: str) -> tuple[Any, list[str]]:
@@ -122,19 +115,13 @@ def resolve_secrets(template: Any, node_id: str) -> tuple[Any, list[str]]:
     values: list[str] = []
 
     def fill(v: Any) -> Any:
-        if type(v) is Secret:
-            value = v.resolve(node_id)
-            values.append(value)
-            return value
-        if type(v) is list:
-            return [fill(x) for x in v]
-        if type(v) is tuple:
-            return tuple(fill(x) for x in v)
-        if type(v) is dict:
-            return {k: fill(x) for k, x in v.items()}
-        return v
+        if type(v) is not Secret:
+            return v
+        value = v.resolve(node_id)
+        values.append(value)
+        return value
 
-    return fill(template), values
+    return map_nested(template, fill), values
 
 
 def mask(text: Any, values: list[str]) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 from rayline.errors import DefinitionError
 from rayline.sdk.graph import DeferredRange, Graph, Node, ParamRef, Ref, iter_refs, upstream_of
+from rayline.sdk.nested import map_nested
 
 Report = Callable[..., None]  # the loader's problem(message, loc, node, hint)
 
@@ -79,12 +80,15 @@ def inline(report: Report, sid: str, sub: Graph, bindings: dict[str, Any]) -> tu
                    f"add `{p.name}:` under `with:`")  # fmt: skip
     values = {p.name: bindings.get(p.name, p.default) for p in sub.params}
 
-    def rename(v: Any) -> Any:
+    def rename_ref(v: Any) -> Any:
         if isinstance(v, Ref):
             return Ref(f"{sid}.{v.node}")
         if isinstance(v, ParamRef):
             return values.get(v.name, v)
-        return _walk(v, rename)
+        return v
+
+    def rename(v: Any) -> Any:
+        return _map_refs(v, rename_ref)
 
     nodes = []
     for n in sub.nodes:
@@ -101,9 +105,7 @@ def splice(order: list[str], steps: dict[str, Node], subflows: dict[str, tuple[l
     members = {sid: [n.id for n in nodes] for sid, (nodes, _) in subflows.items()}
 
     def swap(v: Any) -> Any:
-        if isinstance(v, Ref):
-            return aliases[v.node] if v.node in aliases else v
-        return _walk(v, swap)
+        return _map_refs(v, lambda r: aliases[r.node] if isinstance(r, Ref) and r.node in aliases else r)
 
     def ids(step: str, outputs_only: bool = False) -> list[str]:
         if step not in aliases:
@@ -120,13 +122,10 @@ def splice(order: list[str], steps: dict[str, Node], subflows: dict[str, tuple[l
     return out, swap
 
 
-def _walk(v: Any, f: Callable[[Any], Any]) -> Any:
-    if isinstance(v, DeferredRange):
-        return DeferredRange(f(v.start), f(v.stop), f(v.step))
-    if isinstance(v, list):
-        return [f(x) for x in v]
-    if isinstance(v, tuple):
-        return tuple(f(x) for x in v)
-    if isinstance(v, dict):
-        return {k: f(x) for k, x in v.items()}
-    return v
+def _map_refs(v: Any, f: Callable[[Any], Any]) -> Any:
+    """``v`` with ``f`` applied to each value nested in it, a ``DeferredRange``'s bounds too."""
+
+    def leaf(x: Any) -> Any:
+        return DeferredRange(f(x.start), f(x.stop), f(x.step)) if isinstance(x, DeferredRange) else f(x)
+
+    return map_nested(v, leaf)

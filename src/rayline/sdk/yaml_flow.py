@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from rayline.errors import DefinitionError, Problem
 from rayline.sdk import yaml_compose as compose
 from rayline.sdk.graph import Graph, Node, Param, ParamRef, Ref, iter_refs, upstream_of
+from rayline.sdk.nested import nested_values
 from rayline.sdk.toposort import toposort
 from rayline.sdk.yaml_reader import Loc, SpecValidationError, YamlDocument, read_yaml
 from rayline.sdk.yaml_run_options import step_runtime_env, yaml_hooks
@@ -313,7 +314,7 @@ class _Loader:
 
     def _check_param_defaults(self) -> None:
         for p in self.flow.params.values():
-            if any(isinstance(v, str) and _EMBEDDED.search(v) for v in _walk(p.default)):
+            if any(isinstance(v, str) and _EMBEDDED.search(v) for v in nested_values(p.default)):
                 self.problem(
                     f"parameter '{p.name}': a default cannot contain a reference",
                     ("params", p.name),
@@ -343,7 +344,7 @@ class _Loader:
             return leaves[0] if len(leaves) == 1 else leaves
         outputs = self._resolve(self.flow.outputs, ("outputs",), None)
         refs = list(iter_refs(outputs))
-        constants = [v for v in _walk(outputs) if not isinstance(v, Ref | ParamRef)]
+        constants = [v for v in nested_values(outputs) if not isinstance(v, Ref | ParamRef)]
         if constants or any(isinstance(r, ParamRef) for r in refs):
             self.problem(
                 'outputs must be step references like "${steps.ID}" (or a list of them)',
@@ -365,14 +366,6 @@ def _options(spec: StepSpec) -> dict[str, Any]:
     if spec.backoff is not None:
         opts["backoff"] = spec.backoff.model_dump()
     return opts
-
-
-def _walk(value: Any) -> list[Any]:
-    if isinstance(value, list | tuple):
-        return [x for v in value for x in _walk(v)]
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in _walk(v)]
-    return [value]
 
 
 def _line_of(problem: Problem) -> int:

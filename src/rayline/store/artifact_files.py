@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from rayline.errors import StoreError, UnsafeNameError
 from rayline.store.files import (
     READ_FLAGS,
-    WRITE_FLAGS,
     fsync_dir,
     validate_name,
     write_atomic,
@@ -81,9 +80,6 @@ class ArtifactFiles(Protocol):
 
     def walk_temp(self, everywhere: bool) -> Iterator[TempFile]:
         """Temp files under ``tmp/`` (``everywhere``: anywhere under the root)."""
-
-    def create(self, path: Any) -> None:
-        """Create the empty file ``path`` exclusively (FileExistsError if it is there)."""
 
     def make_dirs(self, directory: Any) -> None:
         """Make ``directory`` and its parents where the filesystem has directories."""
@@ -211,10 +207,6 @@ class LocalFiles:
             st = self.stat(path) if writer is not None else None
             if st is not None:
                 yield TempFile(path, st[0], st[1], writer)
-
-    def create(self, path: Path) -> None:
-        """Create the empty file ``path`` exclusively (FileExistsError if it is there)."""
-        os.close(os.open(path, WRITE_FLAGS, 0o600))
 
     def read(self, path: Path) -> bytes:
         try:

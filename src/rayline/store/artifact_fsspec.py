@@ -4,8 +4,6 @@ On object storage one PUT of a whole object is atomic (a multipart upload too: t
 appears only when it completes), so a write is a single ``pipe_file`` of the bytes: no temp file,
 no rename. A reader sees the old object, the new one or none. The artifact store writes an
 object's bytes first and its manifest last, so an object without its manifest is invisible.
-Exclusive create (``mark_start``) is a conditional PUT (``If-None-Match: *``) where the
-filesystem supports it, else a check then a PUT.
 
 The filesystem is built on first use in each process (``fsspec.core.url_to_fs(url, **options)``)
 and never pickled: a Ray worker gets the URL and the options, and credentials the options do not
@@ -156,21 +154,6 @@ class FsspecFiles:
 
     def walk_temp(self, everywhere: bool) -> Iterator[TempFile]:
         return iter(())  # writes are single atomic PUTs: there are no temp files
-
-    def create(self, path: PurePosixPath) -> None:
-        self.make_dirs(path.parent)
-        try:
-            self.fs.pipe_file(str(path), b"", mode="create")
-        except FileExistsError:
-            raise
-        except TypeError:  # a filesystem without exclusive create: check, then write
-            if self.stat(path) is not None:
-                raise FileExistsError(str(path)) from None
-            self.write(path, b"", sync=False)
-        except Exception as exc:
-            if "PreconditionFailed" in repr(exc) or "412" in str(exc):
-                raise FileExistsError(str(path)) from exc
-            raise self._error("create", path, exc) from exc
 
     def make_dirs(self, directory: PurePosixPath) -> None:
         if self.protocol in FLAT or directory in self._made:

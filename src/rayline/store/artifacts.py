@@ -7,7 +7,6 @@ Layout under ``root`` (``RAYLINE_ARTIFACTS_URL``; default ``RAYLINE_HOME/artifac
                                     type, hmac)
     cache/<k[:2]>/<key>             cache index: "<digest> <hmac>" (metadata apart from the bytes)
     named/<namespace>/<name>        named pointers (models, reports): "<digest> <hmac>"
-    runs/<run_id>/starts/<node>.<k> one empty file per execution of a node (counts Ray retries)
     tmp/.rl-<machine>-<pid>-<ms>-<hex>.tmp   writes in progress, named after their writer
 
 ``digest`` is the sha256 of the stored bytes. Every write is atomic — locally a temp file under
@@ -40,7 +39,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +54,6 @@ from rayline.store.files import (
     check_digest,
     load_or_create_key,
     validate_name,
-    write_error,
 )
 from rayline.store.temp_files import writer_gone
 
@@ -135,6 +133,7 @@ class ArtifactStore:
 
     def _object(self, digest: str) -> Path:
         return self._files.path("objects", check_digest(digest)[:2], digest)
+
     def _mac(self, *fields: object) -> str:
         msg = "\n".join(["rayline-v1", *map(str, fields)]).encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
@@ -164,7 +163,7 @@ class ArtifactStore:
         info = ArtifactInfo(digest, len(data), fmt)
         m, d = self._files.stat(manifest), self._files.stat(path)
         intact = d is not None and d[0] == len(data) and self._same_bytes(path, data)
-        if intact and m is not None and m[0] and self._manifest_ok(digest):
+        if intact and m is not None and m[0] and _passes(self._manifest, digest):
             return info  # already stored intact: nothing to write
         if m is not None and d is not None:
             log.warning("artifact %s in %s was damaged; rewriting it", digest, self.url)
@@ -185,13 +184,6 @@ class ArtifactStore:
             return self._files.read(path) == data
         except (FileNotFoundError, StoreError):
             return False
-
-    def _manifest_ok(self, digest: str) -> bool:
-        try:
-            self._manifest(digest)
-        except StoreError:
-            return False
-        return True
 
     def _manifest(self, digest: str) -> tuple[Path, dict[str, Any]]:
         path = self._object(digest)
@@ -249,11 +241,7 @@ class ArtifactStore:
 
     def verify(self, digest: str) -> bool:
         """Whether the object is present and passes its checksum and signature. Never raises."""
-        try:
-            self._verified_bytes(digest)
-        except StoreError:
-            return False
-        return True
+        return _passes(self._verified_bytes, digest)
 
     def info(self, digest: str) -> ArtifactInfo:
         """Digest, size and format from the object's (signature-checked) manifest."""
@@ -323,28 +311,6 @@ class ArtifactStore:
             raise StoreError(f"no artifact named '{namespace}/{name}' in {self.url}")
         return self.get(digest)
 
-    # ------------------------------------------------------------------ attempts and cleanup
-
-    def mark_start(self, run_id: str, node_id: str) -> int:
-        """Record one execution of ``node_id`` in ``run_id``; return its number (1, 2, …).
-
-        Each call creates ``runs/<run_id>/starts/<node_id>.<k>`` exclusively, so executions that
-        Ray retried on its own are counted even though the driver never saw them fail.
-        """
-        directory = self._files.path("runs", run_id, "starts")
-        validate_name(node_id)
-        k = 1
-        while True:
-            try:
-                self._files.create(directory / f"{node_id}.{k}")
-                return k
-            except FileExistsError:
-                k += 1
-            except FileNotFoundError:
-                self._files.make_dirs(directory)
-            except OSError as e:
-                raise write_error(directory / f"{node_id}.{k}", e) from e
-
     # ------------------------------------------------------------- temp files and listings
 
     def temp_files(self, *, everywhere: bool = False) -> list[TempFile]:
@@ -365,11 +331,6 @@ class ArtifactStore:
                 if dry_run or self._files.remove(t.path):
                     gone.append(t)
         return gone
-
-    def cleanup_tmp(self, older_than_s: float = 3600) -> int:
-        """Remove temp files anywhere in the store not changed for ``older_than_s``; how many."""
-        cutoff = time.time() - older_than_s
-        return sum(1 for t in self._files.walk_temp(True) if t.mtime < cutoff and self._files.remove(t.path))
 
     def object_files(self) -> Iterator[tuple[str, tuple[int, float] | None, bool]]:
         """Every object's ``(digest, (size, mtime) of its data or None, has a manifest)``."""
@@ -397,3 +358,12 @@ class ArtifactStore:
     def cache_remove(self, key: str) -> bool:
         """Remove cache entry ``key``; False if there was none."""
         return self._files.remove(self._cache_path(key))
+
+
+def _passes(check: Callable[[str], object], digest: str) -> bool:
+    """Whether ``check(digest)`` (a read that verifies) raises no ``StoreError``."""
+    try:
+        check(digest)
+    except StoreError:
+        return False
+    return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from rayline.store.states import RunStatus, TaskStatus
 
@@ -61,28 +61,6 @@ class TaskRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One attempt (one execution) of one node."""
-
-    run_id: str
-    node_id: str
-    attempt: int
-    status: TaskStatus
-    started_at: datetime | None
-    ended_at: datetime | None
-    error_type: str | None
-    error_message: str | None
-    traceback: str | None
-    worker_pid: int | None
-    node_ip: str | None
-    cpus: float | None = None  # what the attempt held (its planned Ray options)
-    gpus: float | None = None
-    memory_bytes: int | None = None
-    cpu_seconds: float | None = None  # held x how long it ran
-    gpu_seconds: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class AttemptUpdate:
     """An attempt to insert or replace, keyed by (run, node, ``attempt``)."""
 
@@ -95,30 +73,20 @@ class AttemptUpdate:
     traceback: str | None = None
     worker_pid: int | None = None
     node_ip: str | None = None
-    cpus: float | None = None
+    cpus: float | None = None  # what the attempt held (its planned Ray options)
     gpus: float | None = None
     memory_bytes: int | None = None
-    cpu_seconds: float | None = None
+    cpu_seconds: float | None = None  # held x how long it ran
     gpu_seconds: float | None = None
 
 
-class AttemptLike(Protocol):
-    """What ``record_tasks`` reads from an attempt: ``AttemptUpdate`` or ``AttemptRecord``."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord(AttemptUpdate):
+    """One attempt (one execution) of one node, as stored: an ``AttemptUpdate`` with the run
+    and node it belongs to."""
 
-    attempt: int
-    status: TaskStatus
-    started_at: datetime | None
-    ended_at: datetime | None
-    error_type: str | None
-    error_message: str | None
-    traceback: str | None
-    worker_pid: int | None
-    node_ip: str | None
-    cpus: float | None
-    gpus: float | None
-    memory_bytes: int | None
-    cpu_seconds: float | None
-    gpu_seconds: float | None
+    run_id: str
+    node_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +96,14 @@ class TaskUpdate:
     An update to PENDING or RUNNING starts the node afresh: it replaces every field (None clears
     it), except ``cache_key``. Any other update merges: None keeps the stored value.
 
-    ``attempts`` (``AttemptUpdate``, or ``AttemptRecord`` whose run and node are ignored) are
+    ``attempts`` (``AttemptUpdate``; an ``AttemptRecord``'s run and node are ignored) are
     upserted by attempt number: a new one is inserted, a known one merged (its status replaced,
     None keeping the other stored values). ``TaskRecord.attempts`` becomes the highest number.
     """
 
     node_id: str
     status: TaskStatus
-    attempts: tuple[AttemptUpdate | AttemptRecord, ...] = ()
+    attempts: tuple[AttemptUpdate, ...] = ()
     digest: str | None = None
     size: int | None = None
     fmt: str | None = None

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 
 from rayline.errors import StoreError
-from rayline.store.run_records import TIME_FIELDS, AttemptLike, TaskUpdate, to_ts
+from rayline.store.run_records import TIME_FIELDS, AttemptUpdate, TaskUpdate, to_ts
 from rayline.store.schema import task_attempts, tasks
 from rayline.store.states import TaskStatus
 
@@ -88,7 +88,7 @@ class TaskWrites:
         return {**row, "k_run_id": run_id, "k_node_id": key[0], "k_attempt": key[1]}
 
 
-def _attempt_values(a: AttemptLike) -> dict[str, Any]:
+def _attempt_values(a: AttemptUpdate) -> dict[str, Any]:
     return {
         "status": str(a.status), "started_at": to_ts(a.started_at), "ended_at": to_ts(a.ended_at),
         "error_type": a.error_type, "error_message": a.error_message, "traceback": a.traceback,

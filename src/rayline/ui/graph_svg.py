@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rayline.display.render import boxes, state_colours
+from rayline.sdk.graph import NodeIndex
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 168, 44, 24, 40, 12
 
@@ -36,24 +37,15 @@ class PlanNode:
     upstream: tuple[str, ...]
 
 
-class PlanGraph:
+class PlanGraph(NodeIndex[PlanNode]):
     """The nodes of a stored plan, readable by ``render.boxes`` like a ``Graph``."""
 
     def __init__(self, nodes: Sequence[PlanNode]) -> None:
         self.nodes = tuple(nodes)
         self._index = {n.id: n for n in self.nodes}
 
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-    def __contains__(self, node_id: object) -> bool:
-        return node_id in self._index
-
     def __iter__(self) -> Iterator[PlanNode]:
         return iter(self.nodes)
-
-    def node(self, node_id: str) -> PlanNode:
-        return self._index[node_id]
 
 
 def plan_nodes(plan: dict[str, Any] | None, task_ids: Sequence[str] = ()) -> PlanGraph:

@@ -1,6 +1,6 @@
 """A flow whose task prints, waits until its own log holds that line (the log is flushed while
 the task runs), writes the marker ``printed`` and then waits for ``go`` before printing its last
-line; ``doomed`` prints 30 lines and fails."""
+line. (``tests/fixtures/doomed.py`` holds a task that prints and fails.)"""
 
 from __future__ import annotations
 
@@ -35,15 +35,3 @@ def chatty(folder: str) -> int:
 @flow
 def printing(folder: str):
     return chatty(folder)
-
-
-@task
-def doomed() -> int:
-    for i in range(30):
-        print(f"working on step {i}")
-    raise ValueError("gave up at the end")
-
-
-@flow
-def doomed_flow():
-    return doomed()
