@@ -8,8 +8,8 @@ the alias's version and that version's predictions, the replica must be a new pr
 rollout must have ended consistently: the registry's alias, the version rayline recorded as
 deployed and the version the endpoint serves agree.
 
-The replica's pid comes from Ray's state API (``ray.util.state.list_actors``: the live
-``ServeReplica`` actor of the application), never from a process name.
+The replica's pid comes from Serve's controller (the replica details behind ``serve status``),
+never from a process name.
 """
 
 from __future__ import annotations
@@ -53,13 +53,14 @@ def _free_port() -> int:
 
 
 def replica_pids() -> list[int]:
-    """Pids of the application's live replicas, from Ray's state API."""
-    import ray
-    from ray.util.state import list_actors
+    """Pids of the application's RUNNING replicas, as Serve's controller reports them (the
+    details ``serve status`` shows). Ray's state API (``ray.util.state.list_actors``) answers
+    through the dashboard's API server, which the session Ray runs without."""
+    from ray.serve.context import _get_global_client
 
-    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")],
-                         limit=1000, raise_on_missing_output=False)  # fmt: skip
-    return [a.pid for a in actors if a.class_name.startswith(f"ServeReplica:{APP}:") and a.pid]
+    app = _get_global_client().get_serve_details()["applications"].get(APP) or {}
+    return [r["pid"] for d in app.get("deployments", {}).values() for r in d.get("replicas", [])
+            if r.get("state") == "RUNNING" and r.get("pid")]  # fmt: skip
 
 
 class Load:
