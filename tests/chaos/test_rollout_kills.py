@@ -1,9 +1,10 @@
-"""Random ``kill -9`` of the serving replica during model rollouts (issue 12): one model served on
-the session Ray (127.0.0.1, a free port) under bounded load; each round moves the ``production``
-alias to another version and rolls it out (``serve_model(name, alias=...)``), and kills the
-replica process at a random moment: while the old version serves just before the rollout, or
-after a random number of requests once the rollout has begun. The rollout is repeated until it
-succeeds (a rollout that failed rolled the alias back). Then the endpoint must answer again with
+"""Random ``kill -9`` during model rollouts (issue 12): one model served on the session Ray
+(127.0.0.1, a free port) under bounded load; each round moves the ``production`` alias to another
+version and rolls it out (``serve_model(name, alias=...)``), and kills, at random, the replica
+process (while the old version serves just before the rollout, or after a random number of
+requests once the rollout has begun) or the process running the rollout (once the endpoint
+serves the new version, before the rollout recorded its outcome). The rollout is repeated until
+it succeeds (a rollout that failed rolled the alias back). Then the endpoint must answer again with
 the alias's version and that version's predictions, the replica must be a new process, and the
 rollout must have ended consistently: the registry's alias, the version rayline recorded as
 deployed and the version the endpoint serves agree.
@@ -17,9 +18,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +37,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 APP = "chaos"
 BODY = {"records": [{"a": 1.0}]}
 ANSWERS = {1: 10, 2: 20, 3: 30, 4: 40}  # version -> what it predicts
-WHEN = ("while serving, before the rollout", "during the rollout")
+WHEN = ("the replica, while serving before the rollout", "the replica, during the rollout",
+        "the rollout's own process, mid-rollout")
+ROOT = Path(__file__).resolve().parents[2]
+ROLLOUT = """import sys
+from rayline.serving.rollout import serve_model
+home, app, port, address = sys.argv[1:5]
+serve_model("constant", None, "production", home=home, app_name=app, port=int(port), address=address,
+            health_check_period_s=0.5, health_check_timeout_s=5, max_constructor_retries=2,
+            batch_wait_timeout_s=0.01, bake_s=2.0, timeout_s=120)
+"""
 
 
 class Constant:
@@ -141,8 +154,34 @@ def kill_after(load: Load, requests: int, rollout: Any, pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def kill_a_rollout_process(registry: Any, port: int, load: Load, target: int, logs: Path) -> bool:
+    """Roll out in a process of its own (``serve_model`` there, on this Ray) and SIGKILL it by
+    its pid once the endpoint answers with ``target`` (it is baking, its outcome not yet
+    recorded). False if it had ended first."""
+    import ray
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    args = [str(registry.home), APP, str(port), ray.get_runtime_context().gcs_address]
+    with open(logs, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", ROLLOUT, *args], env=env, stdout=log, stderr=log)
+    seen = len(load.results)
+    try:
+        wait_for(lambda: proc.poll() is not None or any(v == target for _, v, _ in load.results[seen:]), 180,
+                 f"the rollout process to switch the endpoint to v{target}")  # fmt: skip
+        if proc.poll() is not None:
+            assert proc.returncode == 0, logs.read_text()[-3000:]
+            return False
+        os.kill(proc.pid, signal.SIGKILL)
+        return True
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
 @pytest.mark.timeout(300 + 200 * ROUNDS)
-def test_a_replica_killed_around_rollouts_ends_with_alias_and_served_version_agreeing(registry, chaos):
+def test_kills_around_rollouts_end_with_alias_and_served_version_agreeing(registry, chaos, tmp_path):
     from rayline.serving.rollout import RolloutError, serving_status
 
     port = _free_port()
@@ -155,7 +194,7 @@ def test_a_replica_killed_around_rollouts_ends_with_alias_and_served_version_agr
         target = chaos.rng.choice([v for v in ANSWERS if v != current])
         when = chaos.rng.choice(WHEN)
         after = chaos.rng.randint(0, 40)
-        with chaos.step(f"round {r + 1} of {ROUNDS}: v{current} -> v{target}, replica killed {when}"
+        with chaos.step(f"round {r + 1} of {ROUNDS}: v{current} -> v{target}, killed {when}"
                         + (f" after {after} requests" if when == WHEN[1] else "")):  # fmt: skip
             (killed,) = wait_for(lambda: replica_pids() or None, 60, "the live replica's pid")
             registry.promote("constant", target, "production", reason="chaos")
@@ -164,10 +203,15 @@ def test_a_replica_killed_around_rollouts_ends_with_alias_and_served_version_agr
                 if when == WHEN[0]:
                     wait_for(lambda: len(load.results) >= 5, 60, "requests to the old version")
                     os.kill(killed, signal.SIGKILL)
+                elif when == WHEN[2]:  # the replica lives on; the rollout is run again below
+                    if not kill_a_rollout_process(registry, port, load, target, tmp_path / f"rollout-{r}.log"):
+                        when = "nothing: the rollout process ended first"
+                    killed = None
                 rollout = pool.submit(roll_out, registry, port)
                 if when == WHEN[1]:
                     kill_after(load, after, rollout, killed)
-                wait_for(lambda pid=killed: not pid_alive(pid), 30, f"the replica (pid {killed}) to die")
+                if killed is not None:
+                    wait_for(lambda pid=killed: not pid_alive(pid), 30, f"the replica (pid {killed}) to die")
                 while True:  # repeat the rollout until it succeeds, as an operator would
                     tries += 1
                     try:
@@ -180,7 +224,8 @@ def test_a_replica_killed_around_rollouts_ends_with_alias_and_served_version_agr
                         rollout = pool.submit(roll_out, registry, port)
                 answer = served(url)
             assert outcomes[-1] == target, outcomes
-            # the endpoint answers with the alias's version, its predictions, from a new process
+            # the endpoint answers with the alias's version, its predictions (from a new process
+            # where the replica was killed)
             alias = registry.aliases("constant")["production"]
             assert alias == target and answer["version"] == target, (alias, answer)
             assert answer["predictions"] == [ANSWERS[target]], answer
