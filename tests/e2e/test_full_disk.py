@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from rayline.api import load_run
+from rayline.cli.runs import show_json
+from rayline.config import Settings
 from rayline.store.runs import RunStore
 from rayline.store.sql import sqlite_url
 from rayline.store.states import RunStatus, TaskStatus
@@ -134,6 +137,9 @@ def test_an_output_that_does_not_fit_ends_the_run_failed_with_exit_4_and_resume_
     # nothing half-written: only the warm-up run's two objects (data + manifest each), no temp file
     assert len(stored_files(full)) == 4, stored_files(full)
     assert temp_files(full) == []
+
+    # what `runs show --json` says they exited with
+    assert {show_json(load_run(r.run_id, settings=Settings(home=full)))["exit_code"] for r, _ in failed} == {4}
 
     # with room again, resume runs only 'big' and stores it whole
     code, stdout, stderr = outcome(out, "resume")
