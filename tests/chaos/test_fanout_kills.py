@@ -150,7 +150,9 @@ class Round:
     def one_driver(self, attempt: int, kill: str | None) -> int | None:
         rng = self.chaos.rng
         open_keys = [k for k in ALL_KEYS if k not in committed(self.home, self.run_id)]
-        held = rng.choice(open_keys) if kill in ("driver mid-task", "worker mid-task") else None
+        # every task may be committed with the run not ended (a kill between the last commit and
+        # the run's end): then there is no task to hold, and the resume only ends the run
+        held = rng.choice(open_keys) if kill in ("driver mid-task", "worker mid-task") and open_keys else None
         if held:
             (self.folder / f"hold-{held}").touch()
             (self.folder / f"held-{held}").unlink(missing_ok=True)
