@@ -41,6 +41,10 @@ class Chaos:
             if str(e).startswith("[chaos seed"):  # an inner step named it already
                 raise
             raise AssertionError(f"[chaos seed {self.seed}, {' / '.join(self.where)}] {e}") from e
+        except Exception as e:  # any other failure keeps its type, with where it happened noted
+            if not any(n.startswith("[chaos seed") for n in getattr(e, "__notes__", [])):
+                e.add_note(f"[chaos seed {self.seed}, {' / '.join(self.where)}]")
+            raise
         finally:
             self.where.pop()
 
