@@ -18,6 +18,7 @@ what to do. Validation collects every problem and raises them together.
     ├── SkipRun                  a task decided there is nothing to do (context.skip)
     ├── SecretError              a Secret("NAME") cannot be resolved where its task runs
     ├── StoreError               a store (runs, artifacts, models) refused an operation
+    │   ├── StoreUnusableError       the disk under a store is full, read-only or failing (exit code 4)
     │   ├── ArtifactIntegrityError   a stored artifact failed its checksum or signature
     │   ├── NotJsonError             a value to store is not JSON (also a TypeError)
     │   ├── UnsafeNameError          a name that could escape the store's root
@@ -153,6 +154,14 @@ class StoreError(RaylineError):
 
 class ArtifactIntegrityError(StoreError):
     """A stored artifact failed its checksum or signature check: it is never used."""
+
+
+class StoreUnusableError(StoreError):
+    """A store's disk refused a write: full, over quota, read-only or failing. A run whose task
+    output could not be written for this reason ends FAILED (resumable once there is room) and
+    the CLI exits with code 4, as for any store that cannot be used."""
+
+    exit_code = EXIT_STORE
 
 
 class NotJsonError(StoreError, TypeError):

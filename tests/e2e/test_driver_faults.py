@@ -47,13 +47,14 @@ def driver_env(home: Path) -> dict[str, str]:
 
 
 class Driver:
-    """``rayline run ...`` as a subprocess; stdout and stderr go to files (no pipe to fill)."""
+    """``rayline run ...`` (or another ``verb``: ``resume``) as a subprocess; stdout and stderr
+    go to files (no pipe to fill)."""
 
-    def __init__(self, home: Path, logs: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, home: Path, logs: Path, *args: str, env: dict[str, str] | None = None, verb: str = "run"):
         logs.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = logs / "driver.out", logs / "driver.err"
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen([str(RAYLINE), "run", *args], stdout=out, stderr=err,
+            self.proc = subprocess.Popen([str(RAYLINE), verb, *args], stdout=out, stderr=err,
                                          env=env or driver_env(home), cwd=str(logs))
 
     @property

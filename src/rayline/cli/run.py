@@ -18,7 +18,7 @@ import click
 from rayline.cli.output import block, counts_text, first_line
 from rayline.cli.progress import make_progress
 from rayline.display.time_text import format_seconds
-from rayline.errors import EXIT_BUSY
+from rayline.errors import EXIT_BUSY, EXIT_STORE, StoreUnusableError
 from rayline.errors import exit_code_for_status as exit_code_for
 
 
@@ -238,7 +238,22 @@ def report(result: Any, seconds: float, as_json: bool, flags: str = "", out: Tex
         click.echo(json.dumps(run_json(result), default=str), file=out)
     else:
         click.echo(summary(result, seconds, flags), file=out)
+    unusable = unusable_store(result) if status == "FAILED" else None
+    if unusable is not None:  # the run failed because the store's disk refused its output
+        click.echo(f"error: the store cannot be used: {unusable}", err=True)
+        return EXIT_STORE
     return exit_code_for(status)
+
+
+_UNUSABLE = f"{StoreUnusableError.__module__}.{StoreUnusableError.__qualname__}"
+
+
+def unusable_store(result: Any) -> str | None:
+    """Why the store could not take a failed task's output (full, read-only disk), else None."""
+    for t in result.tasks:
+        if t.error_type == _UNUSABLE:
+            return " ".join((t.error_message or "").split())  # one line
+    return None
 
 
 def report_skipped(result: Any, as_json: bool, out: TextIO | None = None) -> int:

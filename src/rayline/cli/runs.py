@@ -142,8 +142,13 @@ def _run_row(r: Any, tasks: list[Any]) -> dict[str, Any]:
 def show_json(result: Any) -> dict[str, Any]:
     """What ``rayline runs show --json`` prints: the run's JSON document (``RunView.to_json``,
     every attempt of every task, errors whole) and the exit code it gave."""
+    from rayline.cli.run import unusable_store
+    from rayline.errors import EXIT_STORE
+
     view = result.view()
     code = exit_code_for(view.status.value) if view.status.terminal else None
+    if view.status.value == "FAILED" and unusable_store(result) is not None:
+        code = EXIT_STORE  # its output found the store's disk full or read-only
     return {**view.to_json(), "exit_code": code}
 
 

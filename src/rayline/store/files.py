@@ -15,7 +15,7 @@ import stat
 import time
 from pathlib import Path
 
-from rayline.errors import StoreError, UnsafeNameError
+from rayline.errors import StoreError, StoreUnusableError, UnsafeNameError
 from rayline.store.temp_files import temp_name
 
 KEY_BYTES = 32
@@ -71,14 +71,19 @@ def check_digest(digest: str) -> str:
     return digest
 
 
+_UNUSABLE = (errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)  # the disk, not the caller, is wrong
+
+
 def write_error(path: Path, e: OSError) -> StoreError:
-    """A StoreError for a failed write of ``path``; disk-full says so and what to do."""
+    """A StoreError for a failed write of ``path``; disk-full says so and what to do. A disk
+    that is full, read-only or failing is a ``StoreUnusableError`` (exit code 4)."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreError(
+        return StoreUnusableError(
             f"no space left writing {path} ({e.strerror}); nothing partial was left behind. "
             "Free disk space or point RAYLINE_HOME at a bigger disk, then resume the run"
         )
-    return StoreError(f"could not write {path}: {e.strerror or e} (errno {e.errno})")
+    kind = StoreUnusableError if e.errno in _UNUSABLE else StoreError
+    return kind(f"could not write {path}: {e.strerror or e} (errno {e.errno})")
 
 
 def write_atomic(path: Path, data: bytes, *, sync: bool, tmp_dir: Path | None = None) -> None:
