@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _CURRENT: ContextVar[TaskContext | None] = ContextVar("rayline_task_context", default=None)
+#: the Ray placement group that holds this task's gang (``@task(gang=...)``), while it holds it
+_GANG: ContextVar[Any] = ContextVar("rayline_task_gang", default=None)
 
 
 @dataclass
@@ -95,6 +97,41 @@ def skip(reason: str) -> None:
     from rayline.errors import SkipRun
 
     raise SkipRun(reason)
+
+
+def placement_group() -> Any:
+    """The Ray placement group rayline reserved for this task's gang (``@task(gang=...)``: its
+    workers' bundles, all ready before the task started), or None. Schedule the workers into it
+    (``PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)``); it is removed
+    when the task ends."""
+    return _GANG.get()
+
+
+def release_placement_group() -> None:
+    """Give the gang's placement group back now: for a task that hands its workers to a library
+    that reserves its own (Ray Train's worker group asks for the same bundles at once)."""
+    pg = _GANG.get()
+    if pg is not None:
+        from ray.util import remove_placement_group
+
+        _GANG.set(None)
+        remove_placement_group(pg)
+
+
+def _hold_gang(pg: Any) -> Any:
+    return _GANG.set(pg)
+
+
+def _drop_gang(token: Any) -> None:
+    pg = _GANG.get()
+    _GANG.reset(token)
+    if pg is not None:
+        from ray.util import remove_placement_group
+
+        try:
+            remove_placement_group(pg)
+        except Exception:  # removed already (the driver cancelled the task): nothing held
+            pass
 
 
 def _activate(ctx: TaskContext) -> Any:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayline.engine.accounting import held_resources
+from rayline.engine.accounting import node_held
 from rayline.engine.compiler import PlannedNode
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.launch.admission_queue import AdmissionBook, Decision, cluster_capacity
@@ -151,8 +151,7 @@ class QueuedExecutor:
         if not ready and not self._done:
             return False
         assert self._book is not None
-        decision = self._book.turn([(h.node_id, h.seq, held_resources(h.node.ray_options)) for h in new],
-                                   self._done)  # fmt: skip
+        decision = self._book.turn([(h.node_id, h.seq, self._demand(h.node)) for h in new], self._done)
         self._done = []
         for h in new:
             h.asked = True
@@ -163,6 +162,17 @@ class QueuedExecutor:
                 h.inner = self.inner.submit(h.node, h.static, h.call, inputs)
         self._report(decision, self._book.run_id)
         return len(admitted) < len(ready)
+
+    def _demand(self, node: PlannedNode) -> tuple[float, float, int | None]:
+        """What ``node`` reserves: its own resources and its whole gang's (``node_held``), but
+        never more than the cluster has: a Tune sweep's concurrent trials beyond it just run
+        fewer at once (a gang that can never fit was refused before the run started)."""
+        cpus, gpus, memory = node_held(node)
+        cap = self._book.capacity if self._book is not None else None
+        if cap is None:
+            return cpus, gpus, memory
+        memory = int(min(memory, cap["memory_bytes"])) if memory and cap["memory_bytes"] else memory
+        return min(cpus, cap["cpus"]), min(gpus, cap["gpus"]), memory
 
     @staticmethod
     def _inputs_done(h: QueuedHandle) -> bool:

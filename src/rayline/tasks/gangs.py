@@ -1,0 +1,57 @@
+"""What the built-in tasks that wait without a CPU ask of the cluster: their ``Gang``s.
+
+``train_torch`` starts ``num_workers`` Ray Train workers, all at once (one bundle each:
+``resources_per_worker``, or one CPU plus one GPU with ``use_gpu``); ``tune`` runs up to
+``max_concurrent`` trials at once, each alone able to make progress (``resources_per_trial``).
+The compiler calls these with the call's arguments known at compile time
+(``engine/demand.node_gang``), so that a training asking for GPUs a cluster does not have is
+refused before it starts, and admission reserves the whole gang.
+
+Example::
+
+    train_gang({"num_workers": 2, "use_gpu": True, "resources_per_worker": None})
+    # Gang(bundles=((("CPU", 1.0), ("GPU", 1.0)),) * 2, atomic=True, what="2 workers")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rayline.sdk.resources import Gang
+
+__all__ = ["min_workers", "train_gang", "trial_gang", "worker_resources"]
+
+
+def worker_resources(use_gpu: bool, resources_per_worker: Mapping[str, float] | None) -> dict[str, float]:
+    """One Train worker's Ray resources, as ``ScalingConfig`` reserves them."""
+    per = {str(k): float(v) for k, v in (resources_per_worker or {"CPU": 1}).items()}
+    if use_gpu:
+        per.setdefault("GPU", 1.0)
+    return per
+
+
+def min_workers(num_workers: Any) -> int:
+    """The fewest workers a training needs: ``num_workers``, or ``min`` of ``(min, max)``."""
+    n = num_workers[0] if isinstance(num_workers, tuple | list) and len(num_workers) == 2 else num_workers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"train_torch: num_workers must be an integer >= 1 (or (min, max)), got {num_workers!r}")
+    return n
+
+
+def train_gang(args: Mapping[str, Any]) -> Gang:
+    """``train_torch``'s worker group: every worker at once (a placement group, PACK)."""
+    n = min_workers(args.get("num_workers", 1))
+    per = worker_resources(bool(args.get("use_gpu")), args.get("resources_per_worker"))
+    return Gang.of([per] * n, atomic=True, strategy="PACK", what=f"{n} worker{'s' if n != 1 else ''}")
+
+
+def trial_gang(args: Mapping[str, Any]) -> Gang:
+    """``tune``'s concurrent trials: up to ``min(max_concurrent, num_samples)``, each alone."""
+    raw = args.get("resources_per_trial") or {"cpu": 1}
+    per = {("CPU" if str(k).upper() == "CPU" else "GPU" if str(k).upper() == "GPU" else str(k)): float(v)
+           for k, v in raw.items()}  # fmt: skip
+    per.setdefault("CPU", 1.0)
+    concurrent, samples = args.get("max_concurrent", 2), args.get("num_samples", 8)
+    n = max(1, min(int(concurrent or 1), int(samples) if isinstance(samples, int) and samples > 0 else 1 << 30))
+    return Gang.of([per] * n, atomic=False, what=f"{n} concurrent trial{'s' if n != 1 else ''}")
