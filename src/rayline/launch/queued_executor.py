@@ -8,6 +8,11 @@ upstream handles swapped for the wrapped executor's), and waits on what runs, po
 every 0.5 s while this run's work waits. When its place changes it reports
 ``queued behind <run> (position N)`` (an event for the progress lines, a run event for
 ``rayline runs show``). The Runner does not know it is there.
+
+In a preemptible queue it takes a turn every 0.5 s while its tasks run, to hear whether
+higher-priority work asked for their resources (``preemption.py``): such a task is asked to
+stop, cancelled after the queue's grace period if it has not, and waits again; its PREEMPTED
+attempt goes before the attempts of the run that ends it (``metas``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from rayline.engine.accounting import node_held
 from rayline.engine.compiler import PlannedNode
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
+from rayline.launch import preemption
 from rayline.launch.admission_queue import AdmissionBook, Decision, cluster_capacity
 from rayline.launch.queue_config import QueuesFile, QueueSpec
 
@@ -40,6 +46,10 @@ class QueuedHandle:
     cancelled: bool = False
     asked: bool = False  # its reservation is in the table
     ended: list[str] = field(default_factory=list)
+    submitted: float = 0.0  # when ``inner`` was submitted
+    stopping: float | None = None  # when it was asked to stop (preemption)
+    cancel_sent: bool = False
+    preempted: list[dict[str, Any]] = field(default_factory=list)  # its PREEMPTED attempts
 
 
 class QueuedExecutor:
@@ -59,6 +69,7 @@ class QueuedExecutor:
         self._book: AdmissionBook | None = None
         self._handles: list[QueuedHandle] = []
         self._done: list[str] = []
+        self._requeue: list[str] = []
         self._said: tuple[str | None, int | None] = (None, None)
 
     # ----------------------------------------------------------- delegated
@@ -79,8 +90,8 @@ class QueuedExecutor:
 
     def metas(self, handles: list[Any]) -> list[dict[str, Any]]:
         ran = iter(self.inner.metas([h.inner for h in handles if h.inner is not None]))
-        return [next(ran) if h.inner is not None else {"node_id": h.node_id, "status": "CANCELLED"}
-                for h in handles]  # fmt: skip
+        return [preemption.with_preempted(next(ran), h.preempted) if h.inner is not None
+                else {"node_id": h.node_id, "status": "CANCELLED"} for h in handles]  # fmt: skip
 
     def finish(self) -> None:
         try:
@@ -121,7 +132,7 @@ class QueuedExecutor:
             finished = self._collect(handles, 0.0)
             if finished:
                 return finished
-            waiting = self._admit()
+            waiting = self._admit() or self.spec.preemptible
             running = [h for h in handles if h.inner is not None and not h.finished]
             left = deadline - time.monotonic()
             if running:
@@ -138,21 +149,59 @@ class QueuedExecutor:
         if not by_inner:
             return []
         done = [by_inner[id(i)] for i in self.inner.wait([h.inner for h in by_inner.values()], timeout)]
+        done = [h for h in done if not ((h.stopping is not None or self.spec.preemptible) and self._stopped(h))]
         for h in done:
             if not h.finished:
                 h.finished = True
                 self._done.append(h.node_id)
         return done
 
+    def _stopped(self, h: QueuedHandle) -> bool:
+        """``h`` ended after it was asked to stop (or stopped itself with ``TaskPreempted``, e.g.
+        on a draining node): unless it finished its work anyway, record its PREEMPTED attempt
+        and queue it again (True)."""
+        (meta,) = self.inner.metas([h.inner])
+        if meta.get("status") in ("SUCCEEDED", "CACHED", "SKIPPED", "UPSTREAM_FAILED"):
+            return False
+        last = (meta.get("attempts") or [{}])[-1]
+        if h.stopping is None and last.get("error_type") != "rayline.errors.TaskPreempted":
+            return False  # it failed on its own (a task on a draining node stops by itself)
+        run_id = h.call.run_id
+        h.preempted.append(preemption.preempted_attempt(meta, h.submitted, None))
+        preemption.forget(run_id, h.node_id)
+        self.inner.release([h.inner])
+        h.inner, h.stopping, h.cancel_sent = None, None, False
+        self._requeue.append(h.node_id)
+        message = f"task {h.node_id} preempted: queued again, it resumes once admitted"
+        self.on_event("preempted", {"run_id": run_id, "node_id": h.node_id, "message": message})
+        self.store.record_event(run_id, "preempted", message=message)
+        return True
+
+    def _preempt(self, node_ids: tuple[str, ...]) -> None:
+        """Ask these running tasks to stop; cancel those past the queue's grace period."""
+        now = time.monotonic()
+        for h in self._handles:
+            if h.inner is None or h.finished:
+                continue
+            if h.node_id in node_ids and h.stopping is None and self.inner.name == "ray":
+                h.stopping = now
+                preemption.ask_to_stop(h.call.run_id, h.node_id)
+                self.on_event("preempting", {"run_id": h.call.run_id, "node_id": h.node_id,
+                                             "message": f"asking task {h.node_id} to stop for higher-priority work"})
+            if h.stopping is not None and not h.cancel_sent and now - h.stopping >= self.spec.preempt_grace_s:
+                h.cancel_sent = True
+                self.inner.cancel([h.inner], force=True)
+
     def _admit(self) -> bool:
         """One admission turn; True while some of this run's ready work still waits."""
         ready = [h for h in self._handles if h.inner is None and not h.cancelled and self._inputs_done(h)]
         new = [h for h in ready if not h.asked]
-        if not ready and not self._done:
+        if not ready and not self._done and not self._requeue and not self.spec.preemptible:
             return False
         assert self._book is not None
-        decision = self._book.turn([(h.node_id, h.seq, self._demand(h.node)) for h in new], self._done)
-        self._done = []
+        decision = self._book.turn([(h.node_id, h.seq, self._demand(h.node)) for h in new], self._done,
+                                   self._requeue)  # fmt: skip
+        self._done, self._requeue = [], []
         for h in new:
             h.asked = True
         admitted = set(decision.admit)
@@ -160,6 +209,9 @@ class QueuedExecutor:
             if h.node_id in admitted:
                 inputs = [i if isinstance(i, Stored) else i.inner for i in h.inputs]
                 h.inner = self.inner.submit(h.node, h.static, h.call, inputs)
+                h.submitted = time.time()
+        if decision.preempt or any(h.stopping is not None for h in self._handles):
+            self._preempt(decision.preempt)
         self._report(decision, self._book.run_id)
         return len(admitted) < len(ready)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from rayline import context
 from rayline.connectors import EmptyInputError
-from rayline.errors import RaylineError
+from rayline.errors import RaylineError, TaskPreempted
 from rayline.models.trained import (
     TrainedModel,
     feature_matrix,
@@ -213,7 +213,7 @@ def train_torch(
     cfg = LoopConfig(
         model_fn=model_fn, label=label, features=columns, fitted_features=fitted,
         model_params=dict(model_params or {}), epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=optimizer, weight_decay=weight_decay, loss=loss, problem=problem,
+        optimizer=optimizer, weight_decay=weight_decay, loss=loss, problem=problem, preempt_key=context.task_key(),
         mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, seed=seed,
         shuffle_buffer=shuffle_buffer, cache_data=cache_data, on_epoch_end=on_epoch_end, launch=launch,
     )  # fmt: skip
@@ -318,6 +318,8 @@ def _trained_model(result: Any, cfg: LoopConfig, run_dir: Path) -> TrainedModel:
     metrics = dict(result.metrics or meta.get("metrics") or {})
     ran_now = metrics.pop("launch", None) == cfg.launch
     epoch = int(meta["epoch"])
+    if epoch < cfg.epochs and context.preempted():  # worker_loop saved a checkpoint and stopped
+        raise TaskPreempted(f"train_torch: preempted after epoch {epoch}; resumes from {run_dir}")
     history = tuple(m for _, m in (getattr(result, "best_checkpoints", None) or []))
     return TrainedModel(
         framework="torch", label=cfg.label, features=tuple(meta["features"]),
