@@ -50,6 +50,7 @@ class QueuedHandle:
     stopping: float | None = None  # when it was asked to stop (preemption)
     cancel_sent: bool = False
     preempted: list[dict[str, Any]] = field(default_factory=list)  # its PREEMPTED attempts
+    meta: dict[str, Any] | None = None  # its worker's meta, once fetched
 
 
 class QueuedExecutor:
@@ -89,9 +90,10 @@ class QueuedExecutor:
         self.inner.release([h.inner for h in handles if h.inner is not None])
 
     def metas(self, handles: list[Any]) -> list[dict[str, Any]]:
-        ran = iter(self.inner.metas([h.inner for h in handles if h.inner is not None]))
-        return [preemption.with_preempted(next(ran), h.preempted) if h.inner is not None
-                else {"node_id": h.node_id, "status": "CANCELLED"} for h in handles]  # fmt: skip
+        ran = iter(self.inner.metas([h.inner for h in handles if h.inner is not None and h.meta is None]))
+        return [{"node_id": h.node_id, "status": "CANCELLED"} if h.inner is None
+                else preemption.with_preempted(h.meta if h.meta is not None else next(ran), h.preempted)
+                for h in handles]  # fmt: skip
 
     def finish(self) -> None:
         try:
@@ -149,7 +151,10 @@ class QueuedExecutor:
         if not by_inner:
             return []
         done = [by_inner[id(i)] for i in self.inner.wait([h.inner for h in by_inner.values()], timeout)]
-        done = [h for h in done if not ((h.stopping is not None or self.spec.preemptible) and self._stopped(h))]
+        fresh = [h for h in done if h.meta is None]
+        for h, meta in zip(fresh, self.inner.metas([h.inner for h in fresh]) if fresh else [], strict=True):
+            h.meta = meta  # what ``metas`` gives the runner: fetched once
+        done = [h for h in done if not self._stopped(h)]
         for h in done:
             if not h.finished:
                 h.finished = True
@@ -160,12 +165,13 @@ class QueuedExecutor:
         """``h`` ended after it was asked to stop (or stopped itself with ``TaskPreempted``, e.g.
         on a draining node): unless it finished its work anyway, record its PREEMPTED attempt
         and queue it again (True)."""
-        (meta,) = self.inner.metas([h.inner])
+        meta = h.meta or {}
         if meta.get("status") in ("SUCCEEDED", "CACHED", "SKIPPED", "UPSTREAM_FAILED"):
             return False
         last = (meta.get("attempts") or [{}])[-1]
         if h.stopping is None and last.get("error_type") != "rayline.errors.TaskPreempted":
             return False  # it failed on its own (a task on a draining node stops by itself)
+        h.meta = None
         run_id = h.call.run_id
         h.preempted.append(preemption.preempted_attempt(meta, h.submitted, None))
         preemption.forget(run_id, h.node_id)
