@@ -81,3 +81,12 @@ def test_a_gang_bundle_must_ask_for_something():
     with pytest.raises(ValueError, match="some resource > 0"):
         Gang.of([{"CPU": 0}])
     assert Gang.of([{"CPU": 1, "GPU": 1}] * 2).totals() == {"CPU": 2.0, "GPU": 2.0}
+
+
+def test_elastic_worker_counts_are_refused_at_compile_until_supported():
+    @flow
+    def elastic():
+        return train_torch([{"x": 1.0, "y": 0}], model_fn=make_mlp, label="y", num_workers=(1, 2))
+
+    with pytest.raises(ValidationError, match="num_workers must be an integer >= 1, got \\(1, 2\\)"):
+        compile_plan(elastic.graph(), {})

@@ -32,11 +32,11 @@ def worker_resources(use_gpu: bool, resources_per_worker: Mapping[str, float] | 
 
 
 def min_workers(num_workers: Any) -> int:
-    """The fewest workers a training needs: ``num_workers``, or ``min`` of ``(min, max)``."""
-    n = num_workers[0] if isinstance(num_workers, tuple | list) and len(num_workers) == 2 else num_workers
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"train_torch: num_workers must be an integer >= 1 (or (min, max)), got {num_workers!r}")
-    return n
+    """The workers a training needs, all at once (elastic ``(min, max)`` is not supported yet:
+    refused here, at compile time, rather than when the task runs)."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"train_torch: num_workers must be an integer >= 1, got {num_workers!r}")
+    return num_workers
 
 
 def train_gang(args: Mapping[str, Any]) -> Gang:
