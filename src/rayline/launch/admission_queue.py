@@ -116,8 +116,8 @@ def _within_quota(r: Reservation, spec: QueueSpec, used: dict[str, float] | None
 class AdmissionBook:
     """One run's side of admission: the tasks it added and the turns it takes.
 
-    ``turn`` runs one write transaction: sweep stale reservations, add this run's newly ready
-    tasks and drop its finished ones, decide, mark the admitted held.
+    ``turn`` runs one write transaction: sweep stale reservations (at most four times a lease),
+    add this run's newly ready tasks and drop its finished ones, decide, mark the admitted held.
     """
 
     store: Any  # RunStore
@@ -129,6 +129,7 @@ class AdmissionBook:
     capacity: dict[str, float] | None
     arrival: float = field(default_factory=time.time)
     labelled: bool = False
+    swept_at: float = 0.0  # the last sweep of dead runs' reservations (a query over every run)
 
     def turn(self, ready: Sequence[tuple[str, int, tuple[float, float, int]]], done: Sequence[str],
              requeue: Sequence[str] = ()) -> Decision:  # fmt: skip
@@ -142,7 +143,10 @@ class AdmissionBook:
             if not self.labelled:
                 rs.label_run(conn, self.run_id, self.queue.name, self.priority)
                 self.labelled = True
-            rs.sweep_stale(conn, now=time.time(), lease_ttl=self.lease_ttl)
+            now = time.time()
+            if now - self.swept_at >= self.lease_ttl / 4:  # a dead driver's rows go within 1.25 leases
+                rs.sweep_stale(conn, now=now, lease_ttl=self.lease_ttl)
+                self.swept_at = now
             rs.change_reservations(conn, self.run_id, add=add, drop=done)
             rs.requeue(conn, self.run_id, requeue)
             rows = rs.reservations_in_order(conn)
