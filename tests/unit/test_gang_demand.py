@@ -90,3 +90,17 @@ def test_elastic_worker_counts_are_refused_at_compile_until_supported():
 
     with pytest.raises(ValidationError, match="num_workers must be an integer >= 1, got \\(1, 2\\)"):
         compile_plan(elastic.graph(), {})
+
+
+def test_serving_replicas_that_ask_for_gpus_are_refused_on_a_cluster_without_any():
+    from rayline.tasks import rollout_if_promoted
+
+    @flow
+    def rollout():
+        decision = {"promoted": True, "model_name": "m", "alias": "production", "challenger_version": 2}
+        return rollout_if_promoted(decision, app_name="m", num_replicas=2, ray_actor_options={"num_gpus": 1})
+
+    with pytest.raises(ValidationError, match="task 'rollout_if_promoted' asks for 2 serving replicas"):
+        compile_plan(rollout.graph(), {}, cluster=CPU_ONLY)
+    plan = compile_plan(rollout.graph(), {}, cluster=THREE_GPUS)
+    assert node_held(plan.nodes[0]) == (1.0, 2.0, None)

@@ -2,7 +2,8 @@
 
 ``train_torch`` starts ``num_workers`` Ray Train workers, all at once (one bundle each:
 ``resources_per_worker``, or one CPU plus one GPU with ``use_gpu``); ``tune`` runs up to
-``max_concurrent`` trials at once, each alone able to make progress (``resources_per_trial``).
+``max_concurrent`` trials at once, each alone able to make progress (``resources_per_trial``);
+``rollout_if_promoted`` deploys ``num_replicas`` Serve replicas (``ray_actor_options`` each).
 The compiler calls these with the call's arguments known at compile time
 (``engine/demand.node_gang``), so that a training asking for GPUs a cluster does not have is
 refused before it starts, and admission reserves the whole gang.
@@ -20,7 +21,7 @@ from typing import Any
 
 from rayline.sdk.resources import Gang
 
-__all__ = ["min_workers", "train_gang", "trial_gang", "worker_resources"]
+__all__ = ["min_workers", "replica_gang", "train_gang", "trial_gang", "worker_resources"]
 
 
 def worker_resources(use_gpu: bool, resources_per_worker: Mapping[str, float] | None) -> dict[str, float]:
@@ -55,3 +56,15 @@ def trial_gang(args: Mapping[str, Any]) -> Gang:
     concurrent, samples = args.get("max_concurrent", 2), args.get("num_samples", 8)
     n = max(1, min(int(concurrent or 1), int(samples) if isinstance(samples, int) and samples > 0 else 1 << 30))
     return Gang.of([per] * n, atomic=False, what=f"{n} concurrent trial{'s' if n != 1 else ''}")
+
+
+def replica_gang(args: Mapping[str, Any]) -> Gang:
+    """``rollout_if_promoted``'s Serve replicas (``num_replicas``, or an autoscaling ``min``),
+    each alone (``ray_actor_options``: half a CPU unless it says)."""
+    serve = dict(args.get("serve_kwargs") or {})
+    opts = dict(serve.get("ray_actor_options") or {})
+    per = {"CPU": float(opts.get("num_cpus", 0.5)), "GPU": float(opts.get("num_gpus", 0) or 0),
+           **{str(k): float(v) for k, v in (opts.get("resources") or {}).items()}}  # fmt: skip
+    autoscaling = serve.get("autoscaling")
+    n = int(autoscaling.get("min", 1)) if isinstance(autoscaling, Mapping) else int(serve.get("num_replicas", 1) or 1)
+    return Gang.of([per] * max(n, 1), atomic=False, what=f"{n} serving replica{'s' if n != 1 else ''}")
