@@ -29,6 +29,10 @@ from rayline.launch.admission_queue import AdmissionBook, Decision, cluster_capa
 from rayline.launch.queue_config import QueuesFile, QueueSpec
 
 POLL_S = 0.5
+#: At most this many of a run's ready tasks wait in the reservations table at once (the rest wait
+#: here, behind them in plan order): every turn reads every waiting row, so a 1,000-task fan-out
+#: would otherwise cost a quadratic number of row reads.
+WINDOW = 64
 
 
 @dataclass(eq=False)
@@ -201,7 +205,8 @@ class QueuedExecutor:
     def _admit(self) -> bool:
         """One admission turn; True while some of this run's ready work still waits."""
         ready = [h for h in self._handles if h.inner is None and not h.cancelled and self._inputs_done(h)]
-        new = [h for h in ready if not h.asked]
+        asked = sum(1 for h in ready if h.asked)
+        new = [h for h in ready if not h.asked][: max(WINDOW - asked, 0)]
         if not ready and not self._done and not self._requeue and not self.spec.preemptible:
             return False
         assert self._book is not None
