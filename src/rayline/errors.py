@@ -16,6 +16,7 @@ what to do. Validation collects every problem and raises them together.
     ├── RunCancelledError        a run was cancelled (exit code 130)
     ├── TaskTimeoutError         one attempt of a task ran past its timeout
     ├── SkipRun                  a task decided there is nothing to do (context.skip)
+    ├── TaskPreempted            a preempted task saved its state and stops (context.preempted)
     ├── SecretError              a Secret("NAME") cannot be resolved where its task runs
     ├── StoreError               a store (runs, artifacts, models) refused an operation
     │   ├── StoreUnusableError       the disk under a store is full, read-only or failing (exit code 4)
@@ -138,6 +139,13 @@ class TaskTimeoutError(RaylineError):
 class SkipRun(RaylineError):
     """Raised by ``rayline.context.skip(reason)``: the task and everything downstream of it are
     SKIPPED, and so is the run unless another task failed. Never retried."""
+
+    retryable = False
+
+
+class TaskPreempted(RaylineError):
+    """Raised by a task once ``rayline.context.preempted()`` is true and it has saved its state:
+    the attempt ends PREEMPTED, the task is queued again and resumes later. Never retried."""
 
     retryable = False
 

@@ -176,7 +176,7 @@ def print_run(view: Any, *, tracebacks: bool = False) -> None:
     click.echo("")
     columns = [("node_id", "NODE"), ("status", "STATUS"), ("attempts", "ATTEMPTS"),
                ("duration", "DURATION"), ("error", "ERROR")]
-    table = [{"node_id": t.node_id, "status": t.status.value, "attempts": str(t.attempts),
+    table = [{"node_id": t.node_id, "status": t.status.value, "attempts": _attempts_cell(t),
               "duration": duration_text(t.duration_s), "error": _error_cell(t)} for t in view.tasks]
     print_table(columns, table, status_key="status")
     for t in view.failed_tasks:
@@ -191,6 +191,12 @@ def print_run(view: Any, *, tracebacks: bool = False) -> None:
         click.echo(f"\ntracebacks: rayline runs show {view.run_id} --traceback")
     if view.status.value in ("FAILED", "CANCELLED", "INTERRUPTED"):
         click.echo(f"\nresume with: rayline resume {view.run_id}")
+
+
+def _attempts_cell(task: Any) -> str:
+    """``3``, or ``3 (1 PREEMPTED)`` when some attempts gave way to higher-priority work."""
+    preempted = sum(1 for a in task.attempt_log if str(a.status) == "PREEMPTED")
+    return f"{task.attempts} ({preempted} PREEMPTED)" if preempted else str(task.attempts)
 
 
 def _error_cell(task: Any) -> str:

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayline.engine.conditions import WHEN_ARG, guarded_spec
+from rayline.engine.demand import check_gangs, node_gang
 from rayline.engine.validate import ClusterNodes, validate
-from rayline.errors import DefinitionError
+from rayline.errors import DefinitionError, Problem, ValidationError
 from rayline.sdk.graph import DeferredRange, Graph, Node, NodeIndex, ParamRef, Ref
 from rayline.sdk.nested import map_nested
+from rayline.sdk.resources import Gang
 from rayline.sdk.secrets import Secret
 from rayline.sdk.spec import TaskSpec
 from rayline.sdk.task import Task
@@ -40,6 +42,8 @@ class PlannedNode:
     location: str
     #: a map node not yet expanded (``engine/expand.py``): the parameter that receives each item
     mapped: str | None = None
+    #: the Train workers / Tune trials it starts from inside (``engine/demand.py``)
+    gang: Gang | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -94,6 +98,7 @@ class Plan(NodeIndex[PlannedNode]):
                         "cache": n.spec.cache.enabled,
                         "persist": n.persist,
                         "location": n.location,
+                        **({"gang": [dict(b) for b in n.gang.bundles]} if n.gang else {}),
                     }
                     for n in self.nodes
                 ],
@@ -124,10 +129,16 @@ def compile_plan(
     outputs = set(graph.output_nodes())
     map_sources = {r.node for n in graph.nodes if n.mapped for r in [n.kwargs[n.mapped]] if isinstance(r, Ref)}
     nodes = []
+    problems: list[Problem] = []
     for node in graph.nodes:
         spec = node.spec
         slots: dict[str, int] = {u: i for i, u in enumerate(node.upstream)}
         template = tuple((k, _template(v, slots, values)) for k, v in node.args)
+        try:
+            gang = node_gang(spec, template, is_known=lambda v: not isinstance(v, Slot))
+        except (TypeError, ValueError) as exc:
+            problems.append(Problem(str(exc), flow=graph.name, node=node.id, location=node.location))
+            gang = None
         if node.when:  # runs only when its conditions hold (engine/conditions.py)
             spec = guarded_spec(spec, node.when)
             template = (*template, (WHEN_ARG, [Slot(slots[w]) for w in node.when]))
@@ -142,8 +153,13 @@ def compile_plan(
                 persist=persist_all or spec.persist or spec.cache.enabled or node.id in outputs | map_sources,
                 location=node.location,
                 mapped=node.mapped,
+                gang=gang,
             )
         )
+    if cluster is not None:
+        problems.extend(check_gangs(nodes, cluster, flow=graph.name))
+    if problems:
+        raise ValidationError(problems)
     h = hashlib.sha256(graph.fingerprint().encode())
     h.update(json.dumps(values, sort_keys=True, default=repr).encode())
     plan = Plan(graph, values, tuple(nodes), h.hexdigest()[:16], graph.downstream())

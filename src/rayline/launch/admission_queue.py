@@ -13,6 +13,11 @@ database). The decision (``decide``) walks every reservation in order:
 
 A driver admits only its own tasks, but counts everyone's, so a higher-priority run of another
 driver goes first. A dead driver's reservations go with its run's lease.
+
+When this run's first waiting task does not fit and nothing waits ahead of it, held work of
+lower priority in preemptible queues may be asked to give its resources back
+(``preemption.choose_victims``); a driver learns in ``Decision.preempt`` which of its own
+running tasks were asked.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayline.launch.preemption import choose_victims
 from rayline.launch.queue_config import QueueSpec
 from rayline.store import reservations as rs
 from rayline.store.reservations import Reservation
@@ -36,6 +42,10 @@ class Decision:
     admit: tuple[str, ...] = ()
     behind: str | None = None  # the run it waits behind (or the queue, "queue <name> at quota")
     position: int | None = None  # 1 = next
+    #: this run's first waiting task, when it is next but the cluster is full (may preempt)
+    wants: Reservation | None = None
+    #: this run's held tasks asked to give their resources back
+    preempt: tuple[str, ...] = ()
 
 
 def cluster_capacity(nodes: Sequence[dict[str, float]] | None) -> dict[str, float] | None:
@@ -66,6 +76,8 @@ def decide(rows: Sequence[Reservation], capacity: dict[str, float] | None,
         runs_in.setdefault(r.queue, set()).add(r.run_id)
 
     last_other: str | None = None  # the run whose work was last counted ahead of this one's
+    wants: Reservation | None = None
+    preempt = tuple(r.node_id for r in rows if r.run_id == me and r.preempt)
     for r in rows:
         if r.held:
             take(r)
@@ -81,12 +93,13 @@ def decide(rows: Sequence[Reservation], capacity: dict[str, float] | None,
             if not fits:
                 if r.run_id == me and position is None:
                     position, behind = ahead + 1, last_other or "the cluster being full"
+                    wants = r if ahead == 0 else None
                 ahead += 1
             elif r.run_id == me:
                 admit.append(r.node_id)
         if r.run_id != me:
             last_other = r.run_id
-    return Decision(tuple(admit), behind, position)
+    return Decision(tuple(admit), behind, position, wants, preempt)
 
 
 def _within_quota(r: Reservation, spec: QueueSpec, used: dict[str, float] | None, runs: set[str]) -> bool:
@@ -103,8 +116,8 @@ def _within_quota(r: Reservation, spec: QueueSpec, used: dict[str, float] | None
 class AdmissionBook:
     """One run's side of admission: the tasks it added and the turns it takes.
 
-    ``turn`` runs one write transaction: sweep stale reservations, add this run's newly ready
-    tasks and drop its finished ones, decide, mark the admitted held.
+    ``turn`` runs one write transaction: sweep stale reservations (at most four times a lease),
+    add this run's newly ready tasks and drop its finished ones, decide, mark the admitted held.
     """
 
     store: Any  # RunStore
@@ -116,10 +129,13 @@ class AdmissionBook:
     capacity: dict[str, float] | None
     arrival: float = field(default_factory=time.time)
     labelled: bool = False
+    swept_at: float = 0.0  # the last sweep of dead runs' reservations (a query over every run)
 
-    def turn(self, ready: Sequence[tuple[str, int, tuple[float, float, int]]], done: Sequence[str]) -> Decision:
+    def turn(self, ready: Sequence[tuple[str, int, tuple[float, float, int]]], done: Sequence[str],
+             requeue: Sequence[str] = ()) -> Decision:  # fmt: skip
         """``ready``: (node id, plan order, demand) of tasks that became ready since the last
-        turn; ``done``: node ids that finished (or were cancelled) since."""
+        turn; ``done``: node ids that finished (or were cancelled) since; ``requeue``: node ids
+        that were preempted and wait again."""
         add = [{"node_id": n, "seq": seq, "queue": self.queue.name, "priority": self.priority,
                 "arrival": self.arrival, "cpus": d[0], "gpus": d[1], "memory_bytes": d[2] or 0}
                for n, seq, d in ready]  # fmt: skip
@@ -127,10 +143,18 @@ class AdmissionBook:
             if not self.labelled:
                 rs.label_run(conn, self.run_id, self.queue.name, self.priority)
                 self.labelled = True
-            rs.sweep_stale(conn, now=time.time(), lease_ttl=self.lease_ttl)
+            now = time.time()
+            if now - self.swept_at >= self.lease_ttl / 4:  # a dead driver's rows go within 1.25 leases
+                rs.sweep_stale(conn, now=now, lease_ttl=self.lease_ttl)
+                self.swept_at = now
             rs.change_reservations(conn, self.run_id, add=add, drop=done)
-            decision = decide(rs.reservations_in_order(conn), self.capacity, self.queue_of, self.run_id)
+            rs.requeue(conn, self.run_id, requeue)
+            rows = rs.reservations_in_order(conn)
+            decision = decide(rows, self.capacity, self.queue_of, self.run_id)
             rs.mark_held(conn, self.run_id, decision.admit)
+            if decision.wants is not None and self.capacity is not None:
+                victims = choose_victims(rows, self.capacity, self.queue_of, decision.wants)
+                rs.request_preemption(conn, [(v.run_id, v.node_id) for v in victims])
         return decision
 
     def close(self) -> None:

@@ -50,7 +50,10 @@ class QueueSpec(BaseModel):
     priority: int = 0
     quota: Quota = Quota()
     max_concurrent_runs: int | None = Field(default=None, ge=1)
+    #: its running tasks may be asked to give their resources to higher-priority work
     preemptible: bool = False
+    #: seconds a preempted task has to save its state before it is cancelled
+    preempt_grace_s: float = Field(default=30.0, ge=0)
 
 
 class QueuesFile(BaseModel):

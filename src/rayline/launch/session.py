@@ -107,15 +107,18 @@ class Session:
         (``launch/cluster_check.py``; an object-store URL needs no check).
 
         Raises:
-            ValidationError: every node that asks for more than any node of the cluster has.
+            ValidationError: every node that asks for more than any node of the cluster has, and
+                every gang (Train workers, Tune trials) the cluster can never hold.
             UsageError: some Ray node cannot see the local artifact folder.
         """
+        from rayline.engine.demand import check_gangs
         from rayline.engine.validate import check_resources
 
         cluster = executor.cluster_nodes()
         if cluster is None:
             return
         problems = list(check_resources(plan.graph, cluster))
+        problems += check_gangs(plan.nodes, cluster, flow=plan.graph.name)
         if problems:
             raise ValidationError(problems)
         folder = self.artifacts.root  # a Path for a local folder, not for an object store

@@ -62,6 +62,52 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class Gang:
+    """What a task asks of the cluster beyond its own worker: the Ray Train workers or Tune trials
+    it starts from inside, one resource bundle each (Ray names: ``{"CPU": 1, "GPU": 1}``).
+
+    ``atomic``: every bundle at once or none (a Train worker group: admitted through a Ray
+    placement group of ``strategy``); otherwise each bundle alone can make progress (Tune trials,
+    ``bundles`` being the most that run at once). ``what`` says it for people ("2 workers").
+    A task declares its gang with ``@task(gang=fn)``: ``fn(args)`` gets the call's arguments by
+    name (constants and flow parameters, defaults filled in; upstream outputs are absent) and
+    returns a ``Gang`` or None.
+
+    Example::
+
+        Gang.of([{"CPU": 1, "GPU": 1}] * 2, what="2 workers")
+    """
+
+    bundles: tuple[tuple[tuple[str, float], ...], ...]
+    atomic: bool = True
+    strategy: str = "PACK"
+    what: str = ""
+
+    @classmethod
+    def of(cls, bundles: Any, *, atomic: bool = True, strategy: str = "PACK", what: str = "") -> Gang:
+        rows = []
+        for b in bundles:
+            row = tuple(sorted((str(k), float(v)) for k, v in dict(b).items() if float(v) > 0))
+            if any(v < 0 for _, v in row) or not row:
+                raise ValueError(f"a gang bundle needs some resource > 0, got {dict(b)!r}")
+            rows.append(row)
+        if strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            raise ValueError(f"strategy is PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {strategy!r}")
+        return cls(tuple(rows), atomic, strategy, what or f"{len(rows)} bundle(s)")
+
+    def bundle_dicts(self) -> list[dict[str, float]]:
+        return [dict(b) for b in self.bundles]
+
+    def totals(self) -> dict[str, float]:
+        """Every bundle summed, by Ray resource name."""
+        out: dict[str, float] = {}
+        for b in self.bundles:
+            for k, v in b:
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Backoff:
     """Delay before retry ``n`` (1-based): ``min(base * factor**(n-1), max)`` plus jitter."""
 

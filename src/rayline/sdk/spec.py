@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayline.sdk.resources import CachePolicy, Resources, RetryPolicy
+from rayline.sdk.resources import CachePolicy, Gang, Resources, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -26,6 +26,8 @@ class TaskSpec:
     persist: bool = False
     location: str = "<unknown>"
     runtime_env: dict[str, Any] | None = None  # Ray's runtime environment (rayline.sdk.runtime_env)
+    #: what the task starts from inside (Train workers, Tune trials): ``gang(args) -> Gang | None``
+    gang: Callable[[dict[str, Any]], Gang | None] | None = None
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -101,6 +101,7 @@ def _build_spec(
     persist: bool = _UNSET,
     name: str | None = _UNSET,
     runtime_env: dict[str, Any] | None = _UNSET,
+    gang: Callable[[dict[str, Any]], Any] | None = _UNSET,
     **unknown: Any,
 ) -> TaskSpec:
     location = definition_site(fn)
@@ -137,6 +138,9 @@ def _build_spec(
         if env is not None and not isinstance(env, Mapping):
             raise ValueError(f"runtime_env must be a mapping (Ray's runtime environment), got {env!r}")
         env = copy.deepcopy(dict(env)) if env else None  # checked in full at compile time
+        gang_fn = pick(gang, b.gang)
+        if gang_fn is not None and not callable(gang_fn):
+            raise ValueError(f"gang must be a function of the call's arguments, got {gang_fn!r}")
         task_name = pick(name, None) or b.name
         if not isinstance(task_name, str) or not task_name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum():
             raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {task_name!r}")
@@ -151,6 +155,7 @@ def _build_spec(
         timeout=t,
         persist=bool(pick(persist, b.persist)),
         runtime_env=env,
+        gang=gang_fn,
         _memo=dict(b._memo) if base is not None and base.fn is fn else {},
     )
 
@@ -171,7 +176,9 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``backoff=`` (seconds, a mapping or a ``Backoff``), ``timeout=None`` (seconds per attempt),
     ``cache=False``, ``persist=False``, ``name=None``,
     ``runtime_env=None`` (Ray's runtime environment for this task's own worker: ``pip``,
-    ``env_vars``, ``working_dir``, ``image_uri``; see ``rayline.sdk.runtime_env``).
+    ``env_vars``, ``working_dir``, ``image_uri``; see ``rayline.sdk.runtime_env``),
+    ``gang=None`` (``fn(args) -> Gang``: the workers or trials the task starts from inside, so
+    that the compile-time check and admission see them; ``rayline.sdk.resources.Gang``).
 
     Example::
 

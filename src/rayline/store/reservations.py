@@ -3,7 +3,8 @@ hold, their share of the cluster.
 
 One row per task that asked admission (``admission_reservations``, schema version 3): its run,
 queue, priority, the run's arrival time, the task's plan order, its demand (CPUs, GPUs, memory
-bytes) and whether it was admitted (``held``). A reservation lives as long as its run's lease
+bytes) and whether it was admitted (``held``: 0 waiting, 1 held, 2 held and asked to give its
+resources back to higher-priority work, ``launch/preemption.py``). A reservation lives as long as its run's lease
 (``leases.py``): rows of a run that is no longer RUNNING, or whose heartbeat is older than
 ``lease_ttl``, are deleted by the next driver that looks, so a dead driver's reservations free
 themselves. The decisions are made in ``rayline.launch.admission_queue``.
@@ -21,6 +22,9 @@ from rayline.store.schema import admission_reservations as res
 from rayline.store.schema import runs
 from rayline.store.states import RunStatus
 
+#: ``held`` of a reservation asked to give its resources back
+PREEMPT = 2
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
@@ -36,6 +40,7 @@ class Reservation:
     gpus: float
     memory_bytes: int
     held: bool
+    preempt: bool = False  # held, and asked to give its resources back (preemption)
 
 
 def sweep_stale(conn: Connection, *, now: float, lease_ttl: float) -> int:
@@ -59,7 +64,8 @@ def reservations_in_order(conn: Connection) -> list[Reservation]:
     """Every reservation: held first, then by priority (highest first), arrival and plan order."""
     stmt = select(res).order_by(res.c.held.desc(), res.c.priority.desc(), res.c.arrival, res.c.run_id,
                                 res.c.seq)  # fmt: skip
-    return [Reservation(**{**row._mapping, "held": bool(row.held)}) for row in conn.execute(stmt)]
+    return [Reservation(**{**row._mapping, "held": bool(row.held), "preempt": row.held == PREEMPT})
+            for row in conn.execute(stmt)]  # fmt: skip
 
 
 def mark_held(conn: Connection, run_id: str, node_ids: Sequence[str]) -> None:
@@ -67,6 +73,20 @@ def mark_held(conn: Connection, run_id: str, node_ids: Sequence[str]) -> None:
     if node_ids:
         stmt = update(res).where(res.c.run_id == run_id, res.c.node_id.in_(list(node_ids)))
         conn.execute(stmt.values(held=1))
+
+
+def request_preemption(conn: Connection, victims: Sequence[tuple[str, str]]) -> None:
+    """Ask the drivers of these held (run id, node id) reservations to give them back."""
+    for run_id, node_id in victims:
+        stmt = update(res).where(res.c.run_id == run_id, res.c.node_id == node_id, res.c.held == 1)
+        conn.execute(stmt.values(held=PREEMPT))
+
+
+def requeue(conn: Connection, run_id: str, node_ids: Sequence[str]) -> None:
+    """``node_ids`` of ``run_id`` gave their resources back: waiting again, in their old place."""
+    if node_ids:
+        stmt = update(res).where(res.c.run_id == run_id, res.c.node_id.in_(list(node_ids)))
+        conn.execute(stmt.values(held=0))
 
 
 def label_run(conn: Connection, run_id: str, queue: str, priority: int) -> None:

@@ -34,10 +34,12 @@ class TaskStatus(StrEnum):
     CANCELLED = "CANCELLED"
     INTERRUPTED = "INTERRUPTED"
     SKIPPED = "SKIPPED"
+    #: an attempt's state only: it gave its resources to higher-priority work and is queued again
+    PREEMPTED = "PREEMPTED"
 
     @property
     def terminal(self) -> bool:
-        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.INTERRUPTED)
+        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.INTERRUPTED, TaskStatus.PREEMPTED)
 
     @property
     def ok(self) -> bool:

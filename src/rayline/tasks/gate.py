@@ -39,6 +39,7 @@ from typing import Any
 
 from rayline.models.metrics import LOWER_IS_BETTER
 from rayline.sdk.task import task
+from rayline.tasks.gangs import replica_gang
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def _watch(url: str, app: str, watch_s: float, interval_s: float, probe: Sequenc
             time.sleep(interval_s)
 
 
-@task(cpus=0, name="rollout_if_promoted")  # it waits on Serve; the replicas have their own CPUs
+@task(cpus=0, name="rollout_if_promoted", gang=replica_gang)  # it waits on Serve; its replicas are its gang
 def rollout_if_promoted(
     decision: GateDecision | Mapping[str, Any],
     *,

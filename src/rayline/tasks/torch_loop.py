@@ -57,6 +57,7 @@ class LoopConfig:
     on_epoch_end: Callable[[int, int, dict[str, Any]], None] | None = None
     task_name: str = "train_torch"
     launch: str = ""  # tells the driver whether the final metrics come from this fit()
+    preempt_key: tuple[str, str] | None = None  # (run, node): stop at once when it is preempted
 
 
 class EpochTrainer:
@@ -345,7 +346,8 @@ def worker_loop(config: dict[str, Any]) -> None:
             metrics["accuracy"] = correct / rows
         if validation is not None:
             metrics.update(trainer.evaluate(validation.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow")))
-        save = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
+        stop = _preempted(cfg, epoch)
+        save = stop or epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
         with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
             ckpt = None
             if save and rank == 0:
@@ -354,3 +356,18 @@ def worker_loop(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:05d}" if save else None)
         if cfg.on_epoch_end is not None:
             cfg.on_epoch_end(rank, epoch, metrics)
+        if stop:  # the task raises TaskPreempted; its next attempt resumes from this checkpoint
+            return
+
+
+def _preempted(cfg: LoopConfig, epoch: int) -> bool:
+    """Whether rayline asked the training to give way, or some worker's node is draining (every
+    rank agrees)."""
+    if cfg.preempt_key is None or epoch >= cfg.epochs:
+        return False
+    import ray.train
+
+    from rayline.context import node_draining, preemption_requested
+
+    asked = ray.train.get_context().get_world_rank() == 0 and preemption_requested(*cfg.preempt_key)
+    return _all_reduce([float(asked or node_draining())])[0] > 0

@@ -26,8 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from rayline import context
 from rayline.connectors import EmptyInputError
-from rayline.errors import RaylineError
+from rayline.errors import RaylineError, TaskPreempted
 from rayline.models.trained import (
     TrainedModel,
     feature_matrix,
@@ -45,6 +46,7 @@ from rayline.models.training_data import (
     training_part,
 )
 from rayline.sdk.task import task
+from rayline.tasks.gangs import train_gang, worker_resources
 from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
 
 __all__ = ["TrainingFailedError", "checkpoint_dir", "latest_checkpoint", "train_sklearn", "train_torch"]
@@ -111,7 +113,7 @@ def _preflight(data: Any, label: str, features: Any, fitted: Any) -> None:
     feature_matrix(sample, cols)
 
 
-@task(cpus=0, name="train_torch")
+@task(cpus=0, name="train_torch", gang=train_gang)
 def train_torch(
     data: Any,
     *,
@@ -211,11 +213,11 @@ def train_torch(
     cfg = LoopConfig(
         model_fn=model_fn, label=label, features=columns, fitted_features=fitted,
         model_params=dict(model_params or {}), epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=optimizer, weight_decay=weight_decay, loss=loss, problem=problem,
+        optimizer=optimizer, weight_decay=weight_decay, loss=loss, problem=problem, preempt_key=context.task_key(),
         mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, seed=seed,
         shuffle_buffer=shuffle_buffer, cache_data=cache_data, on_epoch_end=on_epoch_end, launch=launch,
     )  # fmt: skip
-    per_worker = resources_per_worker or ({"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1})
+    per_worker = worker_resources(use_gpu, resources_per_worker)
     loop_config: dict[str, Any] = {"loop": cfg, "has_validation": validation is not None}
     datasets: dict[str, Any] = {}
     if reader == "auto" and _has_shards(data):
@@ -242,6 +244,7 @@ def train_torch(
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     run_dir = Path(storage) / name
+    context.release_placement_group()  # admitted: Ray Train reserves the same workers itself
     try:
         result = trainer.fit()
     except RayTrainingFailed as exc:
@@ -288,8 +291,6 @@ def _check_room_for_ray_data(ds: Any, num_workers: int, per_worker: dict[str, fl
 
 
 def _training_failed(exc: Exception, run_dir: Path, max_failures: int) -> Exception:
-    from rayline import context
-
     failures = getattr(exc, "worker_failures", None) or {}
     for failure in failures.values():
         cause = getattr(failure, "cause", None) or failure
@@ -317,6 +318,8 @@ def _trained_model(result: Any, cfg: LoopConfig, run_dir: Path) -> TrainedModel:
     metrics = dict(result.metrics or meta.get("metrics") or {})
     ran_now = metrics.pop("launch", None) == cfg.launch
     epoch = int(meta["epoch"])
+    if epoch < cfg.epochs and context.preempted():  # worker_loop saved a checkpoint and stopped
+        raise TaskPreempted(f"train_torch: preempted after epoch {epoch}; resumes from {run_dir}")
     history = tuple(m for _, m in (getattr(result, "best_checkpoints", None) or []))
     return TrainedModel(
         framework="torch", label=cfg.label, features=tuple(meta["features"]),

@@ -36,6 +36,7 @@ from rayline.models.trained import (
 )
 from rayline.models.training_data import table_from_batch, to_table, training_part
 from rayline.sdk.task import task
+from rayline.tasks.gangs import trial_gang
 from rayline.tasks.torch_batches import TensorCache
 from rayline.tasks.torch_loop import EpochTrainer, LoopConfig, read_checkpoint
 
@@ -250,7 +251,7 @@ def _resources(resources: Mapping[str, float] | None) -> dict[str, float]:
     return res
 
 
-@task(cpus=0, name="tune")
+@task(cpus=0, name="tune", gang=trial_gang)
 def tune(
     data: Any,
     *,

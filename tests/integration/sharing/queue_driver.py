@@ -2,7 +2,7 @@
 ``RAY_ADDRESS`` (or in this process: ``argv[8]`` is ``ray`` or ``local``) under queue ``argv[3]``
 and priority ``argv[4]``. Each task appends
 ``<tag>-<i> start`` to the ledger, then waits for the gate file (all tasks) or
-``<gate>-<tag>-<i>`` (that one). ``RAYLINE_QUEUES`` names the
+``<gate>-<tag>-<i>`` (that one); ``argv[9]`` (optional) is each task's CPUs. ``RAYLINE_QUEUES`` names the
 queues file; the run's events go to stdout (``queued behind …``)."""
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ def work(tag: str, ledger: str, gate: str) -> str:
     return tag
 
 
-def make_flow(name: str, count: int, queue: str, priority: int) -> Flow:
+def make_flow(name: str, count: int, queue: str, priority: int, cpus: float = 1) -> Flow:
+    each = work if cpus == 1 else work.with_options(cpus=cpus)
+
     def body(ledger: str, gate: str):
-        return [work(f"{name}-{i}", ledger, gate) for i in range(count)]
+        return [each(f"{name}-{i}", ledger, gate) for i in range(count)]
 
     body.__name__ = name
     return flow(queue=queue, priority=priority)(body)
@@ -38,7 +40,7 @@ def make_flow(name: str, count: int, queue: str, priority: int) -> Flow:
 
 def main() -> None:
     home, name, queue, priority, count, ledger, gate, executor = sys.argv[1:9]
-    f = make_flow(name, int(count), queue, int(priority))
+    f = make_flow(name, int(count), queue, int(priority), float(sys.argv[9]) if len(sys.argv) > 9 else 1)
 
     def events(kind: str, data: dict) -> None:
         if kind in ("queued", "run_started"):

@@ -1,6 +1,13 @@
 """Ray executor: each node is one ``ray.remote`` task (options from its ``Resources``) whose
 upstream ``ObjectRef``s are top-level arguments, so Ray orders the work and values stay in the
-object store. The driver only ever fetches the small meta object of each task."""
+object store. The driver only ever fetches the small meta object of each task.
+
+A node with an atomic gang (``PlannedNode.gang``: ``train_torch``'s workers) is admitted only
+when all its bundles fit: the executor creates a placement group of them and passes its
+``ready()`` reference as an argument, so Ray starts the task once every bundle is reserved; two
+trainings that together do not fit run one after the other instead of each holding half its
+workers. The task finds the group in ``rayline.context.placement_group()``; it is removed when
+the task ends (or is cancelled)."""
 
 from __future__ import annotations
 
@@ -19,12 +26,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class RayHandle:
-    __slots__ = ("node_id", "value", "meta_ref")
+    __slots__ = ("node_id", "value", "meta_ref", "pg")
 
-    def __init__(self, node_id: str, value: Any, meta_ref: Any):
+    def __init__(self, node_id: str, value: Any, meta_ref: Any, pg: Any = None):
         self.node_id = node_id
         self.value = value
         self.meta_ref = meta_ref
+        self.pg = pg  # the placement group holding the node's gang, if it has one
 
 
 class RayExecutor:
@@ -119,16 +127,16 @@ class RayExecutor:
         self._pool = None
         self._pooled = set()
 
-    def _remote_for(self, node: PlannedNode, static: TaskStatic) -> Any:
-        key = (id(static), tuple(sorted((k, repr(v)) for k, v in node.ray_options.items())))
+    def _remote_for(self, node: PlannedNode, static: TaskStatic, gang: bool = False) -> Any:
+        key = (id(static), gang, tuple(sorted((k, repr(v)) for k, v in node.ray_options.items())))
         remote = self._remotes.get(key)
         if remote is None:
             import ray
 
             self._pickle_by_value(static.fn)
-            base = self._remotes.get(id(static))
+            base = self._remotes.get((id(static), gang))
             if base is None:
-                base = self._remotes[id(static)] = ray.remote(_entry_for(static, node.spec.name))
+                base = self._remotes[(id(static), gang)] = ray.remote(_entry_for(static, node.spec.name, gang))
             remote = self._remotes[key] = base.options(num_returns=2, **node.ray_options)
         return remote
 
@@ -161,6 +169,14 @@ class RayExecutor:
         if node.id in self._pooled:
             key = f"static/{self._pool.run_tag}/{id(static)}"
             value_ref, meta_ref = self._pool.submit(key, static, call.pack(), [*values, *metas])
+        elif node.gang is not None and node.gang.atomic:
+            from ray.util.placement_group import placement_group
+
+            pg = placement_group(node.gang.bundle_dicts(), strategy=node.gang.strategy,
+                                 name=f"rayline:{call.run_id}:{node.id}")  # fmt: skip
+            remote = self._remote_for(node, static, gang=True)
+            value_ref, meta_ref = remote.remote(call.pack(), pg, pg.ready(), *values, *metas)
+            return RayHandle(node.id, value_ref, meta_ref, pg)
         else:
             value_ref, meta_ref = self._remote_for(node, static).remote(call.pack(), *values, *metas)
         return RayHandle(node.id, value_ref, meta_ref)
@@ -178,6 +194,7 @@ class RayExecutor:
         import ray
         from ray import exceptions as rex
 
+        _remove_gangs(handles)
         try:
             return ray.get([h.meta_ref for h in handles], timeout=60)
         except (rex.RayError, rex.GetTimeoutError):
@@ -224,19 +241,43 @@ class RayExecutor:
                 ray.cancel(h.meta_ref, force=force, recursive=True)
             except Exception as exc:  # already finished, or its owner is gone
                 log.debug("cancel %s: %s", h.node_id, exc)
+        _remove_gangs(handles)
 
     def release(self, handles: list[RayHandle]) -> None:
         for h in handles:
             h.value = None
 
 
-def _entry_for(static: TaskStatic, name: str) -> Any:
+def _entry_for(static: TaskStatic, name: str, gang: bool = False) -> Any:
     def entry(call: bytes, *resolved: Any) -> tuple[Any, dict[str, Any]]:
         return execute_node(static, NodeCall.unpack(call), *resolved)
 
+    def gang_entry(call: bytes, pg: Any, _ready: Any, *resolved: Any) -> tuple[Any, dict[str, Any]]:
+        from rayline import context
+
+        token = context._hold_gang(pg)  # every bundle is reserved: Ray waited for pg.ready()
+        try:
+            return execute_node(static, NodeCall.unpack(call), *resolved)
+        finally:
+            context._drop_gang(token)
+
+    entry = gang_entry if gang else entry
     entry.__name__ = entry.__qualname__ = name.replace("-", "_").replace(".", "_")
     entry.__module__ = "rayline.engine.executors.ray"
     return entry
+
+
+def _remove_gangs(handles: list[RayHandle]) -> None:
+    """Give back the placement groups of these (finished or cancelled) nodes' gangs."""
+    for h in handles:
+        if getattr(h, "pg", None) is not None:
+            from ray.util import remove_placement_group
+
+            pg, h.pg = h.pg, None
+            try:
+                remove_placement_group(pg)
+            except Exception as exc:  # removed by the task itself already
+                log.debug("remove placement group of %s: %s", h.node_id, exc)
 
 
 def _gcs_address() -> tuple[str, int] | None:
