@@ -90,7 +90,6 @@ class RunStore(EngineOwner):
         self._host = socket.gethostname()
         try:
             migrate_run_store(self._engine, self._where)
-            run_events.migrate_run_events(self._engine, self._where)
         except DBAPIError as e:
             self._engine.dispose()
             raise StoreError(f"cannot open the run store at {self._where}: {e.orig}") from e

@@ -1,8 +1,9 @@
 """The SQL kernel under every rayline database: the engine factory, the one migration runner,
 the refusal of network filesystems, and the one rule for JSON text.
 
-``make_engine`` and ``migrate`` serve the run store (``schema.py`` holds its tables and
-migrations) and the model registry alike; ``label`` names the store in their messages.
+``make_engine`` and ``migrate`` serve the run store's database (``schema.py`` holds its tables
+and migrations: the runs', the model registry's and serving's); ``label`` names the store in
+their messages.
 Timestamps are float epoch seconds (UTC); dicts are JSON text written by ``to_json``. No pickled
 blobs, and every statement is parameterised.
 
@@ -127,7 +128,7 @@ def migrate(
     database from version n-1 to n. The version check and every pending migration share one
     write transaction, so a crash leaves the database at the old version or the new one, never in
     between, and two processes opening a fresh database at once migrate it once (the second waits
-    on ``BEGIN IMMEDIATE``, or a PostgreSQL advisory lock, then sees it done). Both the run store and the model registry use it.
+    on ``BEGIN IMMEDIATE``, or a PostgreSQL advisory lock, then sees it done).
 
     Example::
 
@@ -311,31 +312,6 @@ def make_engine(url: URL, *, label: str = "run store") -> Engine:
     return engine
 
 
-def open_sqlite(path: Path, versions: Table, migrations: Mapping[int, Callable[[Connection], None]],
-                version: int, *, label: str) -> Engine:
-    """A migrated engine on the SQLite file ``path`` (its folder made 0700) for a store of its
-    own (the model registry, serving's records); disposed again if migrating fails.
-
-    Raises:
-        StoreError: the file cannot be opened, lies on a network filesystem, or is newer than
-            this rayline.
-    """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import DBAPIError
-
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = make_engine(make_url(f"sqlite:///{path}"), label=label)
-    try:
-        migrate(engine, versions, migrations, version, where=str(path), label=label)
-    except DBAPIError as e:
-        engine.dispose()
-        raise StoreError(f"cannot open the {label} at {path}: {e.orig}") from e
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
-
-
 class EngineOwner:
     """A store that owns a SQLAlchemy engine in ``_engine`` (None until opened): ``close()``
     disposes its pooled connections, and it is a context manager that closes on exit."""
@@ -352,14 +328,3 @@ class EngineOwner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def creating(define: Callable[[MetaData], None]) -> Callable[[Connection], None]:
-    """A migration that creates the tables ``define`` declares (those already there are kept)."""
-
-    def migration(conn: Connection) -> None:
-        md = MetaData()
-        define(md)
-        md.create_all(conn)
-
-    return migration

@@ -151,7 +151,6 @@ def gate_and_promote(
     from rayline import context
     from rayline.models.registry import ModelVersion, home_from_context, open_registry
     from rayline.models.registry.protocol import Registry
-    from rayline.models.registry.sql import home_of
 
     if mode not in ("max", "min"):
         raise ValueError(f"gate: mode is 'max' or 'min', got {mode!r}")
@@ -162,7 +161,7 @@ def gate_and_promote(
                          f"-is-better; mode={mode!r} contradicts it")  # fmt: skip
     ctx = context.current()
     own = not isinstance(home, Registry)
-    where = home if home is not None else (home_from_context(ctx) or home_of(None))
+    where = home if home is not None else home_from_context(ctx)
     reg = open_registry(where, store=getattr(ctx, "store", None)) if own else home
     try:
         if isinstance(challenger, ModelVersion):

@@ -19,7 +19,6 @@ from typing import Any
 
 from rayline import context
 from rayline.models.registry import ModelVersion, home_from_context, open_registry
-from rayline.models.registry.sql import home_of
 from rayline.sdk.task import task
 
 __all__ = ["register_model"]
@@ -51,7 +50,7 @@ def register_model(
     """
     ctx = context.current()
     found = context.lineage()
-    with open_registry(home_from_context(ctx) or home_of(None), store=getattr(ctx, "store", None)) as reg:
+    with open_registry(home_from_context(ctx), store=getattr(ctx, "store", None)) as reg:
         mv = reg.register(name, model, metrics=metrics, lineage={**found, **(lineage or {})},
                           features=features)  # fmt: skip
         if alias is not None:
