@@ -26,6 +26,7 @@ class TaskSpec:
     persist: bool = False
     location: str = "<unknown>"
     runtime_env: dict[str, Any] | None = None  # Ray's runtime environment (rayline.sdk.runtime_env)
+    registry: bool = False  # uses the model registry: gets a copy, the driver commits its changes
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -89,6 +89,7 @@ def _build_spec(
     persist: bool = _UNSET,
     name: str | None = _UNSET,
     runtime_env: dict[str, Any] | None = _UNSET,
+    registry: bool = _UNSET,
 ) -> TaskSpec:
     location = definition_site(fn)
     b = base or TaskSpec(name=getattr(fn, "__name__", "task"), fn=fn, location=location)
@@ -136,6 +137,7 @@ def _build_spec(
         timeout=t,
         persist=bool(pick(persist, b.persist)),
         runtime_env=env,
+        registry=bool(pick(registry, b.registry)),
         _memo=dict(b._memo) if base is not None and base.fn is fn else {},
     )
 
@@ -156,7 +158,10 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``backoff=`` (seconds, a mapping or a ``Backoff``), ``timeout=None`` (seconds per attempt),
     ``cache=False``, ``persist=False``, ``name=None``,
     ``runtime_env=None`` (Ray's runtime environment for this task's own worker: ``pip``,
-    ``env_vars``, ``working_dir``, ``image_uri``; see ``rayline.sdk.runtime_env``).
+    ``env_vars``, ``working_dir``, ``image_uri``; see ``rayline.sdk.runtime_env``),
+    ``registry=False`` (the task uses the model registry: ``open_registry()`` in it gives a copy
+    of the driver's, whose changes the driver commits with the task's success; a Ray worker
+    never opens the database).
 
     Example::
 

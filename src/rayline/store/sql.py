@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -273,15 +274,40 @@ def _switch_to_wal(cur: Any, timeout: float = 30.0) -> Any:
             time.sleep(0.02)
 
 
-def make_engine(url: URL, *, label: str = "run store") -> Engine:
-    """A SQLAlchemy engine for ``url``, with the SQLite set-up described in the module docstring.
+def on_ray_worker() -> bool:
+    """Whether this process is a Ray worker (a task, an actor, a Train or Tune worker, a Serve
+    replica), not a driver. Ray is not imported for the answer."""
+    worker = sys.modules.get("ray._private.worker")
+    return worker is not None and getattr(worker.global_worker, "mode", None) == worker.WORKER_MODE
 
-    ``label`` names the store in messages and warnings ("run store", "model registry").
+
+def refuse_on_ray_worker(where: str, label: str) -> None:
+    """Ray workers never open a SQL store (DESIGN principle 8): raise if this is one.
 
     Raises:
-        StoreError: the SQLite file would live on a network filesystem (unless allowed), or
-            cannot be created.
+        StoreError: this process is a Ray worker (the message says what to do instead).
     """
+    if on_ray_worker():
+        raise StoreError(
+            f"a Ray worker may not open the {label} at {where}: only the driver writes the "
+            "database. A task reports what it learned with its result (rayline.context: warnings, "
+            "counters, watermarks); a task that uses the model registry declares "
+            "@task(registry=True) and gets a copy whose changes the driver commits"
+        )
+
+
+def make_engine(url: URL, *, label: str = "run store", task_copy: bool = False) -> Engine:
+    """A SQLAlchemy engine for ``url``, with the SQLite set-up described in the module docstring.
+
+    ``label`` names the store in messages and warnings. On a Ray worker only a task's private
+    copy (``task_copy``) may be opened.
+
+    Raises:
+        StoreError: this is a Ray worker, the SQLite file would live on a network filesystem
+            (unless allowed), or it cannot be created.
+    """
+    if not task_copy:
+        refuse_on_ray_worker(url.render_as_string(hide_password=True), label)
     if url.get_backend_name() != "sqlite":
         engine = create_engine(url)
         _guard_fork(engine)
