@@ -15,7 +15,8 @@ Inside a task (on a Ray worker or in-process)::
         save_state(); raise TaskPreempted()   # it is queued again and resumes later
 
 The context is one ``ContextVar``; the engine sets it around each attempt. What the driver knows
-of the run (``TaskContext.lineage``) travels with the task: a task never opens the run store.
+of the run (``TaskContext.lineage``, the registry's rows) travels with the task, and what the
+task reports travels back with its result: a task never opens the run store or the registry.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class TaskContext:
     watermarks: dict[str, Any] = field(default_factory=dict)
     #: From the driver: run_params, plan_hash, code_hash (of the tasks upstream), trigger.
     lineage: dict[str, Any] = field(default_factory=dict)
+    #: From the driver, for a task declared ``@task(registry=True)``: the model registry's rows
+    #: (``rayline.store.model_writes.model_rows``); ``registry_view`` is the attempt's private
+    #: copy of them (``rayline.models.registry.task_view``), whose changes go back with the result.
+    registry_rows: dict[str, Any] | None = None
+    registry_view: Any = None
 
 
 def current() -> TaskContext | None:

@@ -59,7 +59,7 @@ def test_input_log_option_lands_served_records_in_parquet_and_survives_an_update
         table = post_and_read(d.url, 1, 5)
         assert sorted(table.column("a").to_pylist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
         assert set(table.column_names) >= {"a", "b", "_ts", "_version", "_prediction"}
-        assert not (home / "monitor").exists()  # under dir, not <home>/monitor
+        assert not (home / "artifacts" / "monitor").exists()  # under dir, not <artifact URL>/monitor
         d2 = serve_model("logged", 2, None, **opts)  # an update that does not say: keeps logging
         assert d2.spec["input_log"] == d.spec["input_log"] and d2.previous_version == 1
         post_and_read(d2.url, 2, 3)

@@ -8,6 +8,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
+from rayline.config import Settings
 from rayline.models.registry.sql import ModelRegistry
 from rayline.tasks.gate import GateDecision, gate_and_promote, rollout_if_promoted
 from rayline.tasks.train import train_sklearn
@@ -21,8 +22,9 @@ def _data(n: int, seed: int) -> pd.DataFrame:
 
 
 @pytest.fixture
-def reg(home):
-    with ModelRegistry(home) as r:
+def reg(home, store_url):
+    """The registry in the run store's database, on SQLite and on PostgreSQL."""
+    with ModelRegistry(Settings(home=home, db_url=store_url)) as r:
         yield r
 
 

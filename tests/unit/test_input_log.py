@@ -4,15 +4,21 @@ the `input_log` serve option through serve_model, `rayline serve --log-inputs` a
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 
-from rayline.monitoring.input_log import InputLogger, input_log_options, monitor_dir
+from rayline.monitoring.input_log import InputLogger, input_log_options, monitor_location
 
 
 def _files(root):
-    return sorted(p for p in root.rglob("part-*.parquet"))
+    return sorted(p for p in Path(root).rglob("part-*.parquet"))
+
+
+def monitor_dir(home, model, log_dir=None):
+    """The local folder of ``model``'s logged inputs (the artifact URL is a folder here)."""
+    return Path(monitor_location(home, model, log_dir)[1])
 
 
 def test_flushes_every_n_records_and_on_close(tmp_path):
@@ -84,8 +90,8 @@ def test_logger_writes_under_the_given_dir_where_the_drift_trigger_reads(tmp_pat
     lg = InputLogger(tmp_path / "home", "churn", 1, flush_seconds=60, dir=logs)
     lg.log([{"a": 1.0}])
     lg.close()
-    assert lg.root == monitor_dir(tmp_path / "home", "churn", logs) == logs / "churn"
-    assert window_files(tmp_path / "home", "churn", log_dir=logs) == _files(logs / "churn")
+    assert Path(lg.root) == monitor_dir(tmp_path / "home", "churn", logs) == logs / "churn"
+    assert [Path(f.path) for f in window_files(tmp_path / "home", "churn", log_dir=logs)] == _files(logs / "churn")
     assert window_files(tmp_path / "home", "churn") == [] and len(_files(logs)) == 1
 
 

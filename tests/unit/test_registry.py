@@ -47,8 +47,9 @@ def model() -> LogisticRegression:
 
 
 @pytest.fixture
-def reg(home: Path):
-    with ModelRegistry(home) as r:
+def reg(home: Path, store_url: str):
+    """The registry in the run store's database, on SQLite and on PostgreSQL."""
+    with ModelRegistry(Settings(home=home, db_url=store_url)) as r:
         yield r
 
 
@@ -181,19 +182,23 @@ def test_metrics_and_lineage_must_be_json(reg, model):
     assert v.lineage == {"input_snapshot": {"files": ["a.parquet"]}, "trained": 3}
 
 
-def test_registry_file_is_private_and_separate_from_the_run_store(reg, home):
-    mode = stat.S_IMODE(os.stat(home / "registry.db").st_mode)
+def test_the_registry_lives_in_the_run_stores_private_database(home: Path, model):
+    with ModelRegistry(home) as reg:
+        mv = reg.register("churn", model)
+    mode = stat.S_IMODE(os.stat(home / "runs.db").st_mode)
     assert mode == 0o600
-    assert not (home / "runs.db").exists()
+    assert not (home / "registry.db").exists()
+    with RunStore.open(home) as runs, runs.transaction(read=True) as conn:
+        assert conn.exec_driver_sql("SELECT digest FROM model_versions").scalar() == mv.digest
 
 
 def test_newer_registry_schema_is_refused(home: Path):
     ModelRegistry(home).close()
     import sqlite3
 
-    with sqlite3.connect(home / "registry.db") as db:
-        db.execute("UPDATE registry_schema SET version = 99")
-    with pytest.raises(StoreError, match="model registry at .* has schema version 99"):
+    with sqlite3.connect(home / "runs.db") as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="run store at .* has schema version 99"):
         ModelRegistry(home)
 
 
@@ -204,7 +209,7 @@ def test_a_registry_on_a_network_filesystem_is_refused_by_name(home, tmp_path, m
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {tmp_path} nfs4 rw 0 0\n")
     monkeypatch.setattr(sql, "_MOUNTS_FILE", str(mounts))
     monkeypatch.delenv("RAYLINE_ALLOW_NETWORK_FS", raising=False)
-    with pytest.raises(StoreError, match="SQLite model registry .* network filesystem \\(nfs4\\)"):
+    with pytest.raises(StoreError, match="SQLite run store .* network filesystem \\(nfs4\\)"):
         ModelRegistry(home)
 
 
@@ -242,7 +247,7 @@ def test_register_model_gets_the_run_lineage_from_the_driver_not_the_run_store(h
     done = rayline.run(lineage_flow, settings=settings, executor="local", n=7)
     assert done.status.ok, done.error
     assert not (home / "runs.db").exists()
-    mv = ModelRegistry(home).get("lineage")
+    mv = ModelRegistry(settings).get("lineage")  # in the run store's database, where the driver wrote it
     with RunStore(settings.db_url) as runs:
         rec = runs.get_run(done.run_id)
         plan = json.loads(runs.get_plan(rec.plan_hash))
@@ -349,8 +354,9 @@ def test_a_registry_copy_loads_a_given_version_without_opening_its_database(home
     with ModelRegistry(home) as reg:
         mv = reg.register("churn", model)
         copy = pickle.loads(pickle.dumps(reg))
-    (home / "registry.db").unlink()
+    for f in home.glob("runs.db*"):
+        f.unlink()
     x, _ = _frame(5)
     assert list(copy.load(mv).predict(x)) == list(model.predict(x))
     assert copy.load_features(mv) is None
-    assert not (home / "registry.db").exists()
+    assert not (home / "runs.db").exists()

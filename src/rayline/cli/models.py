@@ -1,6 +1,7 @@
 """``rayline models list|show|promote|rollback|history``: the model registry from the shell.
 
-The registry is ``RAYLINE_HOME/registry.db`` (see ``rayline.models.registry``). Every command
+The registry lives in the run store's database (``RAYLINE_DB_URL``, by default SQLite in
+``RAYLINE_HOME``; see ``rayline.models.registry``). Every command
 takes ``--json`` for scripts. Unknown models, versions and aliases exit with code 2 and a message
 that lists what exists.
 """

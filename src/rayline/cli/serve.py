@@ -99,7 +99,7 @@ def _input_log(on: bool | None, log_dir: str | None, flush_s: float | None) -> b
                    "version being replaced did, else $RAYLINE_INPUT_LOG in the replicas).")
 @click.option("--log-dir", metavar="PATH", type=click.Path(file_okay=False),
               help="Log the served records under PATH/<model>/ instead of "
-                   "$RAYLINE_HOME/monitor/ (implies --log-inputs).")
+                   "the artifact URL's monitor/ (implies --log-inputs).")
 @click.option("--log-flush-s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Write the logged records at least this often (default 5; implies --log-inputs).")
 @click.option("--ingress", type=click.Choice(["proxy", "haproxy"]), default=None,
@@ -117,7 +117,7 @@ def start_cmd(ref: str, port: int, host: str, app_name: str | None, route_prefix
     """Deploy MODEL (its 'production' alias), MODEL@ALIAS or MODEL@N, or update it in place.
 
     With --log-inputs the records of /predict requests land as Parquet under
-    $RAYLINE_HOME/monitor/<model>/ (or --log-dir), where the drift trigger reads them.
+    <RAYLINE_ARTIFACTS_URL>/monitor/<model>/ (or --log-dir), where the drift trigger reads them.
     """
     import os
 

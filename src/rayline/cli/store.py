@@ -62,14 +62,13 @@ class _Stores:
 def _referenced(stores: _Stores) -> set[str]:
     """Digests that something outside the artifact store refers to: the runs' tasks and
     triggers, and the model registry's versions and feature transforms."""
-    refs = stores.runs.referenced_digests()
-    if (stores.settings.resolved_home / "registry.db").exists():
-        from rayline.models.registry.sql import ModelRegistry
+    from rayline.models.registry.sql import ModelRegistry
 
-        with ModelRegistry(stores.settings) as registry:
-            for model in registry.list_models():
-                for v in registry.versions(model.name):
-                    refs |= {d for d in (v.digest, v.features_digest) if d}
+    refs = stores.runs.referenced_digests()
+    with ModelRegistry(stores.settings) as registry:  # same database; an older registry.db imported
+        for model in registry.list_models():
+            for v in registry.versions(model.name):
+                refs |= {d for d in (v.digest, v.features_digest) if d}
     return refs
 
 

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +31,13 @@ from rayline.engine.task_records import (
     Report,
     error_line,
     old_code_hashes,
+    refused_meta,
     timeout_meta,
     update_from_meta,
 )
 from rayline.engine.worker import NodeCall, Stored, TaskStatic
 from rayline.errors import LeaseLostError, StoreError
+from rayline.store.model_writes import ModelWriteConflict, model_rows
 from rayline.store.run_events import find_lost_outputs
 from rayline.store.runs import TaskUpdate
 from rayline.store.states import RunStatus, TaskStatus
@@ -164,11 +166,16 @@ class Runner:
                             continue
                         if any(u not in handles and u not in adopted for u in node.inputs):
                             continue
+                        if node.spec.registry and not all(states.get(u, TaskStatus.PENDING).ok for u in node.inputs):
+                            continue  # it reads the registry once its upstream tasks committed theirs
                         inputs = [handles[u] if u in handles else Stored(adopted[u]) for u in node.inputs]
                         static = statics.get(id(node.spec))
                         if static is None:
                             static = statics[id(node.spec)] = self._static(node)
                         call = self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id))
+                        if node.spec.registry:  # the registry's rows as of now travel with the call
+                            with self.store.transaction(read=True) as conn:
+                                call = replace(call, registry_rows=model_rows(conn))
                         handles[node.id] = pending[node.id] = ex.submit(node, static, call, inputs)
                         left = sum(1 for u in node.inputs if not states.get(u, TaskStatus.PENDING).ok)
                         waiting_on[node.id] = left
@@ -198,11 +205,21 @@ class Runner:
                             meta = timeout_meta(plan.node(nid), meta)
                         if states.get(nid) in (TaskStatus.UPSTREAM_FAILED, TaskStatus.SKIPPED):
                             continue
+                        update = with_usage(update_from_meta(nid, status, meta), plan.node(nid))
+                        if status.ok and meta.get("registry_writes"):  # committed with its success
+                            try:
+                                self.store.record_tasks(run_id, [*pending_updates, update], generation=generation,
+                                                        model_writes=meta["registry_writes"])  # fmt: skip
+                                pending_updates, update = [], None
+                            except ModelWriteConflict as e:
+                                status, meta = TaskStatus.FAILED, refused_meta(meta, str(e))
+                                update = with_usage(update_from_meta(nid, status, meta), plan.node(nid))
                         states[nid] = status
                         if meta.get("digest"):
                             digests[nid] = meta["digest"]
                         report.add(nid, meta)
-                        pending_updates.append(with_usage(update_from_meta(nid, status, meta), plan.node(nid)))
+                        if update is not None:
+                            pending_updates.append(update)
                         self.on_event("task_finished", {"node_id": nid, "status": status, "meta": meta})
                         if status == TaskStatus.UPSTREAM_FAILED:
                             continue

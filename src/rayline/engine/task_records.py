@@ -91,6 +91,14 @@ def timeout_meta(node: PlannedNode, meta: dict[str, Any]) -> dict[str, Any]:
              "error_type": "rayline.errors.TaskTimeoutError", "error_message": msg}]}
 
 
+def refused_meta(meta: dict[str, Any], message: str) -> dict[str, Any]:
+    """``meta`` of a task whose registry writes the database refused: its last attempt FAILED."""
+    attempts = list(meta.get("attempts") or [{"attempt": 1}])
+    last = {**attempts[-1], "status": "FAILED", "error_type": "rayline.store.model_writes.ModelWriteConflict",
+            "error_message": message}  # fmt: skip
+    return {**meta, "status": "FAILED", "attempts": [*attempts[:-1], last]}
+
+
 def error_line(node_id: str, meta: dict[str, Any]) -> str:
     attempts = meta.get("attempts") or []
     last = attempts[-1] if attempts else {}

@@ -71,11 +71,12 @@ class NodeCall:
     flow_name: str = ""
     previous: dict[str, Any] | None = None  # watermarks of the flow's last successful run
     lineage: dict[str, Any] | None = None  # what the driver knows of the run (RunLineage.of)
+    registry_rows: dict[str, Any] | None = None  # the model registry, for @task(registry=True)
 
     def pack(self) -> bytes:
         """Bytes for the wire: C pickle when it can (fast), cloudpickle for closures/lambdas."""
         fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist,
-                  self.cache_base, self.flow_name, self.previous, self.lineage)
+                  self.cache_base, self.flow_name, self.previous, self.lineage, self.registry_rows)
         if _plain(self.template):
             try:
                 return pickle.dumps(fields, protocol=5)
@@ -161,12 +162,14 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any,
     attempts: list[dict[str, Any]] = []
     meta["attempts"] = attempts
     ctx = context.TaskContext(call.run_id, call.node_id, call.flow_name, meta["ray_attempt"], store,
-                              call.previous or {}, lineage=call.lineage or {})
+                              call.previous or {}, lineage=call.lineage or {},
+                              registry_rows=call.registry_rows)  # fmt: skip
     attempt = 0
     while True:
         attempt += 1
         started = time.time()
         ctx.attempt = meta["ray_attempt"] - 1 + attempt
+        _drop_registry_view(ctx)  # each attempt starts from the driver's rows
         token = context._activate(ctx)
         try:
             with _task_log(static, call, ctx.attempt, secrets) as out, _deadline(static.timeout, call.node_id):
@@ -178,10 +181,12 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any,
                                   else "".join(traceback.format_exception(type(exc), exc, tb))[-20000:]))
                     raise
         except SkipRun as exc:  # nothing to do: not a failure, never retried
+            _drop_registry_view(ctx)
             attempts.append({**_attempt(attempt, started, "SKIPPED", None), "error_message": str(exc)})
             meta.update(status="SKIPPED", skip_reason=str(exc))
             return Failed(call.node_id), meta
         except Exception as exc:  # the user's code failed: record, maybe retry
+            _drop_registry_view(ctx)  # what it wrote to the registry is dropped with it
             rec = _attempt(attempt, started, "FAILED", exc)
             attempts.append(rec)
             if static.retry.should_retry(exc, attempt):
@@ -198,6 +203,9 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any,
     for k in ("warnings", "counters", "watermarks"):
         if getattr(ctx, k):
             meta[k] = getattr(ctx, k)
+    if ctx.registry_view is not None:  # what it registered, promoted, deployed: the driver commits it
+        meta["registry_writes"] = ctx.registry_view.writes()
+        _drop_registry_view(ctx)
     meta["status"] = "SUCCEEDED"
     if call.persist and store is not None:
         try:
@@ -214,6 +222,12 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any,
         if info.size > static.inline_limit:
             return Stored(info.digest), meta
     return value, meta
+
+
+def _drop_registry_view(ctx: context.TaskContext) -> None:
+    if ctx.registry_view is not None:
+        ctx.registry_view.close()
+        ctx.registry_view = None
 
 
 def _task_log(static: TaskStatic, call: NodeCall, attempt: int, secrets: Any = ()) -> Any:

@@ -1,10 +1,11 @@
 """Drift over a window of served inputs: which logged files, their rows, the report.
 
 The serving deployment's input logger (``rayline.monitoring.input_log``) writes Parquet files
-under ``RAYLINE_HOME/monitor/<model>/`` (or the deployment's ``log_dir``); ``check_drift`` reads the
-recent ones and compares them per feature with the training reference
-(``rayline.monitoring.drift_stats.compare``), storing the report. The ``Drift`` trigger
-(``rayline.triggers.drift``) polls it.
+under the artifact URL, ``<RAYLINE_ARTIFACTS_URL>/monitor/<model>/`` (or the deployment's
+``log_dir``, a folder or a URL); ``check_drift`` lists and reads the recent ones through the
+same filesystem (a folder, or object storage that any host reaches) and compares them per
+feature with the training reference (``rayline.monitoring.drift_stats.compare``), storing the
+report. The ``Drift`` trigger (``rayline.triggers.drift``) polls it.
 
 Example::
 
@@ -14,39 +15,55 @@ Example::
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rayline.monitoring.drift_stats import DriftReport, compare, save_report
-from rayline.monitoring.input_log import monitor_dir
+from rayline.monitoring.input_log import monitor_location
+from rayline.store.artifact_fsspec import mtime_of
 
-__all__ = ["check_drift", "read_window", "window_files"]
+__all__ = ["LoggedFile", "check_drift", "read_window", "window_files"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedFile:
+    """One file of logged inputs: its path in ``fs``, size and last change (epoch s)."""
+
+    fs: Any
+    path: str
+    size: int
+    mtime: float
 
 
 def window_files(home: str | Path, model: str, *, since: float | None = None,
-                 log_dir: str | Path | None = None) -> list[Path]:  # fmt: skip
+                 log_dir: str | Path | None = None) -> list[LoggedFile]:  # fmt: skip
     """The logged-input files of ``model`` (oldest first), those modified at or after ``since``;
     under ``log_dir`` when the deployment logs there (``input_log={"dir": ...}``)."""
+    fs, root = monitor_location(home, model, log_dir)
+    fs.invalidate_cache(root)  # other hosts write there: never a cached listing
+    try:
+        found = fs.glob(f"{root.rstrip('/')}/*/part-*.parquet", detail=True)
+    except FileNotFoundError:
+        return []
     out = []
-    for name in glob.glob(str(monitor_dir(home, model, log_dir) / "*" / "part-*.parquet")):
-        try:
-            mtime = os.stat(name).st_mtime
-        except FileNotFoundError:
-            continue
+    for path, info in found.items():
+        mtime = mtime_of(info)
         if since is None or mtime >= since:
-            out.append((mtime, name))
-    return [Path(n) for _, n in sorted(out)]
+            out.append(LoggedFile(fs, path, int(info.get("size") or 0), mtime))
+    return sorted(out, key=lambda f: (f.mtime, f.path))
 
 
-def read_window(files: list[Path], max_rows: int | None = None) -> Any:
+def read_window(files: list[LoggedFile], max_rows: int | None = None) -> Any:
     """The rows of ``files`` as one table (the newest ``max_rows`` when given)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(f) for f in files]
+    tables = []
+    for f in files:
+        with f.fs.open(f.path, "rb") as fh:
+            tables.append(pq.read_table(fh))
     if not tables:
         return pa.table({})
     table = pa.concat_tables(tables, promote_options="permissive")
@@ -55,13 +72,10 @@ def read_window(files: list[Path], max_rows: int | None = None) -> Any:
     return table
 
 
-def _digest(files: list[Path]) -> str:
+def _digest(files: list[LoggedFile]) -> str:
     h = hashlib.sha256()
     for f in files:
-        try:
-            h.update(f"\0{f}\0{f.stat().st_size}".encode())
-        except FileNotFoundError:
-            continue
+        h.update(f"\0{f.path}\0{f.size}".encode())
     return h.hexdigest()
 
 

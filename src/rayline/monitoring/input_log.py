@@ -1,8 +1,11 @@
 """Served-input logging: the records of ``/predict`` requests, batched in memory and written to
 Parquet by a background thread, off the request path.
 
-Files land under ``<home>/monitor/<model>/<YYYY-MM-DD>/part-<epoch ms>-<pid>-<n>.parquet``
-(UTC date), written to a hidden ``.part-….tmp`` name and renamed, so a reader (the drift
+Files land under the artifact URL, ``<RAYLINE_ARTIFACTS_URL>/monitor/<model>/<YYYY-MM-DD>/
+part-<epoch ms>-<pid>-<n>.parquet`` (UTC date; by default the artifact folder
+``<home>/artifacts``), so a replica on any node writes where the drift trigger on any host reads
+(``monitor_location``). In a folder a file is written to a hidden ``.part-….tmp`` name and
+renamed; on object storage it is one PUT of the whole file. Either way a reader (the drift
 monitor, a ``NewData`` trigger) never sees half a file. Each row is one input record plus
 ``_ts`` (epoch seconds), ``_version`` and, when it is a scalar, ``_prediction``.
 
@@ -13,7 +16,8 @@ slows or fails a request. ``close`` flushes what is left.
 
 Turn it on for a deployment with ``serve_model(..., input_log=True)`` (or a dict of options:
 ``{"flush_records": 1000, "flush_seconds": 5, "max_buffered": 100000, "dir": "/data/monitor"}``;
-``dir`` replaces ``<home>/monitor``, give the drift trigger the same ``log_dir``), with
+``dir``, a folder or a URL, replaces ``<artifact URL>/monitor``, give the drift trigger the same
+``log_dir``), with
 ``rayline serve MODEL --log-inputs [--log-dir PATH]``, or in a flow through
 ``rollout_if_promoted(..., input_log=...)``. An in-place update that does not say keeps the
 logging of the version it replaces. The fallback, for every rayline replica whose deployment
@@ -35,7 +39,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENV", "OPTIONS", "InputLogger", "input_log_options", "input_log_spec", "monitor_dir"]
+__all__ = ["ENV", "OPTIONS", "InputLogger", "input_log_options", "input_log_spec", "monitor_location"]
 
 ENV = "RAYLINE_INPUT_LOG"
 
@@ -46,11 +50,23 @@ OPTIONS: dict[str, type | tuple[type, ...]] = {
 }  # fmt: skip
 
 
-def monitor_dir(home: str | Path, model: str, log_dir: str | Path | None = None) -> Path:
-    """Where the logged inputs of ``model`` are: ``<log_dir>/<model>``, by default
-    ``<home>/monitor/<model>``."""
-    root = Path(log_dir).expanduser() if log_dir else Path(home) / "monitor"
-    return root / model
+def monitor_location(home: str | Path, model: str, log_dir: str | Path | None = None, *,
+                     artifacts_url: str | None = None) -> tuple[Any, str]:  # fmt: skip
+    """``(fsspec filesystem, path)`` of the logged inputs of ``model``: ``<log_dir>/<model>``
+    (a folder or a URL), by default ``<artifact URL>/monitor/<model>``, the artifact URL being
+    ``artifacts_url`` or the settings' (``RAYLINE_ARTIFACTS_URL``, else ``<home>/artifacts``).
+    Object-storage endpoints and options come as for the artifact store
+    (``RAYLINE_ARTIFACTS_OPTIONS``, ``AWS_ENDPOINT_URL``)."""
+    from rayline.config import Settings
+    from rayline.store.artifact_location import artifact_location
+
+    settings = Settings(home=Path(home))
+    if artifacts_url is not None:
+        settings = settings.model_copy(update={"artifacts_url": artifacts_url})
+    if log_dir is None:
+        return artifact_location(settings, f"monitor/{model}")
+    there = settings.model_copy(update={"artifacts_url": str(log_dir)})
+    return artifact_location(there, model)
 
 
 def input_log_spec(value: Any) -> bool | dict[str, Any] | None:
@@ -76,8 +92,8 @@ def input_log_spec(value: Any) -> bool | dict[str, Any] | None:
             raise UsageError(f"input_log: unknown option {key!r}; options: {', '.join(OPTIONS)}")
         if key == "dir":
             if not isinstance(v, str | Path) or not str(v).strip():
-                raise UsageError(f"input_log: dir must be a folder path, got {v!r}")
-            out[key] = str(Path(v).expanduser().absolute())
+                raise UsageError(f"input_log: dir must be a folder path or a URL, got {v!r}")
+            out[key] = str(v) if "://" in str(v) else str(Path(v).expanduser().absolute())
         elif isinstance(v, bool) or not isinstance(v, kind) or v <= 0:
             raise UsageError(f"input_log: {key} must be a positive number, got {v!r}")
         else:
@@ -105,8 +121,10 @@ class InputLogger:
 
     def __init__(self, home: str | Path, model: str, version: int | None = None, *,
                  flush_records: int = 1000, flush_seconds: float = 5.0,
-                 max_buffered: int = 100_000, dir: str | Path | None = None) -> None:  # noqa: A002  # fmt: skip
-        self.root = monitor_dir(home, model, dir)
+                 max_buffered: int = 100_000, dir: str | Path | None = None,  # noqa: A002
+                 artifacts_url: str | None = None) -> None:  # fmt: skip
+        self.fs, self.root = monitor_location(home, model, dir, artifacts_url=artifacts_url)
+        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self.version = version
         self.flush_records, self.flush_seconds = int(flush_records), float(flush_seconds)
         self.max_buffered = int(max_buffered)
@@ -169,13 +187,18 @@ class InputLogger:
             table = pa.table({"_record": [json.dumps(r, default=str) for r in rows],
                               "_ts": [r["_ts"] for r in rows]})  # fmt: skip
         now = datetime.now(UTC)
-        folder = self.root / now.strftime("%Y-%m-%d")
-        folder.mkdir(parents=True, exist_ok=True)
         self._seq += 1
         name = f"part-{int(now.timestamp() * 1000)}-{os.getpid()}-{self._seq:05d}.parquet"
-        tmp = folder / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, folder / name)
+        folder = f"{self.root}/{now.strftime('%Y-%m-%d')}"
+        if self._local:  # a folder: a hidden temp file, renamed
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            tmp = Path(folder) / f".{name}.tmp"
+            pq.write_table(table, tmp)
+            os.replace(tmp, Path(folder) / name)
+        else:  # object storage: one PUT of the whole file is atomic
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            self.fs.pipe_file(f"{folder}/{name}", sink.getvalue().to_pybytes())
         self.written_files += 1
 
     def _run(self) -> None:

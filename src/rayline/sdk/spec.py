@@ -28,6 +28,7 @@ class TaskSpec:
     runtime_env: dict[str, Any] | None = None  # Ray's runtime environment (rayline.sdk.runtime_env)
     #: what the task starts from inside (Train workers, Tune trials): ``gang(args) -> Gang | None``
     gang: Callable[[dict[str, Any]], Gang | None] | None = None
+    registry: bool = False  # uses the model registry: gets a copy, the driver commits its changes
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

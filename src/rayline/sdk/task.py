@@ -102,6 +102,7 @@ def _build_spec(
     name: str | None = _UNSET,
     runtime_env: dict[str, Any] | None = _UNSET,
     gang: Callable[[dict[str, Any]], Any] | None = _UNSET,
+    registry: bool = _UNSET,
     **unknown: Any,
 ) -> TaskSpec:
     location = definition_site(fn)
@@ -156,6 +157,7 @@ def _build_spec(
         persist=bool(pick(persist, b.persist)),
         runtime_env=env,
         gang=gang_fn,
+        registry=bool(pick(registry, b.registry)),
         _memo=dict(b._memo) if base is not None and base.fn is fn else {},
     )
 
@@ -179,6 +181,9 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``env_vars``, ``working_dir``, ``image_uri``; see ``rayline.sdk.runtime_env``),
     ``gang=None`` (``fn(args) -> Gang``: the workers or trials the task starts from inside, so
     that the compile-time check and admission see them; ``rayline.sdk.resources.Gang``).
+    ``registry=False`` (the task uses the model registry: ``open_registry()`` in it gives a copy
+    of the driver's, whose changes the driver commits with the task's success; a Ray worker
+    never opens the database).
 
     Example::
 

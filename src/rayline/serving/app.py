@@ -136,8 +136,8 @@ class _Loaded:
         self.identity = {"model": spec["name"], "version": spec["version"]}
         self.headers = {"x-rayline-model": spec["name"], "x-rayline-version": str(spec["version"])}
         log_opts = input_log_options(spec)  # served-input logging for drift (off by default)
-        self.input_log = None if log_opts is None else InputLogger(
-            spec["home"], spec["name"], spec["version"], **log_opts)  # fmt: skip
+        self.input_log = None if log_opts is None else InputLogger(  # under the artifact URL
+            spec["home"], spec["name"], spec["version"], artifacts_url=spec.get("artifacts_url"), **log_opts)  # fmt: skip
 
     @staticmethod
     def model_of(spec: dict[str, Any]) -> tuple[Any, ...]:

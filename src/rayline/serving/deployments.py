@@ -3,14 +3,14 @@
 ``serve_model`` records the application it deployed (model, version, alias, the deployment
 record it submitted, status) so that an update knows what it replaces, ``rayline serve stop``
 finds the Ray it deployed on, and ``rayline serve status`` lists the applications. These records
-belong to serving, not to the model registry: the table ``deployments`` has its own schema
-version (``serving_schema``) and is migrated by the store's one migration runner. It lives in
-the registry's database file for now (``RAYLINE_HOME/registry.db``; version 1 of the registry
-created the table there, and this module adopts it as it is).
+belong to serving, not to the model registry: the table ``deployments`` is declared with the
+run store's tables (``rayline.store.model_schema``, schema version 5) and lives in the same
+database as the runs and the registry (``RAYLINE_DB_URL``), so any host that reaches it sees
+what is deployed.
 
 Example::
 
-    with DeploymentRecords(home) as records:
+    with DeploymentRecords(settings) as records:
         records.put("churn", mv, alias="production", spec=record, status="RUNNING")
         records.find("churn")[0]["version"]
 """
@@ -22,86 +22,48 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Double,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, delete, insert, select, update
 
-from rayline.errors import StoreError
+from rayline.models.registry.database import open_database, settings_of
 from rayline.models.registry.records import ModelVersion, to_json, utc
-from rayline.models.registry.sql import home_of
-from rayline.store.sql import EngineOwner, creating, open_sqlite, version_table
+from rayline.models.registry.sql import ModelRegistry
+from rayline.store.schema import deployments
 
 __all__ = ["DeploymentRecords"]
 
-SCHEMA_VERSION = 1
-FILE_NAME = "registry.db"
-LABEL = "serving records"
 
-
-def _define_v1(md: MetaData) -> None:
-    """The table as of schema version 1. Never edit: a later version adds a migration."""
-    Table(
-        "deployments",
-        md,
-        Column("app", String(128), primary_key=True),
-        Column("name", String(128), nullable=False),
-        Column("version", Integer, nullable=False),
-        Column("alias", String(128)),
-        Column("spec_json", Text, nullable=False),
-        Column("status", String(32), nullable=False),
-        Column("updated_at", Double, nullable=False),
-    )
-
-
-metadata = MetaData()
-_define_v1(metadata)
-deployments = metadata.tables["deployments"]
-serving_schema = version_table("serving_schema")
-
-
-# creating() checks first: a table made by an older registry (version 1 made it) is adopted
-MIGRATIONS = {1: creating(_define_v1)}
-
-
-class DeploymentRecords(EngineOwner):
-    """The ``deployments`` table of ``settings_or_home`` (a ``Settings``, a path, or None for
-    ``RAYLINE_HOME``); opened on first use. Use as a context manager or call ``close()``."""
+class DeploymentRecords:
+    """The ``deployments`` table of ``settings_or_home`` (a ``Settings``, a home folder, None for
+    ``RAYLINE_HOME``, or a ``ModelRegistry`` whose database it shares); opened on first use.
+    Use as a context manager or call ``close()``."""
 
     def __init__(self, settings_or_home: Any = None) -> None:
-        self._home = home_of(settings_or_home)
-        self._where = str(self._home / FILE_NAME)
-        self._engine: Any = None
+        shared = isinstance(settings_or_home, ModelRegistry)
+        self._settings = settings_or_home.settings if shared else settings_of(settings_or_home)
+        self._runs: Any = settings_or_home.runs if shared else None
+        self._own = not shared
         self._lock = threading.Lock()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self._lock:
-            if self._engine is None:
-                self._engine = self._open(self._home / FILE_NAME)
-        try:
-            with self._engine.begin() as conn:
-                yield conn
-        except DBAPIError as e:
-            raise StoreError(f"serving records at {self._where}: {e.orig}") from e
+            if self._runs is None:
+                self._runs = open_database(self._settings)
+        with self._runs.transaction() as conn:
+            yield conn
 
-    @staticmethod
-    def _open(path: Path) -> Any:
-        return open_sqlite(path, serving_schema, MIGRATIONS, SCHEMA_VERSION, label=LABEL)
+    def close(self) -> None:
+        """Close the database connections these records opened."""
+        if self._own and self._runs is not None:
+            self._runs.close()
+
+    def __enter__(self) -> DeploymentRecords:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def put(self, app: str, mv: ModelVersion, *, alias: str | None, spec: Mapping[str, Any],
             status: str) -> None:  # fmt: skip

@@ -151,7 +151,7 @@ def serve_model(
         max_body_bytes = settings.serve_max_body_bytes if max_body_bytes is None else max_body_bytes
         max_json_depth = settings.serve_max_json_depth if max_json_depth is None else max_json_depth
     registry = open_registry(home)
-    records = DeploymentRecords(registry.home)
+    records = DeploymentRecords(registry)
     mv = registry.get(name, version=version, alias=None if version is not None else alias)
     app = app_name or name
     token = token_sha256(env=auth_token_env, file=auth_token_file)
@@ -254,7 +254,7 @@ def stop_serving(app: str | None = None, *, home: Any = None, address: str | Non
     """
     from ray import serve
 
-    store = DeploymentRecords(open_registry(home, connect=False).home)
+    store = DeploymentRecords(open_registry(home, connect=False).settings)
     records = store.find(app)
     if app is not None and not records:
         known = ", ".join(r["app"] for r in store.find()) or "none"
@@ -272,7 +272,7 @@ def stop_serving(app: str | None = None, *, home: Any = None, address: str | Non
 
 def serving_status(home: Any = None) -> list[dict[str, Any]]:
     """What rayline deployed, with Serve's live status when Ray is connected."""
-    rows = DeploymentRecords(open_registry(home, connect=False).home).find()
+    rows = DeploymentRecords(open_registry(home, connect=False).settings).find()
     live: dict[str, Any] = {}
     try:
         import ray

@@ -127,7 +127,7 @@ class FsspecFiles:
             raise self._error("stat", path, exc) from exc
         if info.get("type") != "file":
             return None
-        return int(info.get("size") or 0), _mtime(info)
+        return int(info.get("size") or 0), mtime_of(info)
 
     def remove(self, path: PurePosixPath) -> bool:
         if self.stat(path) is None:
@@ -168,7 +168,7 @@ class FsspecFiles:
         return None  # an object is durable once its PUT returns
 
 
-def _mtime(info: dict[str, Any]) -> float:
+def mtime_of(info: dict[str, Any]) -> float:
     """Last change of an fsspec ``info`` record (epoch s); now when the filesystem gives none,
     so that ``gc`` treats it as young rather than old."""
     for key in ("LastModified", "mtime", "last_modified", "updated", "modified", "created"):

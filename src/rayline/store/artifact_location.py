@@ -13,6 +13,8 @@ models, served-input logs, task logs) asks ``artifact_location`` for its place::
 
     fs, path = artifact_location(settings, "checkpoints/run-1")   # (fsspec fs, "bucket/p/…")
     url = artifact_url(settings, "checkpoints/run-1")              # "s3://bucket/p/checkpoints/run-1"
+    url = store_url(store, "train", run_id)                       # the same, from a task's store
+    path, fs = ray_storage(url, store)          # RunConfig(storage_path=path, storage_filesystem=fs)
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 
 from rayline.store.files import validate_name
 
-__all__ = ["artifact_location", "artifact_options", "artifact_url", "files_for", "is_local"]
+__all__ = ["artifact_location", "artifact_options", "artifact_url", "files_for", "is_local", "ray_storage",
+           "store_url"]
 
 
 def is_local(url: str | Path) -> bool:
@@ -88,3 +91,38 @@ def artifact_location(settings: Any, sub: str = "") -> tuple[Any, str]:
     if is_local(url):
         return url_to_fs(str(_local_path(url)))
     return url_to_fs(url, **artifact_options(settings))
+
+
+def store_url(store: Any, *parts: str) -> str:
+    """``parts`` (safe names) under an artifact store (an ``ArtifactStore`` or its files): a
+    local path, or a URL such as ``s3://bucket/prefix/train/<run_id>``."""
+    files = getattr(store, "files", store)
+    names = [validate_name(p) for p in parts]
+    if isinstance(files.root, Path):
+        return str(files.root.joinpath(*names))
+    return "/".join([files.url.rstrip("/"), *names])
+
+
+def ray_storage(url: str, store: Any = None) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for Ray Train's and Ray Tune's ``RunConfig``.
+
+    A local folder is returned as it is, with no filesystem. A URL gets the path inside its
+    filesystem (``bucket/prefix/…``, no scheme, as Ray asks when a filesystem is given) and a
+    pyarrow filesystem over fsspec's: the artifact store's own when ``url`` lies under it (its
+    endpoint and storage options), else one built from the URL. Ray pickles it to every Train
+    worker and Tune trial, so each node writes its checkpoints there itself.
+    """
+    if is_local(url):
+        return str(_local_path(url)), None
+    import pyarrow.fs as pafs
+
+    files = getattr(store, "files", store)
+    base, want = str(getattr(files, "url", "")).rstrip("/"), url.rstrip("/")
+    if base and hasattr(files, "fs") and (want == base or want.startswith(base + "/")):
+        fs = files.fs
+    else:
+        from fsspec.core import url_to_fs
+
+        fs = url_to_fs(url)[0]
+    path = fs._strip_protocol(url)
+    return path, pafs.PyFileSystem(pafs.FSSpecHandler(fs))

@@ -5,8 +5,8 @@ a missing file). ``mark_output_lost`` records that as an event, and — unless a
 the run — makes the task and every task downstream of it PENDING again and the run INTERRUPTED,
 so that ``rayline resume`` recomputes exactly them. ``rayline runs show`` lists the events.
 
-The ``run_events`` table sits in the run store's database with its own schema version
-(``run_events_version``), so that it evolves apart from the core tables.
+The ``run_events`` table is declared and migrated with the run store's other tables
+(``schema.py``, version 5).
 
 Example::
 
@@ -25,55 +25,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Double,
-    Engine,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Connection, insert, select, update
 
 from rayline.store import leases
 from rayline.store.run_records import run_from_row
-from rayline.store.schema import plans, runs, tasks, trigger_state
-from rayline.store.sql import migrate, version_table
+from rayline.store.schema import plans, run_events, runs, tasks, trigger_state
 from rayline.store.states import RunStatus, TaskStatus
 
 OUTPUT_LOST = "output_lost"
 _DIGEST = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 LOST_ERROR_TYPE = "rayline.errors.ArtifactIntegrityError"
-
-_md = MetaData()
-run_events = Table(
-    "run_events",
-    _md,
-    Column("event_id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(64), nullable=False),
-    Column("at", Double, nullable=False),
-    Column("kind", String(64), nullable=False),
-    Column("node_id", String(256)),
-    Column("digest", String(128)),
-    Column("message", Text),
-    Index("ix_run_events_run", "run_id", "event_id"),
-)
-_version = version_table("run_events_version")
-
-
-def _migration_1(conn: Connection) -> None:
-    run_events.create(conn, checkfirst=True)
-
-
-def migrate_run_events(engine: Engine, where: str) -> int:
-    """Create (or upgrade) the ``run_events`` table; return the version found."""
-    return migrate(engine, _version, {1: _migration_1}, 1, where=where, label="run events")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +162,6 @@ def referenced_digests(conn: Connection) -> set[str]:
 
 
 __all__ = [
-    "OUTPUT_LOST", "RunEvent", "find_lost_outputs", "list_events", "mark_output_lost", "migrate_run_events",
-    "record_event", "referenced_digests", "run_events", "tasks_with_digests",
+    "OUTPUT_LOST", "RunEvent", "find_lost_outputs", "list_events", "mark_output_lost",
+    "record_event", "referenced_digests", "tasks_with_digests",
 ]  # fmt: skip

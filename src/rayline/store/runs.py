@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from rayline.errors import StoreError
 from rayline.store import leases, run_events
+from rayline.store.model_writes import apply_model_writes
 from rayline.store.run_records import (
     AttemptRecord,
     AttemptUpdate,
@@ -66,9 +67,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------- the store
-
-
 class RunStore(EngineOwner):
     """Runs, task states, attempts and plans, behind any SQLAlchemy URL.
 
@@ -76,21 +74,22 @@ class RunStore(EngineOwner):
 
     Args:
         url: a SQLAlchemy URL, e.g. ``sqlite:////home/me/.rayline/runs.db`` or a PostgreSQL URL.
+        task_copy: a task's private scratch copy (``models/registry/task_view.py``), the only
+            database a Ray worker may open (``sql.make_engine`` refuses any other there).
 
     Raises:
-        StoreError: the database is newer than this rayline, or a SQLite file would live on a
-            network filesystem.
+        StoreError: the database is newer than this rayline, a SQLite file would live on a
+            network filesystem, or this is a Ray worker.
     """
 
-    def __init__(self, url: str | URL) -> None:
+    def __init__(self, url: str | URL, *, task_copy: bool = False) -> None:
         self._url = make_url(url)
         self._where = self._url.render_as_string(hide_password=True)
-        self._engine = make_engine(self._url)
+        self._engine = make_engine(self._url, task_copy=task_copy)
         self._reader = self._engine.execution_options(**{READ_OPTION: True})
         self._host = socket.gethostname()
         try:
             migrate_run_store(self._engine, self._where)
-            run_events.migrate_run_events(self._engine, self._where)
         except DBAPIError as e:
             self._engine.dispose()
             raise StoreError(f"cannot open the run store at {self._where}: {e.orig}") from e
@@ -141,8 +140,7 @@ class RunStore(EngineOwner):
         return leases.missing_run(run_id, self._where)
 
     def _fence(self, conn: Connection, run_id: str, held: int, values: dict[str, Any]) -> None:
-        """Update the run with ``values`` if generation ``held`` still holds its lease
-        (``leases.fence``). Raises LeaseLostError (or StoreError for a missing run) otherwise."""
+        """``leases.fence``: update the run if generation ``held`` still holds its lease."""
         leases.fence(conn, run_id, held, values, where=self._where)
 
     # ------------------------------------------------------------------------------ writes
@@ -199,21 +197,26 @@ class RunStore(EngineOwner):
         raise StoreError(f"could not insert a run of flow '{flow_name}' into {self._where}")
 
     def record_tasks(
-        self, run_id: str, updates: Sequence[TaskUpdate], *, generation: int, new: Sequence[str] = ()
-    ) -> None:
+        self, run_id: str, updates: Sequence[TaskUpdate], *, generation: int, new: Sequence[str] = (),
+        model_writes: Sequence[Any] = (),
+    ) -> None:  # fmt: skip
         """Apply a batch of task updates in one transaction, if ``generation`` holds the lease;
-        ``new`` node ids (the items of a map, known at run time) are added as PENDING tasks first.
+        ``new`` node ids (the items of a map, known at run time) are added as PENDING tasks first;
+        ``model_writes``: what the task of ``updates`` wrote to the model registry (``model_writes``).
 
         Also refreshes the run's heartbeat. Updates for the same node apply in order.
 
         Raises:
             LeaseLostError: another process owns the run now; nothing was written.
+            ModelWriteConflict: the registry changed under ``model_writes``; nothing was written.
             StoreError: the run or one of the nodes does not exist.
         """
         writes = task_writes(run_id, updates)
         with self.transaction() as conn:
             self._fence(conn, run_id, generation, {})
             insert_tasks(conn, run_id, new)
+            if model_writes:
+                apply_model_writes(conn, model_writes, by=f"task '{updates[-1].node_id}' of run {run_id}")
             apply_task_writes(conn, run_id, writes)
 
     def set_run_status(

@@ -4,8 +4,11 @@
 store's database looks like: ``plans``, ``runs``, ``tasks``, ``task_attempts`` (version 1),
 ``flow_slots``, ``run_queue`` and ``trigger_state`` (version 2), the resources each attempt held
 and its CPU-/GPU-seconds, and each run's queue and priority (version 3), ``run_cancels``
-(version 4). ``migrate_run_store`` brings a database to ``SCHEMA_VERSION``; ``insert_run_rows`` is the one insert that creates a run (used by
-``RunStore.create_run`` and by the flow slots' reservation).
+(version 4), ``run_events`` and the model registry's and serving's tables (version 5, declared in
+``model_schema.py``). One migration list, one version table (``schema_version``) for every table
+in the database. ``migrate_run_store`` brings a database to ``SCHEMA_VERSION``;
+``insert_run_rows`` is the one insert that creates a run (used by ``RunStore.create_run`` and by
+the flow slots' reservation).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from sqlalchemy import (
     text,
 )
 
+from rayline.store.model_schema import MODEL_TABLES, define_model_tables
 from rayline.store.sql import migrate, version_table
 from rayline.store.states import RunStatus, TaskStatus
 
 #: The schema version this code writes and understands.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _define_v1(md: MetaData) -> None:
@@ -213,11 +217,36 @@ def _define_v4(md: MetaData) -> None:
     )
 
 
+def _define_v5(md: MetaData) -> None:
+    """Tables added in schema version 5, when every store of a home moved into one database.
+    Never edit.
+
+    ``run_events`` holds a run's events besides its task states (``run_events.py``; until
+    version 5 it kept a version table of its own, ``run_events_version``, whose table is adopted
+    as it is); the model registry's and serving's tables are declared in ``model_schema.py``
+    (until version 5 they lived in ``RAYLINE_HOME/registry.db``).
+    """
+    Table(
+        "run_events",
+        md,
+        Column("event_id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", String(64), nullable=False),
+        Column("at", Double, nullable=False),
+        Column("kind", String(64), nullable=False),
+        Column("node_id", String(256)),
+        Column("digest", String(128)),
+        Column("message", Text),
+        Index("ix_run_events_run", "run_id", "event_id"),
+    )
+    define_model_tables(md)
+
+
 metadata = MetaData()
 _define_v1(metadata)  # the current schema; queries use these tables
 _define_v2(metadata)
 _define_v3(metadata)
 _define_v4(metadata)
+_define_v5(metadata)
 plans = metadata.tables["plans"]
 runs = metadata.tables["runs"]
 tasks = metadata.tables["tasks"]
@@ -227,6 +256,11 @@ run_queue = metadata.tables["run_queue"]
 trigger_state = metadata.tables["trigger_state"]
 admission_reservations = metadata.tables["admission_reservations"]
 run_cancels = metadata.tables["run_cancels"]
+run_events = metadata.tables["run_events"]
+model_versions = metadata.tables["model_versions"]
+aliases = metadata.tables["aliases"]
+alias_history = metadata.tables["alias_history"]
+deployments = metadata.tables["deployments"]
 
 schema_version = version_table("schema_version")
 
@@ -263,9 +297,16 @@ def _migration_4(conn: Connection) -> None:
     md.create_all(conn, tables=[md.tables["run_cancels"]])
 
 
+def _migration_5(conn: Connection) -> None:
+    md = MetaData()
+    _define_v5(md)  # a run_events table made under its old version table is kept as it is
+    md.create_all(conn, tables=[md.tables[n] for n in ("run_events", *MODEL_TABLES)])
+    conn.execute(text("DROP TABLE IF EXISTS run_events_version"))
+
+
 #: Migration N takes a database from version N-1 to N. All pending ones run in one transaction.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4,
+    1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5,
 }
 
 

@@ -1,8 +1,9 @@
 """The SQL kernel under every rayline database: the engine factory, the one migration runner,
 the refusal of network filesystems, and the one rule for JSON text.
 
-``make_engine`` and ``migrate`` serve the run store (``schema.py`` holds its tables and
-migrations) and the model registry alike; ``label`` names the store in their messages.
+``make_engine`` and ``migrate`` serve the run store's database (``schema.py`` holds its tables
+and migrations: the runs', the model registry's and serving's); ``label`` names the store in
+their messages.
 Timestamps are float epoch seconds (UTC); dicts are JSON text written by ``to_json``. No pickled
 blobs, and every statement is parameterised.
 
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -127,7 +129,7 @@ def migrate(
     database from version n-1 to n. The version check and every pending migration share one
     write transaction, so a crash leaves the database at the old version or the new one, never in
     between, and two processes opening a fresh database at once migrate it once (the second waits
-    on ``BEGIN IMMEDIATE``, or a PostgreSQL advisory lock, then sees it done). Both the run store and the model registry use it.
+    on ``BEGIN IMMEDIATE``, or a PostgreSQL advisory lock, then sees it done).
 
     Example::
 
@@ -272,15 +274,40 @@ def _switch_to_wal(cur: Any, timeout: float = 30.0) -> Any:
             time.sleep(0.02)
 
 
-def make_engine(url: URL, *, label: str = "run store") -> Engine:
-    """A SQLAlchemy engine for ``url``, with the SQLite set-up described in the module docstring.
+def on_ray_worker() -> bool:
+    """Whether this process is a Ray worker (a task, an actor, a Train or Tune worker, a Serve
+    replica), not a driver. Ray is not imported for the answer."""
+    worker = sys.modules.get("ray._private.worker")
+    return worker is not None and getattr(worker.global_worker, "mode", None) == worker.WORKER_MODE
 
-    ``label`` names the store in messages and warnings ("run store", "model registry").
+
+def refuse_on_ray_worker(where: str, label: str) -> None:
+    """Ray workers never open a SQL store (DESIGN principle 8): raise if this is one.
 
     Raises:
-        StoreError: the SQLite file would live on a network filesystem (unless allowed), or
-            cannot be created.
+        StoreError: this process is a Ray worker (the message says what to do instead).
     """
+    if on_ray_worker():
+        raise StoreError(
+            f"a Ray worker may not open the {label} at {where}: only the driver writes the "
+            "database. A task reports what it learned with its result (rayline.context: warnings, "
+            "counters, watermarks); a task that uses the model registry declares "
+            "@task(registry=True) and gets a copy whose changes the driver commits"
+        )
+
+
+def make_engine(url: URL, *, label: str = "run store", task_copy: bool = False) -> Engine:
+    """A SQLAlchemy engine for ``url``, with the SQLite set-up described in the module docstring.
+
+    ``label`` names the store in messages and warnings. On a Ray worker only a task's private
+    copy (``task_copy``) may be opened.
+
+    Raises:
+        StoreError: this is a Ray worker, the SQLite file would live on a network filesystem
+            (unless allowed), or it cannot be created.
+    """
+    if not task_copy:
+        refuse_on_ray_worker(url.render_as_string(hide_password=True), label)
     if url.get_backend_name() != "sqlite":
         engine = create_engine(url)
         _guard_fork(engine)
@@ -311,31 +338,6 @@ def make_engine(url: URL, *, label: str = "run store") -> Engine:
     return engine
 
 
-def open_sqlite(path: Path, versions: Table, migrations: Mapping[int, Callable[[Connection], None]],
-                version: int, *, label: str) -> Engine:
-    """A migrated engine on the SQLite file ``path`` (its folder made 0700) for a store of its
-    own (the model registry, serving's records); disposed again if migrating fails.
-
-    Raises:
-        StoreError: the file cannot be opened, lies on a network filesystem, or is newer than
-            this rayline.
-    """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import DBAPIError
-
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = make_engine(make_url(f"sqlite:///{path}"), label=label)
-    try:
-        migrate(engine, versions, migrations, version, where=str(path), label=label)
-    except DBAPIError as e:
-        engine.dispose()
-        raise StoreError(f"cannot open the {label} at {path}: {e.orig}") from e
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
-
-
 class EngineOwner:
     """A store that owns a SQLAlchemy engine in ``_engine`` (None until opened): ``close()``
     disposes its pooled connections, and it is a context manager that closes on exit."""
@@ -352,14 +354,3 @@ class EngineOwner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def creating(define: Callable[[MetaData], None]) -> Callable[[Connection], None]:
-    """A migration that creates the tables ``define`` declares (those already there are kept)."""
-
-    def migration(conn: Connection) -> None:
-        md = MetaData()
-        define(md)
-        md.create_all(conn)
-
-    return migration

@@ -121,7 +121,7 @@ def _better(challenger: float, champion: float, mode: str, margin: float) -> boo
     return challenger <= champion - margin
 
 
-@task(cpus=1, name="gate_and_promote")
+@task(cpus=1, name="gate_and_promote", registry=True)
 def gate_and_promote(
     challenger: Any,
     data: Any,
@@ -150,9 +150,8 @@ def gate_and_promote(
         ValueError: unknown mode, a negative margin, or ``mode`` contradicting the metric.
     """
     from rayline import context
-    from rayline.models.registry import ModelVersion, home_from_context, open_registry
+    from rayline.models.registry import ModelVersion, open_registry
     from rayline.models.registry.protocol import Registry
-    from rayline.models.registry.sql import home_of
 
     if mode not in ("max", "min"):
         raise ValueError(f"gate: mode is 'max' or 'min', got {mode!r}")
@@ -163,8 +162,7 @@ def gate_and_promote(
                          f"-is-better; mode={mode!r} contradicts it")  # fmt: skip
     ctx = context.current()
     own = not isinstance(home, Registry)
-    where = home if home is not None else (home_from_context(ctx) or home_of(None))
-    reg = open_registry(where, store=getattr(ctx, "store", None)) if own else home
+    reg = open_registry(home, store=getattr(ctx, "store", None)) if own else home  # in a run: its copy
     try:
         if isinstance(challenger, ModelVersion):
             if challenger.name != model_name:
@@ -240,7 +238,7 @@ def _watch(url: str, app: str, watch_s: float, interval_s: float, probe: Sequenc
             time.sleep(interval_s)
 
 
-@task(cpus=0, name="rollout_if_promoted", gang=replica_gang)  # it waits on Serve; its replicas are its gang
+@task(cpus=0, name="rollout_if_promoted", gang=replica_gang, registry=True)  # it waits on Serve; its replicas are its gang
 def rollout_if_promoted(
     decision: GateDecision | Mapping[str, Any],
     *,
@@ -266,15 +264,12 @@ def rollout_if_promoted(
     name, alias, version = d["model_name"], d["alias"], d["challenger_version"]
     if not d["promoted"]:
         return RolloutOutcome("none", app_name, d.get("champion_version"), "not promoted: " + d["reason"])
-    from rayline import context
     from rayline.errors import RaylineError
-    from rayline.models.registry import home_from_context, open_registry
+    from rayline.models.registry import open_registry
     from rayline.serving.rollout import RolloutError, serve_model
     from rayline.serving.serve_control import ACTOR
 
-    if home is None:  # inside a run: the run's registry, also on a Ray worker
-        home = home_from_context(context.current())
-    reg = open_registry(home)
+    reg = open_registry(home)  # inside a run: the task's copy, which the driver commits
     try:
         try:
             dep = serve_model(name, alias=alias, app_name=app_name, home=reg, **serve_kwargs)

@@ -3,7 +3,9 @@
 The registry itself (versions, aliases, promotion history, the SQL backend) lives in
 ``rayline.models.registry``. The lineage comes from the task's context, where the driver put
 what it knows of the run (run id, flow, parameters, plan hash, the code of the upstream tasks,
-the trigger that started it): the task never opens the run store.
+the trigger that started it). The task never opens the database: it registers in its copy of
+the registry (``@task(registry=True)``), the model's bytes go to the artifact store, and the
+driver commits the new version with the task's success.
 
 Example::
 
@@ -18,14 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from rayline import context
-from rayline.models.registry import ModelVersion, home_from_context, open_registry
-from rayline.models.registry.sql import home_of
+from rayline.models.registry import ModelVersion, open_registry
 from rayline.sdk.task import task
 
 __all__ = ["register_model"]
 
 
-@task(name="register_model")
+@task(name="register_model", registry=True)
 def register_model(
     model: Any,
     *,
@@ -51,7 +52,7 @@ def register_model(
     """
     ctx = context.current()
     found = context.lineage()
-    with open_registry(home_from_context(ctx) or home_of(None), store=getattr(ctx, "store", None)) as reg:
+    with open_registry(store=getattr(ctx, "store", None)) as reg:  # in a run: the task's copy
         mv = reg.register(name, model, metrics=metrics, lineage={**found, **(lineage or {})},
                           features=features)  # fmt: skip
         if alias is not None:

@@ -6,7 +6,8 @@ training fits on a 2-CPU machine beside Ray Data. Data is sharded across workers
 ``get_dataset_shard``; every epoch ends in a checkpoint; ``FailureConfig(max_failures)``
 restarts the workers from the latest checkpoint when one dies (spot interruption, F20).
 
-Checkpoints live in the artifact store at ``<root>/train/<run_id>/<node_id>``; a new attempt of
+Checkpoints live under the artifact URL at ``<root>/train/<run_id>/<node_id>`` (a bucket too:
+``RunConfig(storage_path, storage_filesystem)``, so every node writes and reads them); a new attempt of
 the same node (a task retry, or ``rayline resume`` after the driver died, F21) builds the
 trainer with the same ``RunConfig(name, storage_path)`` and Ray Train v2 restores the latest
 checkpoint, so training continues from it instead of from epoch 0.
@@ -36,7 +37,7 @@ from rayline.models.trained import (
     resolve_object,
     resolve_store,
 )
-from rayline.models.training_data import (
+from rayline.models.training_data import (  # fmt: skip
     is_in_memory,
     is_ray_dataset,
     require_rows,
@@ -46,6 +47,7 @@ from rayline.models.training_data import (
     training_part,
 )
 from rayline.sdk.task import task
+from rayline.store.artifact_location import is_local, ray_storage, store_url
 from rayline.tasks.gangs import train_gang, worker_resources
 from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
 
@@ -63,10 +65,10 @@ def checkpoint_dir(run_name: str | None = None, storage_path: str | None = None,
     from rayline import context
 
     ctx = context.current()
-    base = Path(storage_path) if storage_path else resolve_store().root / kind
+    base = str(storage_path or store_url(resolve_store(), kind)).rstrip("/")  # a folder or a URL
     if ctx is not None:
-        return str(base / ctx.run_id), run_name or ctx.node_id
-    return str(base / "adhoc"), run_name or f"{kind}-{uuid.uuid4().hex[:12]}"
+        return f"{base}/{ctx.run_id}", run_name or ctx.node_id
+    return f"{base}/adhoc", run_name or f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def latest_checkpoint(path: str | Path) -> tuple[int, Path] | None:
@@ -230,20 +232,21 @@ def train_torch(
     if validation is not None:
         datasets["validation"] = to_dataset(validation, "train_torch")
     storage, name = checkpoint_dir(run_name, storage_path)
+    ray_path, ray_fs = ray_storage(storage, resolve_store())
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
-            name=name, storage_path=storage,
+            name=name, storage_path=ray_path, storage_filesystem=ray_fs,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
         ),  # fmt: skip
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    run_dir = Path(storage) / name
+    run_dir = f"{storage}/{name}"
     context.release_placement_group()  # admitted: Ray Train reserves the same workers itself
     try:
         result = trainer.fit()
@@ -290,7 +293,7 @@ def _check_room_for_ray_data(ds: Any, num_workers: int, per_worker: dict[str, fl
         )
 
 
-def _training_failed(exc: Exception, run_dir: Path, max_failures: int) -> Exception:
+def _training_failed(exc: Exception, run_dir: str, max_failures: int) -> Exception:
     failures = getattr(exc, "worker_failures", None) or {}
     for failure in failures.values():
         cause = getattr(failure, "cause", None) or failure
@@ -298,9 +301,10 @@ def _training_failed(exc: Exception, run_dir: Path, max_failures: int) -> Except
             return cause  # the user's data or code: say so directly, not as a Train failure
     first = next(iter(failures.values()), exc)
     text = str(first).strip().splitlines()
-    latest = latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir) if is_local(run_dir) else None
     kept = (f"The last checkpoint (epoch {latest[0]}) is kept at {latest[1]}" if latest
-            else f"No checkpoint was written under {run_dir}")
+            else f"No checkpoint was written under {run_dir}" if is_local(run_dir)
+            else f"Its checkpoints are kept under {run_dir}")  # fmt: skip
     ctx = context.current()
     how = f"`rayline resume {ctx.run_id}`" if ctx is not None else "running it again with the same run_name"
     return TrainingFailedError(
@@ -309,7 +313,7 @@ def _training_failed(exc: Exception, run_dir: Path, max_failures: int) -> Except
     )
 
 
-def _trained_model(result: Any, cfg: LoopConfig, run_dir: Path) -> TrainedModel:
+def _trained_model(result: Any, cfg: LoopConfig, run_dir: str) -> TrainedModel:
     if result.checkpoint is None:
         raise TrainingFailedError(f"train_torch: training ended without a checkpoint under {run_dir}")
     with result.checkpoint.as_directory() as d:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rayline.models.trained import (
@@ -333,19 +332,21 @@ def tune(
     body = _torch_trial if model_fn is not None else _sklearn_trial if estimator is not None else _custom_trial
     fn = rt.with_resources(rt.with_parameters(body, train=train, val=val, spec=spec), _resources(resources_per_trial))
     space = parse_search_space(search_space)
+    from rayline.store.artifact_location import ray_storage
     from rayline.tasks.train import checkpoint_dir
 
-    storage, name = checkpoint_dir(run_name, storage_path, kind="tune")
-    path = str(Path(storage) / name)
-    if rt.Tuner.can_restore(path):
-        tuner = rt.Tuner.restore(path, trainable=fn, resume_errored=True, param_space=space)
+    storage, name = checkpoint_dir(run_name, storage_path, kind="tune")  # under the artifact URL
+    storage, fs = ray_storage(storage, resolve_store())
+    path = f"{storage}/{name}"
+    if rt.Tuner.can_restore(path, storage_filesystem=fs):
+        tuner = rt.Tuner.restore(path, trainable=fn, resume_errored=True, param_space=space, storage_filesystem=fs)
     else:
         tuner = rt.Tuner(
             fn, param_space=space,
             tune_config=rt.TuneConfig(metric=metric, mode=mode, num_samples=num_samples,
                                       max_concurrent_trials=max_concurrent, reuse_actors=True,
                                       scheduler=_scheduler(scheduler, epochs, grace_period, reduction_factor)),
-            run_config=rt.RunConfig(name=name, storage_path=storage, verbose=0),
+            run_config=rt.RunConfig(name=name, storage_path=storage, storage_filesystem=fs, verbose=0),
         )  # fmt: skip
     grid = tuner.fit()
     return _result(grid, spec, metric, mode, train)

@@ -1,7 +1,7 @@
 """The drift trigger: retrain when the served inputs drift away from the training reference.
 
 Each poll (every ``interval`` s) reads the window of logged inputs of ``model`` (the Parquet files
-the serving deployment's input logger wrote under ``RAYLINE_HOME/monitor/<model>/``, or
+the serving deployment's input logger wrote under ``<RAYLINE_ARTIFACTS_URL>/monitor/<model>/``, or
 ``log_dir``, modified in the last ``window_s`` seconds, at most ``max_rows`` of the newest rows),
 compares it per feature with ``reference`` (a Parquet file, directory or glob: the training data)
 and stores the ``DriftReport`` as the artifact ``named/drift/<model>`` (``rayline drift show
@@ -51,7 +51,7 @@ class Drift:
         min_rows: fewer logged rows never fire (default 200); max_rows: newest rows compared.
         cooldown: seconds after a fire before another (default 0).
         features: the columns to compare (default: every shared column).
-        log_dir: where the deployment logs its inputs, when not ``<home>/monitor``
+        log_dir: where the deployment logs its inputs, when not ``<artifact URL>/monitor``
             (``serve_model(..., input_log={"dir": ...})``).
     """
 

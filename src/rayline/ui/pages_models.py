@@ -80,7 +80,7 @@ def _deployments(reg: Any) -> list[dict[str, Any]]:
     """What rayline deployed (serving's own records, beside the registry)."""
     from rayline.serving.deployments import DeploymentRecords
 
-    with DeploymentRecords(reg.home) as records:
+    with DeploymentRecords(reg) as records:
         return records.find()
 
 

@@ -44,7 +44,10 @@ __all__ = [
 def open_registry(settings_or_home: Any = None, *, connect: bool = True, store: Any = None) -> ModelRegistry:
     """The registry of ``settings_or_home`` (a ``Settings``, a path, or None for RAYLINE_HOME).
 
-    A registry given instead is returned as it is, so that callers can pass either. With
+    A registry given instead is returned as it is, so that callers can pass either. Inside a task
+    declared ``@task(registry=True)``, None gives the task's copy of the registry, whose changes
+    the driver commits with the task's success (``task_view``): a Ray worker never opens the
+    database. With
     ``connect=False`` its database is opened on first use: a process that only ``load``s a
     ``ModelVersion`` it was given (a serving replica) never opens it. ``store``: the artifact
     store of the models' bytes (a running task passes its run's store, which names the artifact
@@ -55,6 +58,13 @@ def open_registry(settings_or_home: Any = None, *, connect: bool = True, store: 
 
     if isinstance(settings_or_home, Registry):
         return settings_or_home  # type: ignore[return-value]
+    if settings_or_home is None:  # inside a task declared @task(registry=True): its copy
+        from rayline import context
+        from rayline.models.registry.task_view import task_registry
+
+        copy = task_registry(home_from_context(context.current()))
+        if copy is not None:
+            return copy
     return ModelRegistry(settings_or_home, connect=connect, store=store)
 
 

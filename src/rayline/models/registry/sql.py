@@ -7,8 +7,9 @@ fields it needs and, optionally, the fitted feature transform it was trained beh
 (``staging``, ``production`` or any valid name) point at versions; every move is kept in a
 history, so ``rollback`` puts an alias back where it was in one call.
 
-The ``Registry`` protocol's SQL backend: tables in ``RAYLINE_HOME/registry.db`` (``tables``),
-opened on first use, so an unpickled copy that only ``load``s a given version never opens it.
+The ``Registry`` protocol's SQL backend: tables in the run store's database (``RAYLINE_DB_URL``,
+SQLite in ``RAYLINE_HOME`` by default; see ``database``), opened on first use, so an unpickled
+copy that only ``load``s a given version never opens it.
 
 Example::
 
@@ -32,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
-from rayline.config import Settings
 from rayline.errors import StoreError
 from rayline.models.registry import records as rr
 from rayline.models.registry import tables as sql
+from rayline.models.registry.database import open_database, settings_of
 from rayline.models.registry.records import (
     AliasEvent,
     ModelNotFoundError,
@@ -48,87 +49,94 @@ from rayline.models.registry.records import (
 )
 from rayline.models.servable import describe_model
 from rayline.store.artifacts import ArtifactStore, validate_name
-from rayline.store.sql import READ_OPTION, EngineOwner
 
-__all__ = ["ModelRegistry", "home_of"]
-
-
-def home_of(settings_or_home: Any) -> Path:
-    if settings_or_home is None:
-        return Settings().resolved_home
-    home = getattr(settings_or_home, "resolved_home", None)
-    return Path(home) if home is not None else Path(settings_or_home).expanduser().absolute()
+__all__ = ["ModelRegistry"]
 
 
-class ModelRegistry(EngineOwner):
-    """Model versions, aliases and their history in ``RAYLINE_HOME/registry.db``.
+class ModelRegistry:
+    """Model versions, aliases and their history in the run store's database
+    (``RAYLINE_DB_URL``; by default SQLite at ``RAYLINE_HOME/runs.db``).
 
-    Thread-safe; pickles as its home (a copy on a Ray worker opens the database on first use).
-    Use as a context manager or call ``close()``.
+    Thread-safe; pickles as its settings (a copy opens the database on first use, and ``load``
+    of a ``ModelVersion`` never does). Use as a context manager or call ``close()``.
 
     Args:
-        settings_or_home: a ``Settings`` (its ``resolved_home``), a path, or None for the
-            default settings (``RAYLINE_HOME``).
+        settings_or_home: a ``Settings``, a home folder (the database and artifact URL from the
+            environment, as for the runs), or None for the default settings (``RAYLINE_HOME``).
         connect: open (and migrate) the database now (default), so that a bad location fails
-            here; False opens it on first use (``load`` of a ``ModelVersion`` never does).
+            here; False opens it on first use.
+        store: the artifact store of the models' bytes (default: the settings' artifact URL).
+        runs: an open run store to share (default: the registry opens and closes its own).
 
     Raises:
-        StoreError: the registry file cannot be created, is on a network filesystem, or was
-            written by a newer rayline.
+        StoreError: the database cannot be opened, is newer than this rayline, or an older
+            ``registry.db`` in the home cannot be imported.
     """
 
     def __init__(self, settings_or_home: Any = None, *, connect: bool = True,
-                 store: ArtifactStore | None = None) -> None:
-        self._home = home_of(settings_or_home)
-        self._settings = settings_or_home if hasattr(settings_or_home, "artifacts_url") else None
-        self._engine: Any = None
-        self._reader: Any = None
-        self._where = str(self._home / sql.FILE_NAME)
+                 store: ArtifactStore | None = None, runs: Any = None) -> None:
+        self._settings = settings_of(settings_or_home)
+        self._home = self._settings.resolved_home
+        self._runs: Any = runs
+        self._own = runs is None
+        self._where = runs.url if runs is not None else self._settings.run_store_url
         self._store: ArtifactStore | None = store
         self._lock = threading.Lock()
         if connect:
             self._open()
 
-    def _open(self) -> None:
-        """Open (and migrate) the database on first use, once."""
+    def _open(self) -> Any:
+        """The run store's database, opened (and migrated, ``registry.db`` imported) once."""
         with self._lock:
-            if self._engine is None:
-                self._home.mkdir(parents=True, exist_ok=True, mode=0o700)
-                engine, self._where = sql.open_engine(self._home)
-                self._reader = engine.execution_options(**{READ_OPTION: True})
-                self._engine = engine
+            if self._runs is None:
+                self._runs = open_database(self._settings)
+                self._where = self._runs.url
+            return self._runs
+
+    def close(self) -> None:
+        """Close the database connections this registry opened."""
+        if self._own and self._runs is not None:
+            self._runs.close()
+
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def home(self) -> Path:
-        """The ``RAYLINE_HOME`` this registry lives in."""
+        """The ``RAYLINE_HOME`` this registry belongs to."""
         return self._home
+
+    @property
+    def settings(self) -> Any:
+        """The ``Settings`` it was opened with (database URL, artifact URL)."""
+        return self._settings
+
+    @property
+    def runs(self) -> Any:
+        """The run store whose database holds the registry (opened on first use)."""
+        return self._open()
 
     @property
     def store(self) -> ArtifactStore:
         """The artifact store holding the models' bytes: the one given, else the settings' artifact
         URL (``RAYLINE_ARTIFACTS_URL``, by default ``home/artifacts``)."""
         if self._store is None:
-            settings = self._settings or Settings(home=self._home)
-            self._store = ArtifactStore.for_settings(settings, sweep=False)
+            self._store = ArtifactStore.for_settings(self._settings, sweep=False)
         return self._store
 
-    def __reduce__(self) -> tuple[Any, ...]:  # a worker reopens it lazily from its home
-        return (_unpickle, (self._home, self.store))
+    def __reduce__(self) -> tuple[Any, ...]:  # a copy reopens it lazily from its settings
+        return (_unpickle, (self._settings, self.store))
 
     def __repr__(self) -> str:
         return f"ModelRegistry({self._where!r})"
 
     @contextmanager
     def _tx(self, *, read: bool = False) -> Iterator[Connection]:
-        if self._engine is None:
-            self._open()
-        try:
-            with (self._reader.connect() if read else self._engine.begin()) as conn:
-                yield conn
-        except (IntegrityError, ModelNotFoundError):
-            raise
-        except DBAPIError as e:
-            raise StoreError(f"model registry at {self._where}: {e.orig}") from e
+        with self._open().transaction(read=read) as conn:
+            yield conn
 
     # ---------------------------------------------------------------------------- versions
 
@@ -370,8 +378,8 @@ class ModelRegistry(EngineOwner):
         return ModelNotFoundError(f"model '{name}' has no version {version}; its versions: {have}")
 
 
-def _unpickle(home: Path, store: ArtifactStore | None = None) -> ModelRegistry:
-    return ModelRegistry(home, connect=False, store=store)
+def _unpickle(settings: Any, store: ArtifactStore | None = None) -> ModelRegistry:
+    return ModelRegistry(settings, connect=False, store=store)
 
 
 def _by_version(alias_to_version: Mapping[str, int]) -> dict[int, tuple[str, ...]]:

@@ -1,123 +1,22 @@
-"""The SQL registry's tables, numbered migrations, and the engine it opens.
+"""The SQL registry's queries over its tables in the run store's database.
 
-The registry lives in its own SQLite file, ``RAYLINE_HOME/registry.db``, apart from the run
-store (for now: models are still registered from inside tasks on Ray workers). The connection discipline is the run store's (``make_engine`` from
-``rayline.store.sql``): WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` for every write,
-a 0600 file in a 0700 directory, refusal of network filesystems; and so is ``migrate``, which
-applies ``MIGRATIONS``. Timestamps are float epoch seconds; metrics, lineage and specs are JSON
-text; every statement is parameterised.
-
-Tables::
-
-    model_versions   (name, version) -> artifact digest, flavor, metrics, lineage, inputs …
-    aliases          (name, alias) -> version
-    alias_history    one row per alias move or serving event, newest last (rollback reads it)
-
-Version 1 also created ``deployments`` (what rayline deployed where); that table belongs to
-serving now (``rayline.serving.deployments``, which adopts it) and the registry never reads it.
+The tables (``model_versions``, ``aliases``, ``alias_history``) are declared with the run store's
+(``rayline.store.model_schema``, schema version 5) and migrated by its one migration runner:
+the registry lives in the same database as the runs (``RAYLINE_DB_URL``: SQLite in
+``RAYLINE_HOME`` by default, PostgreSQL for a team). Timestamps are float epoch seconds;
+metrics, lineage and specs are JSON text; every statement is parameterised.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Double,
-    Engine,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Connection, func, insert, select, update
 
-from rayline.store.sql import creating, open_sqlite, version_table
+from rayline.store.schema import alias_history, aliases, model_versions
 
-#: The schema version this code writes and understands.
-SCHEMA_VERSION = 1
-
-FILE_NAME = "registry.db"
-
-#: What messages call this database.
+#: What messages call these tables.
 LABEL = "model registry"
-
-
-def _define_v1(md: MetaData) -> None:
-    """The registry's tables as of schema version 1. Never edit: a later version adds a
-    migration. (Migration 1 also created serving's ``deployments``: see ``_migration_1``.)"""
-    Table(
-        "model_versions",
-        md,
-        Column("name", String(128), primary_key=True),
-        Column("version", Integer, primary_key=True),
-        Column("digest", String(64), nullable=False),
-        Column("flavor", String(32), nullable=False),
-        Column("metrics_json", Text, nullable=False),
-        Column("lineage_json", Text, nullable=False),
-        Column("inputs_json", Text),
-        Column("features_digest", String(64)),
-        Column("description", Text),
-        Column("created_at", Double, nullable=False),
-        Index("ix_model_versions_created", "created_at"),
-    )
-    Table(
-        "aliases",
-        md,
-        Column("name", String(128), primary_key=True),
-        Column("alias", String(128), primary_key=True),
-        Column("version", Integer, nullable=False),
-        Column("updated_at", Double, nullable=False),
-    )
-    Table(
-        "alias_history",
-        md,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("name", String(128), nullable=False),
-        Column("alias", String(128)),
-        Column("event", String(32), nullable=False),
-        Column("from_version", Integer),
-        Column("to_version", Integer),
-        Column("undoes", Integer),
-        Column("at", Double, nullable=False),
-        Column("reason", Text),
-        Column("actor", String(256)),
-        Index("ix_alias_history_name_alias", "name", "alias", "id"),
-    )
-
-
-metadata = MetaData()
-_define_v1(metadata)
-model_versions = metadata.tables["model_versions"]
-aliases = metadata.tables["aliases"]
-alias_history = metadata.tables["alias_history"]
-
-registry_schema = version_table("registry_schema")
-
-
-#: Migration N takes the registry from version N-1 to N; pending ones share one transaction.
-#: (Version 1 once also created ``deployments``; serving creates and owns it now.)
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: creating(_define_v1)}
-
-
-def open_engine(home: Path) -> tuple[Engine, str]:
-    """The migrated engine for ``home/registry.db`` and a printable location.
-
-    Raises:
-        StoreError: the file would live on a network filesystem, cannot be created, or is newer
-            than this rayline.
-    """
-    path = Path(home).expanduser().absolute() / FILE_NAME
-    engine = open_sqlite(path, registry_schema, MIGRATIONS, SCHEMA_VERSION, label=LABEL)
-    return engine, str(path)
 
 
 # ------------------------------------------------------------------------------- queries
