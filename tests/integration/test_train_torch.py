@@ -19,9 +19,10 @@ from rayline import flow, task
 from rayline.connectors import EmptyInputError
 from rayline.models.trained import TrainedModel
 from rayline.store.states import RunStatus, TaskStatus
+from rayline.tasks.checkpoints import latest_checkpoint
 from rayline.tasks.evaluation import evaluate
 from rayline.tasks.ingest import read_parquet
-from rayline.tasks.train import latest_checkpoint, train_torch
+from rayline.tasks.train import train_torch
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

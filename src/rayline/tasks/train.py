@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 from rayline import context
@@ -47,41 +46,16 @@ from rayline.models.training_data import (  # fmt: skip
     training_part,
 )
 from rayline.sdk.task import task
-from rayline.store.artifact_location import is_local, ray_storage, store_url
+from rayline.store.artifact_location import is_local, ray_storage
+from rayline.tasks.checkpoints import checkpoint_dir, latest_checkpoint
 from rayline.tasks.gangs import train_gang, worker_resources
-from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, read_meta, worker_loop
+from rayline.tasks.torch_loop import LoopConfig, read_checkpoint, worker_loop
 
-__all__ = ["TrainingFailedError", "checkpoint_dir", "latest_checkpoint", "train_sklearn", "train_torch"]
+__all__ = ["TrainingFailedError", "train_sklearn", "train_torch"]
 
 
 class TrainingFailedError(RaylineError):
     """Ray Train gave up (worker failures beyond ``max_failures``); checkpoints are kept."""
-
-
-def checkpoint_dir(run_name: str | None = None, storage_path: str | None = None,
-                   kind: str = "train") -> tuple[str, str]:
-    """``(storage_path, name)`` for this node's Train (or Tune) run: ``<store root>/<kind>/<run_id>``
-    and the node id inside a run; outside a run ``…/<kind>/adhoc`` and ``run_name`` (or a fresh id)."""
-    from rayline import context
-
-    ctx = context.current()
-    base = str(storage_path or store_url(resolve_store(), kind)).rstrip("/")  # a folder or a URL
-    if ctx is not None:
-        return f"{base}/{ctx.run_id}", run_name or ctx.node_id
-    return f"{base}/adhoc", run_name or f"{kind}-{uuid.uuid4().hex[:12]}"
-
-
-def latest_checkpoint(path: str | Path) -> tuple[int, Path] | None:
-    """The highest-epoch checkpoint under a Train run folder, as ``(epoch, directory)``."""
-    best: tuple[int, Path] | None = None
-    for meta in Path(path).glob("*/meta.json"):
-        try:
-            epoch = int(read_meta(meta.parent)["epoch"])
-        except (OSError, ValueError, KeyError):
-            continue
-        if best is None or epoch > best[0]:
-            best = (epoch, meta.parent)
-    return best
 
 
 def _check_args(epochs: int, batch_size: int, num_workers: int, checkpoint_every: int,

@@ -333,7 +333,7 @@ def tune(
     fn = rt.with_resources(rt.with_parameters(body, train=train, val=val, spec=spec), _resources(resources_per_trial))
     space = parse_search_space(search_space)
     from rayline.store.artifact_location import ray_storage
-    from rayline.tasks.train import checkpoint_dir
+    from rayline.tasks.checkpoints import checkpoint_dir
 
     storage, name = checkpoint_dir(run_name, storage_path, kind="tune")  # under the artifact URL
     storage, fs = ray_storage(storage, resolve_store())
