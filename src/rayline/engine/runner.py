@@ -61,7 +61,7 @@ class Runner:
         *,
         lease_ttl: float = 30.0,
         heartbeat_interval: float = 5.0,
-        inline_limit: int = 64 * 1024 * 1024,
+        inline_limit: int = 1024 * 1024 * 1024,
         on_event: EventSink | None = None,
     ):
         self.store = run_store

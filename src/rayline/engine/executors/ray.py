@@ -1,9 +1,14 @@
 """Ray executor: each node is one ``ray.remote`` task (options from its ``Resources``) whose
 upstream ``ObjectRef``s are top-level arguments, so Ray orders the work and values stay in the
-object store. The driver only ever fetches the small meta object of each task."""
+object store. The driver only ever fetches the small meta object of each task.
+
+A large output to persist is written beside the work (``persister.py``): the task returns it to
+the object store, its consumers start, and a persister writes it meanwhile; the node counts as
+finished (``wait``, ``metas``) once its artifact is committed."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import socket
@@ -18,13 +23,22 @@ log = logging.getLogger("rayline.executor")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+#: Outputs at least this large (``size_hint``) are persisted beside the work.
+BESIDE_MIN = 1 << 20
+
+
 class RayHandle:
-    __slots__ = ("node_id", "value", "meta_ref")
+    """One node: its value and meta refs; while its output is being persisted beside the work,
+    the task's meta and the persister's ``persist_ref``."""
+
+    __slots__ = ("node_id", "value", "meta_ref", "meta", "persist_ref")
 
     def __init__(self, node_id: str, value: Any, meta_ref: Any):
         self.node_id = node_id
         self.value = value
         self.meta_ref = meta_ref
+        self.meta: dict[str, Any] | None = None
+        self.persist_ref: Any = None
 
 
 class RayExecutor:
@@ -56,6 +70,8 @@ class RayExecutor:
         self.started_ray = False
         self._gcs: tuple[str, int] | None = None
         self._lost: str | None = None
+        self._beside: tuple[int, int] | None = None
+        self._store: Any = None  # the artifact store the persisters write to (from the statics)
 
     def start(self) -> None:
         from rayline.config import Settings
@@ -66,6 +82,7 @@ class RayExecutor:
                    object_store_memory=self.object_store_memory):  # fmt: skip
             self.started_ray = True
         self._gcs = _gcs_address()
+        self._beside = _beside_range()
 
     def lost(self) -> str | None:
         """Why the cluster is gone: its head's GCS refuses connections (or does not answer within
@@ -154,6 +171,9 @@ class RayExecutor:
         self._pickle_by_value(static.fn)
         for obj in code_in(call.template):  # e.g. a model_fn from the flow file, for a built-in task
             self._pickle_by_value(obj)
+        if call.persist and self._beside is not None and static.store is not None:
+            call = dataclasses.replace(call, beside=self._beside)
+            self._store = static.store
         values = [i if isinstance(i, Stored) else i.value for i in inputs]
         metas = []
         if call.cache_base is not None:  # upstream digests make the cache key
@@ -166,22 +186,70 @@ class RayExecutor:
         return RayHandle(node.id, value_ref, meta_ref)
 
     def wait(self, handles: list[RayHandle], timeout: float) -> list[RayHandle]:
+        """Handles whose task finished and whose output, if persisted beside the work, is
+        committed. A finished task that asks for that (``persist: beside`` in its meta) gets its
+        write started here and is returned by a later call."""
         import ray
+        from ray import exceptions as rex
 
         if not handles:
             return []
-        by_ref = {h.meta_ref: h for h in handles}
+        by_ref = {(h.persist_ref if h.persist_ref is not None else h.meta_ref): h for h in handles}
         ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout)
-        return [by_ref[r] for r in ready]
+        done = [by_ref[r] for r in ready]
+        first = [h for h in done if h.persist_ref is None]
+        if not first:
+            return done
+        try:
+            metas = ray.get([h.meta_ref for h in first], timeout=60)
+        except (rex.RayError, rex.GetTimeoutError):
+            return done  # ``metas`` turns each failure into a FAILED meta
+        from rayline.engine.executors import persister
+
+        writing = set()
+        for h, meta in zip(first, metas, strict=True):
+            if meta.get("persist") == "beside":
+                h.meta = meta
+                h.persist_ref = persister.persist(self._store, h.value, meta.get("cache_key"), meta.get("node"))
+                writing.add(h.node_id)
+        return [h for h in done if h.node_id not in writing]
 
     def metas(self, handles: list[RayHandle]) -> list[dict[str, Any]]:
         import ray
         from ray import exceptions as rex
 
+        plain = [h for h in handles if h.persist_ref is None]
         try:
-            return ray.get([h.meta_ref for h in handles], timeout=60)
+            got = dict(zip(map(id, plain), ray.get([h.meta_ref for h in plain], timeout=60), strict=True))
         except (rex.RayError, rex.GetTimeoutError):
-            return [self._meta(h) for h in handles]
+            got = {id(h): self._meta(h) for h in plain}
+        return [got[id(h)] if h.persist_ref is None else self._persisted_meta(h) for h in handles]
+
+    def _persisted_meta(self, handle: RayHandle) -> dict[str, Any]:
+        """The task's meta with its artifact's digest, or FAILED if the output was not stored."""
+        import ray
+        from ray import exceptions as rex
+
+        meta = dict(handle.meta or {})
+        meta.pop("persist", None)
+        meta.pop("node", None)
+        try:
+            stored = ray.get(handle.persist_ref, timeout=60)
+        except rex.TaskCancelledError:
+            return {**meta, "status": "CANCELLED"}
+        except (rex.RayError, rex.GetTimeoutError) as exc:
+            from rayline.engine.executors import persister
+
+            persister.forget(handle.meta.get("node") if handle.meta else None)
+            cause = getattr(exc, "cause", None) or exc
+            stored = {"error_type": f"ray.{type(cause).__name__}", "error_message": _infra_message(type(cause).__name__, str(cause))}
+        if "digest" in stored:
+            meta.update(digest=stored["digest"], size=stored["size"], fmt=stored["fmt"])
+            return meta
+        attempts = [dict(a) for a in meta.get("attempts", [])] or [{"attempt": 1, "started": None}]
+        attempts[-1].update(status="FAILED", error_type=stored["error_type"], traceback=stored.get("traceback"),
+                            error_message=f"cannot store the output of task '{handle.node_id}': {stored['error_message']}")
+        return {**meta, "status": "FAILED", "attempts": attempts}
 
     def _meta(self, handle: RayHandle) -> dict[str, Any]:
         import ray
@@ -221,7 +289,10 @@ class RayExecutor:
                 handles = [h for h in handles if h.node_id not in self._pooled]
         for h in handles:
             try:
-                ray.cancel(h.meta_ref, force=force, recursive=True)
+                if h.persist_ref is not None:  # the task finished; its output is being written
+                    ray.cancel(h.persist_ref)
+                else:
+                    ray.cancel(h.meta_ref, force=force, recursive=True)
             except Exception as exc:  # already finished, or its owner is gone
                 log.debug("cancel %s: %s", h.node_id, exc)
 
@@ -237,6 +308,17 @@ def _entry_for(static: TaskStatic, name: str) -> Any:
     entry.__name__ = entry.__qualname__ = name.replace("-", "_").replace(".", "_")
     entry.__module__ = "rayline.engine.executors.ray"
     return entry
+
+
+def _beside_range() -> tuple[int, int] | None:
+    """(least, most) bytes of an output persisted beside the work on this cluster: from 1 MiB
+    to a quarter of the smallest node's object store (larger ones travel through the artifact
+    store, so an output larger than the object store still reaches its consumer)."""
+    import ray
+
+    stores = [n["Resources"].get("object_store_memory", 0) for n in ray.nodes() if n.get("Alive")]
+    most = int(min(stores) // 4) if stores else 0
+    return (BESIDE_MIN, most) if most >= BESIDE_MIN else None
 
 
 def _gcs_address() -> tuple[str, int] | None:
