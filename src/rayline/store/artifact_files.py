@@ -51,12 +51,18 @@ class TempFile:
 class HashedWrite:
     """A write in progress whose bytes are hashed (sha256) as they are written, so that a large
     value is read once: into a temp file (``fd``, at ``temp``) or, for object storage, into
-    memory until its one PUT. ``ArtifactFiles.place`` publishes it; ``discard`` drops it."""
+    memory until its one PUT. ``ArtifactFiles.place`` publishes it; ``discard`` drops it.
 
-    __slots__ = ("_hash", "chunks", "fd", "size", "temp")
+    Small writes (a pickle's opcodes) are gathered into ``BLOCK``-sized system calls; a large
+    one (an array's buffer) goes from the value's memory to the file, after the gathered bytes
+    are topped up from its head."""
+
+    BLOCK = 1 << 20
+    __slots__ = ("_hash", "_pending", "chunks", "fd", "size", "temp")
 
     def __init__(self, fd: int | None = None, temp: Path | None = None) -> None:
         self._hash = hashlib.sha256()
+        self._pending = bytearray()
         self.fd, self.temp = fd, temp
         self.chunks: list[bytes] = []
         self.size = 0
@@ -67,13 +73,26 @@ class HashedWrite:
             view = view.cast("B")
         n = view.nbytes
         self._hash.update(view)
+        self.size += n
         if self.fd is None:
             self.chunks.append(bytes(view))  # the value's own buffers may change after put
-        else:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        self.size += n
+            return n
+        if len(self._pending) + n < self.BLOCK:
+            self._pending += view
+            return n
+        if self._pending:
+            head = self.BLOCK - len(self._pending)
+            self._pending += view[:head]
+            view = view[head:]
+            self._flush()
+        while view:
+            view = view[os.write(self.fd, view) :]
         return n
+
+    def _flush(self) -> None:
+        view, self._pending = memoryview(self._pending), bytearray()
+        while view:
+            view = view[os.write(self.fd, view) :]  # type: ignore[arg-type]
 
     @property
     def digest(self) -> str:
@@ -82,6 +101,12 @@ class HashedWrite:
 
     def close(self, *, sync: bool = False) -> None:
         if self.fd is not None and self.fd >= 0:
+            try:
+                self._flush()
+            except BaseException:
+                os.close(self.fd)
+                self.fd = -1
+                raise
             fd, self.fd = self.fd, -1
             try:
                 if sync:
@@ -91,6 +116,7 @@ class HashedWrite:
 
     def discard(self) -> None:
         """Drop what was written (the temp file is removed)."""
+        self._pending = bytearray()
         self.close()
         self.chunks = []
         if self.temp is not None:
