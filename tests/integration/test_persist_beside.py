@@ -33,6 +33,16 @@ def beside_flow(mb: int = 4, seed: int = 0):
     return inspect_input(make(mb, seed))
 
 
+@task(cpus=0.5, cache=True)
+def cached_sum(a) -> float:
+    return float(a.sum())
+
+
+@flow
+def cached_flow(mb: int = 2, seed: int = 0):
+    return cached_sum(make(mb, seed))
+
+
 def test_a_large_output_reaches_its_consumer_through_ray_and_is_committed(settings):
     run = rayline.run(beside_flow, settings=settings, mb=4, seed=7)
     assert run.status == RunStatus.SUCCEEDED
@@ -63,3 +73,13 @@ def test_a_large_output_that_cannot_be_stored_fails_its_task(settings):
     made = run.task("make")
     assert made.status == TaskStatus.FAILED and not made.digest
     assert "cannot store the output of task 'make'" in (made.error_message or "")
+
+
+def test_a_cached_consumer_of_a_large_output_keys_on_its_digest(settings):
+    first = rayline.run(cached_flow, settings=settings, seed=1)
+    again = rayline.run(cached_flow, settings=settings, seed=1)
+    other = rayline.run(cached_flow, settings=settings, seed=2)
+    assert first.task("cached_sum").status == TaskStatus.SUCCEEDED
+    assert again.task("cached_sum").status == TaskStatus.CACHED
+    assert other.task("cached_sum").status == TaskStatus.SUCCEEDED  # another input: no hit
+    assert other.result() == pytest.approx(float(np.random.default_rng(2).random(2 * 1024 * 1024 // 8).sum()))

@@ -168,7 +168,9 @@ class Runner:
                         static = statics.get(id(node.spec))
                         if static is None:
                             static = statics[id(node.spec)] = self._static(node)
-                        call = self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id))
+                        call = self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id),
+                                          digest_needed=any(plan.node(d).spec.cache.enabled
+                                                            for d in plan.downstream.get(node.id, ())))
                         handles[node.id] = pending[node.id] = ex.submit(node, static, call, inputs)
                         left = sum(1 for u in node.inputs if not states.get(u, TaskStatus.PENDING).ok)
                         waiting_on[node.id] = left
@@ -285,7 +287,7 @@ class Runner:
         return {}
 
     def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None,
-              lineage: dict | None = None) -> NodeCall:
+              lineage: dict | None = None, *, digest_needed: bool = False) -> NodeCall:
         cache_base = None
         if node.spec.cache.enabled:
             h = hashlib.sha256(node.spec.code_hash.encode())
@@ -300,7 +302,7 @@ class Runner:
             persist=node.persist,
             cache_base=cache_base,
             flow_name=flow_name,
-            previous=previous or None, lineage=lineage,
+            previous=previous or None, lineage=lineage, digest_needed=digest_needed,
         )
 
     def _cancel(self, plan, run_id, generation, handles, states, updates, why: str) -> RunStatus:

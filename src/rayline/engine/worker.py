@@ -75,11 +75,13 @@ class NodeCall:
     # it to Ray's object store at once and the executor writes it (see executors/persister.py);
     # outputs over ``most`` (or the inline limit) travel through the artifact store instead.
     beside: tuple[int, int] | None = None
+    digest_needed: bool = False  # a consumer's cache key needs the digest: persist before returning
 
     def pack(self) -> bytes:
         """Bytes for the wire: C pickle when it can (fast), cloudpickle for closures/lambdas."""
         fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist,
-                  self.cache_base, self.flow_name, self.previous, self.lineage, self.beside)
+                  self.cache_base, self.flow_name, self.previous, self.lineage, self.beside,
+                  self.digest_needed)
         if _plain(self.template):
             try:
                 return pickle.dumps(fields, protocol=5)

@@ -171,7 +171,7 @@ class RayExecutor:
         self._pickle_by_value(static.fn)
         for obj in code_in(call.template):  # e.g. a model_fn from the flow file, for a built-in task
             self._pickle_by_value(obj)
-        if call.persist and self._beside is not None and static.store is not None:
+        if call.persist and not call.digest_needed and self._beside is not None and static.store is not None:
             call = dataclasses.replace(call, beside=self._beside)
             self._store = static.store
         values = [i if isinstance(i, Stored) else i.value for i in inputs]
