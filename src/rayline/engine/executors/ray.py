@@ -187,43 +187,62 @@ class RayExecutor:
 
     def wait(self, handles: list[RayHandle], timeout: float) -> list[RayHandle]:
         """Handles whose task finished and whose output, if persisted beside the work, is
-        committed. A finished task that asks for that (``persist: beside`` in its meta) gets its
-        write started here and is returned by a later call."""
+        committed; returns when all of them are, or after ``timeout``. A task that finishes
+        meanwhile asking for that (``persist: beside`` in its meta) gets its write started at
+        once, and is returned when the write is done."""
+        import time
+
+        import ray
+
+        deadline = time.monotonic() + timeout
+        waiting = {(h.persist_ref if h.persist_ref is not None else h.meta_ref): h for h in handles}
+        done: list[RayHandle] = []
+        while waiting:
+            ready, _ = ray.wait(list(waiting), num_returns=1, timeout=max(deadline - time.monotonic(), 0))
+            if not ready:
+                break
+            ready, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=0)  # all ready now
+            finished = [waiting.pop(r) for r in ready]
+            for h in self._start_persists([h for h in finished if h.persist_ref is None and h.meta is None]):
+                waiting[h.persist_ref] = h
+            done += [h for h in finished if h.persist_ref is None or h.persist_ref not in waiting]
+            if time.monotonic() >= deadline:
+                break
+        return done
+
+    def _start_persists(self, finished: list[RayHandle]) -> list[RayHandle]:
+        """Read the metas of tasks that just finished (kept on their handles for ``metas``);
+        start writing the outputs that ask to be persisted beside the work; those handles."""
         import ray
         from ray import exceptions as rex
 
-        if not handles:
-            return []
-        by_ref = {(h.persist_ref if h.persist_ref is not None else h.meta_ref): h for h in handles}
-        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout)
-        done = [by_ref[r] for r in ready]
-        first = [h for h in done if h.persist_ref is None]
-        if not first:
-            return done
-        try:
-            metas = ray.get([h.meta_ref for h in first], timeout=60)
-        except (rex.RayError, rex.GetTimeoutError):
-            return done  # ``metas`` turns each failure into a FAILED meta
         from rayline.engine.executors import persister
 
-        writing = set()
-        for h, meta in zip(first, metas, strict=True):
+        try:
+            metas = ray.get([h.meta_ref for h in finished], timeout=60)
+        except (rex.RayError, rex.GetTimeoutError):
+            metas = []
+            for h in finished:
+                metas.append(self._meta(h))
+        started = []
+        for h, meta in zip(finished, metas, strict=True):
+            h.meta = meta
             if meta.get("persist") == "beside":
-                h.meta = meta
                 h.persist_ref = persister.persist(self._store, h.value, meta.get("cache_key"), meta.get("node"))
-                writing.add(h.node_id)
-        return [h for h in done if h.node_id not in writing]
+                started.append(h)
+        return started
 
     def metas(self, handles: list[RayHandle]) -> list[dict[str, Any]]:
         import ray
         from ray import exceptions as rex
 
-        plain = [h for h in handles if h.persist_ref is None]
+        plain = [h for h in handles if h.meta is None]
         try:
             got = dict(zip(map(id, plain), ray.get([h.meta_ref for h in plain], timeout=60), strict=True))
         except (rex.RayError, rex.GetTimeoutError):
             got = {id(h): self._meta(h) for h in plain}
-        return [got[id(h)] if h.persist_ref is None else self._persisted_meta(h) for h in handles]
+        return [got[id(h)] if h.meta is None else h.meta if h.persist_ref is None else self._persisted_meta(h)
+                for h in handles]  # fmt: skip
 
     def _persisted_meta(self, handle: RayHandle) -> dict[str, Any]:
         """The task's meta with its artifact's digest, or FAILED if the output was not stored."""
