@@ -583,3 +583,13 @@ def test_a_large_value_that_cannot_be_encoded_leaves_nothing_behind(store: Artif
     with pytest.raises(TypeError):
         store.put([np.zeros(300_000), threading.Lock()])
     assert store.temp_files() == [] and not (store.root / "objects").exists()
+
+
+def test_a_large_frame_is_streamed_as_an_arrow_file_and_loads_back_as_a_frame(store: ArtifactStore):
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"x": rng.random(100_000), "n": np.arange(100_000), "s": ["a", "b"] * 50_000})
+    info = store.put(df)
+    assert info.fmt == "arrow" and info.digest == hashlib.sha256(data_path(store, info.digest).read_bytes()).hexdigest()
+    pd.testing.assert_frame_equal(store.get(info.digest), df)
+    table = pa.table({"x": rng.random(200_000)})
+    assert store.get(store.put(table).digest).equals(table)
