@@ -2,7 +2,7 @@
 
 Layout under ``root`` (``RAYLINE_ARTIFACTS_URL``; default ``RAYLINE_HOME/artifacts``)::
 
-    objects/<d[:2]>/<digest>        the bytes: Parquet for tables, cloudpickle otherwise
+    objects/<d[:2]>/<digest>        the bytes: Parquet (Arrow IPC when large) for tables, cloudpickle otherwise
     objects/<d[:2]>/<digest>.json   manifest, written last (digest, size, format, created,
                                     type, hmac)
     cache/<k[:2]>/<key>             cache index: "<digest> <hmac>" (metadata apart from the bytes)

@@ -54,6 +54,11 @@ def persist(store: Any, value_ref: Any, cache_key: str | None, node: str | None)
     return _actor_for(node).put.remote(store, cache_key, value_ref)
 
 
+def warm(node: str | None) -> None:
+    """Start the persister of ``node`` now (if it is not running), while the first tasks run."""
+    _actor_for(node)
+
+
 def _actor_for(node: str | None) -> Any:
     import ray
 
