@@ -14,7 +14,9 @@ runner only when that write is done, so:
 - an output that cannot be stored fails its task, as it did when the worker wrote it (its
   consumers may have run by then).
 
-One actor per Ray node and driver job, made on first use and kept for the job's life in
+One actor per Ray node and driver job, made on first use (not before: a run whose outputs are
+all small never starts one, and its start would steal the CPU of the run's tasks) and kept for
+the job's life in
 ``_PERSISTERS`` (a cache of actor handles, as ``pool.py`` keeps its pools): it holds no CPU (its
 work is writing and hashing, which release the GIL, in a few threads), and Ray restarts it and
 retries the write if its process dies.
@@ -52,11 +54,6 @@ def persist(store: Any, value_ref: Any, cache_key: str | None, node: str | None)
     """Start writing the value behind ``value_ref`` (held on Ray node ``node``); the returned
     ``ObjectRef`` resolves to ``Persister.put``'s answer."""
     return _actor_for(node).put.remote(store, cache_key, value_ref)
-
-
-def warm(node: str | None) -> None:
-    """Start the persister of ``node`` now (if it is not running), while the first tasks run."""
-    _actor_for(node)
 
 
 def _actor_for(node: str | None) -> Any:

@@ -116,10 +116,6 @@ class RayExecutor:
         from rayline.engine.executors import pool
 
         self._pooled = set()
-        if self._beside is not None and any(n.persist for n in nodes):  # start it meanwhile
-            from rayline.engine.executors import persister
-
-            persister.warm(ray.get_runtime_context().get_node_id())
         ok = [n for n in nodes if pool.eligible(n)]
         use = self.pool_policy == "on" or (
             self.pool_policy == "auto" and len(ok) == len(nodes) and len(ok) >= 8
