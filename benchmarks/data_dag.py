@@ -185,9 +185,14 @@ def main() -> int:
             cmd = [sys.executable, os.path.abspath(__file__), "--variant", variant, "--shape", shape,
                    "--reps", str(args.reps), "--mb", str(args.mb), "--partitions", str(args.partitions),
                    "--rows", str(args.rows), "--tasks", str(args.tasks), "--artifacts-url", args.artifacts_url]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+            for _ in range(5):  # a busy machine can make Ray's node start time out: try again
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+                if "timed out during startup" not in out.stderr[-4000:]:
+                    break
+                time.sleep(20)
             if out.returncode:
                 raise SystemExit(f"{shape}/{variant} failed:\n{out.stderr[-4000:]}")
+            print(f"{shape}/{variant}: {out.stdout.strip().splitlines()[-1]}", file=sys.stderr)
             res = json.loads(out.stdout.strip().splitlines()[-1])
             got.setdefault(variant, []).append(res)
         raw = statistics.median(r["median_s"] for r in got["raw"])

@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     heartbeat_interval: float = 5.0
     persist: str = Field(default="all", description="'all' task outputs, or only 'marked' ones.")
     inline_limit: int = Field(
-        default=64 * 1024 * 1024,
-        description="Outputs larger than this (bytes) travel through the artifact store, not Ray.",
+        default=1024 * 1024 * 1024,
+        description="Outputs larger than this (bytes; on Ray, at most a quarter of a node's object "
+        "store) travel through the artifact store, not Ray.",
     )
     pool: str = Field(
         default="auto",

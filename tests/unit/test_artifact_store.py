@@ -542,3 +542,43 @@ def test_a_symlinked_tmp_folder_is_refused(home: Path, tmp_path: Path):
     with pytest.raises(UnsafeNameError, match="leads outside"):
         store.put("never written outside")
     assert list(outside.iterdir()) == []
+
+
+# -------------------------------------------------------------------------- large values
+
+
+def test_a_large_array_is_streamed_into_its_file_and_hashed_as_written(store: ArtifactStore):
+    value = np.random.default_rng(3).random(300_000)  # 2.4 MB: over STREAM_MIN
+    info = store.put(value)
+    data = data_path(store, info.digest).read_bytes()
+    assert info.fmt == "pickle" and info.size == len(data)
+    assert info.digest == hashlib.sha256(data).hexdigest()
+    assert data == to_bytes(value)[0]  # the same bytes as the in-memory encoding
+    np.testing.assert_array_equal(store.get(info.digest), value)
+    assert store.put(value) == info and store.temp_files() == []
+
+
+def test_a_read_only_array_loads_writable(store: ArtifactStore):
+    value = np.frombuffer(np.arange(400_000, dtype=np.float64).tobytes())  # as Ray hands them out
+    assert not value.flags.writeable
+    back = store.get(store.put(value).digest)
+    np.testing.assert_array_equal(back, value)
+    assert back.flags.writeable and back.dtype == value.dtype
+
+
+def test_a_large_value_that_cannot_be_encoded_leaves_nothing_behind(store: ArtifactStore):
+    import threading
+
+    with pytest.raises(TypeError):
+        store.put([np.zeros(300_000), threading.Lock()])
+    assert store.temp_files() == [] and not (store.root / "objects").exists()
+
+
+def test_a_large_frame_is_streamed_as_an_arrow_file_and_loads_back_as_a_frame(store: ArtifactStore):
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"x": rng.random(100_000), "n": np.arange(100_000), "s": ["a", "b"] * 50_000})
+    info = store.put(df)
+    assert info.fmt == "arrow" and info.digest == hashlib.sha256(data_path(store, info.digest).read_bytes()).hexdigest()
+    pd.testing.assert_frame_equal(store.get(info.digest), df)
+    table = pa.table({"x": rng.random(200_000)})
+    assert store.get(store.put(table).digest).equals(table)

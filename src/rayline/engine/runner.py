@@ -63,7 +63,7 @@ class Runner:
         *,
         lease_ttl: float = 30.0,
         heartbeat_interval: float = 5.0,
-        inline_limit: int = 64 * 1024 * 1024,
+        inline_limit: int = 1024 * 1024 * 1024,
         on_event: EventSink | None = None,
     ):
         self.store = run_store
@@ -172,7 +172,9 @@ class Runner:
                         static = statics.get(id(node.spec))
                         if static is None:
                             static = statics[id(node.spec)] = self._static(node)
-                        call = self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id))
+                        call = self._call(node, run_id, plan.graph.name, previous, lineage.of(node.id),
+                                          digest_needed=any(plan.node(d).spec.cache.enabled
+                                                            for d in plan.downstream.get(node.id, ())))
                         if node.spec.registry:  # the registry's rows as of now travel with the call
                             with self.store.transaction(read=True) as conn:
                                 call = replace(call, registry_rows=model_rows(conn))
@@ -302,7 +304,7 @@ class Runner:
         return {}
 
     def _call(self, node: PlannedNode, run_id: str, flow_name: str = "", previous: dict | None = None,
-              lineage: dict | None = None) -> NodeCall:
+              lineage: dict | None = None, *, digest_needed: bool = False) -> NodeCall:
         cache_base = None
         if node.spec.cache.enabled:
             h = hashlib.sha256(node.spec.code_hash.encode())
@@ -317,7 +319,7 @@ class Runner:
             persist=node.persist,
             cache_base=cache_base,
             flow_name=flow_name,
-            previous=previous or None, lineage=lineage,
+            previous=previous or None, lineage=lineage, digest_needed=digest_needed,
         )
 
     def _cancel(self, plan, run_id, generation, handles, states, updates, why: str) -> RunStatus:

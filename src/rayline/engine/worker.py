@@ -28,6 +28,7 @@ from rayline import context
 from rayline.engine.task_output import capture, log_limit
 from rayline.errors import SkipRun, TaskTimeoutError
 from rayline.sdk.nested import map_nested, nested_values
+from rayline.store.artifact_encoding import size_hint
 from rayline.store.task_logs import END_NOTE
 
 
@@ -72,11 +73,17 @@ class NodeCall:
     previous: dict[str, Any] | None = None  # watermarks of the flow's last successful run
     lineage: dict[str, Any] | None = None  # what the driver knows of the run (RunLineage.of)
     registry_rows: dict[str, Any] | None = None  # the model registry, for @task(registry=True)
+    # (least, most) bytes of an output the executor persists beside the work: the task returns
+    # it to Ray's object store at once and the executor writes it (see executors/persister.py);
+    # outputs over ``most`` (or the inline limit) travel through the artifact store instead.
+    beside: tuple[int, int] | None = None
+    digest_needed: bool = False  # a consumer's cache key needs the digest: persist before returning
 
     def pack(self) -> bytes:
         """Bytes for the wire: C pickle when it can (fast), cloudpickle for closures/lambdas."""
         fields = (self.run_id, self.node_id, self.template, self.n_inputs, self.persist,
-                  self.cache_base, self.flow_name, self.previous, self.lineage, self.registry_rows)
+                  self.cache_base, self.flow_name, self.previous, self.lineage, self.registry_rows,
+                  self.beside, self.digest_needed)
         if _plain(self.template):
             try:
                 return pickle.dumps(fields, protocol=5)
@@ -208,6 +215,13 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any,
         _drop_registry_view(ctx)
     meta["status"] = "SUCCEEDED"
     if call.persist and store is not None:
+        limit = static.inline_limit
+        if call.beside is not None:
+            limit = min(limit, call.beside[1])
+            hint = size_hint(value)
+            if hint is not None and call.beside[0] <= hint <= limit:  # the executor persists it
+                meta.update(persist="beside", node=_ray_node())
+                return value, meta
         try:
             info = store.put(value)
         except Exception as exc:  # the output cannot be serialised or written: the task failed
@@ -219,7 +233,7 @@ def _execute_node(static: TaskStatic, call: NodeCall, *resolved: Any,
         meta.update(digest=info.digest, size=info.size, fmt=info.fmt)
         if cache_key is not None:
             store.cache_put(cache_key, info.digest)
-        if info.size > static.inline_limit:
+        if info.size > limit:
             return Stored(info.digest), meta
     return value, meta
 
@@ -250,6 +264,15 @@ def _task_log(static: TaskStatic, call: NodeCall, attempt: int, secrets: Any = (
     worker = sys.modules.get("ray._private.worker")
     in_ray = worker is not None and getattr(worker.global_worker, "mode", None) == worker.WORKER_MODE
     return capture(sink, static.log_limit, owns_process=in_ray, fd_level=in_ray)
+
+
+def _ray_node() -> str | None:
+    """The Ray node this runs on (where its output sits in the object store), or None."""
+    ray = sys.modules.get("ray")
+    try:
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # not inside Ray, or an older Ray
+        return None
 
 
 def _ray_attempt() -> int:

@@ -16,6 +16,7 @@ implementations:
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -26,14 +27,15 @@ from typing import Any, Protocol
 from rayline.errors import StoreError, UnsafeNameError
 from rayline.store.files import (
     READ_FLAGS,
+    WRITE_FLAGS,
     fsync_dir,
     validate_name,
     write_atomic,
     write_error,
 )
-from rayline.store.temp_files import TempWriter, parse_temp_name
+from rayline.store.temp_files import TempWriter, parse_temp_name, temp_name
 
-__all__ = ["ArtifactFiles", "LocalFiles", "TempFile"]
+__all__ = ["ArtifactFiles", "HashedWrite", "LocalFiles", "TempFile"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,81 @@ class TempFile:
     size: int
     mtime: float
     writer: TempWriter
+
+
+class HashedWrite:
+    """A write in progress whose bytes are hashed (sha256) as they are written, so that a large
+    value is read once: into a temp file (``fd``, at ``temp``) or, for object storage, into
+    memory until its one PUT. ``ArtifactFiles.place`` publishes it; ``discard`` drops it.
+
+    Small writes (a pickle's opcodes) are gathered into ``BLOCK``-sized system calls; a large
+    one (an array's buffer) goes from the value's memory to the file, after the gathered bytes
+    are topped up from its head."""
+
+    BLOCK = 1 << 20
+    __slots__ = ("_hash", "_pending", "chunks", "fd", "size", "temp")
+
+    def __init__(self, fd: int | None = None, temp: Path | None = None) -> None:
+        self._hash = hashlib.sha256()
+        self._pending = bytearray()
+        self.fd, self.temp = fd, temp
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        n = view.nbytes
+        self._hash.update(view)
+        self.size += n
+        if self.fd is None:
+            self.chunks.append(bytes(view))  # the value's own buffers may change after put
+            return n
+        if len(self._pending) + n < self.BLOCK:
+            self._pending += view
+            return n
+        if self._pending:
+            head = self.BLOCK - len(self._pending)
+            self._pending += view[:head]
+            view = view[head:]
+            self._flush()
+        while view:
+            view = view[os.write(self.fd, view) :]
+        return n
+
+    def _flush(self) -> None:
+        view, self._pending = memoryview(self._pending), bytearray()
+        while view:
+            view = view[os.write(self.fd, view) :]  # type: ignore[arg-type]
+
+    @property
+    def digest(self) -> str:
+        """The sha256 of everything written (hex)."""
+        return self._hash.hexdigest()
+
+    def close(self, *, sync: bool = False) -> None:
+        if self.fd is not None and self.fd >= 0:
+            try:
+                self._flush()
+            except BaseException:
+                os.close(self.fd)
+                self.fd = -1
+                raise
+            fd, self.fd = self.fd, -1
+            try:
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Drop what was written (the temp file is removed)."""
+        self._pending = bytearray()
+        self.close()
+        self.chunks = []
+        if self.temp is not None:
+            self.temp.unlink(missing_ok=True)
 
 
 class ArtifactFiles(Protocol):
@@ -68,6 +145,13 @@ class ArtifactFiles(Protocol):
     def write(self, path: Any, data: bytes, *, sync: bool) -> None:
         """Place ``data`` at ``path`` atomically: a reader sees the old file, the new one or
         none, never part of one. StoreError if it fails (nothing partial is left)."""
+
+    def open_write(self) -> HashedWrite:
+        """A write whose bytes are hashed as they go (for a value streamed out by its encoder)."""
+
+    def place(self, write: HashedWrite, path: Any, *, sync: bool) -> None:
+        """Publish ``write`` at ``path`` atomically, as ``write`` does; StoreError if it fails
+        (the write is discarded either way)."""
 
     def stat(self, path: Any) -> tuple[int, float] | None:
         """``(size, mtime)`` of the regular file at ``path``, or None."""
@@ -144,14 +228,45 @@ class LocalFiles:
             except OSError as e:
                 raise write_error(d, e) from e
 
-    def write(self, path: Path, data: bytes, *, sync: bool) -> None:
-        tmp_dir = self._root / "tmp"
-        for directory in (tmp_dir, path.parent):
+    def _inside(self, *directories: Path) -> None:
+        """Make ``directories`` (once per process) and refuse any that leads outside the root."""
+        for directory in directories:
             if directory not in self._checked:  # known to exist (and to be inside): no system call
                 self.make_dirs(directory)
                 if directory.is_symlink() or not directory.resolve().is_relative_to(self._base):
                     raise UnsafeNameError(f"{directory} leads outside the artifact store {self._root}")
                 self._checked.add(directory)
+
+    def open_write(self) -> HashedWrite:
+        """A temp file under ``tmp/`` (named after its writer, as ``write``'s are)."""
+        tmp = self._root / "tmp" / temp_name()
+        self._inside(tmp.parent)
+        try:
+            try:
+                return HashedWrite(os.open(tmp, WRITE_FLAGS, 0o600), tmp)
+            except FileNotFoundError:  # removed meanwhile: make it again, once
+                self.make_dirs(tmp.parent)
+                return HashedWrite(os.open(tmp, WRITE_FLAGS, 0o600), tmp)
+        except OSError as e:
+            raise write_error(tmp, e) from e
+
+    def place(self, write: HashedWrite, path: Path, *, sync: bool) -> None:
+        """fsync (``sync``) and rename the temp file to ``path``."""
+        assert write.temp is not None, "not a local write"
+        try:
+            self._inside(path.parent)
+            write.close(sync=sync)
+            os.replace(write.temp, path)
+        except OSError as e:
+            write.discard()
+            raise write_error(path, e) from e
+        except BaseException:
+            write.discard()
+            raise
+
+    def write(self, path: Path, data: bytes, *, sync: bool) -> None:
+        tmp_dir = self._root / "tmp"
+        self._inside(tmp_dir, path.parent)
         try:
             write_atomic(path, data, sync=sync, tmp_dir=tmp_dir)
         except FileNotFoundError:  # removed meanwhile: make it again, once

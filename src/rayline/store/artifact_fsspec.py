@@ -25,7 +25,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from rayline.errors import StoreError
-from rayline.store.artifact_files import TempFile
+from rayline.store.artifact_files import HashedWrite, TempFile
 from rayline.store.files import validate_name
 
 __all__ = ["FsspecFiles"]
@@ -116,6 +116,14 @@ class FsspecFiles:
             self.fs.pipe_file(str(path), bytes(data))
         except Exception as exc:
             raise self._error("write", path, exc) from exc
+
+    def open_write(self) -> HashedWrite:
+        """A write kept in memory until ``place`` PUTs it whole."""
+        return HashedWrite()
+
+    def place(self, write: HashedWrite, path: PurePosixPath, *, sync: bool) -> None:
+        data, write.chunks = b"".join(write.chunks), []
+        self.write(path, data, sync=sync)
 
     def stat(self, path: PurePosixPath) -> tuple[int, float] | None:
         self.fs.invalidate_cache(str(path))

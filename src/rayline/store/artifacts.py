@@ -2,7 +2,7 @@
 
 Layout under ``root`` (``RAYLINE_ARTIFACTS_URL``; default ``RAYLINE_HOME/artifacts``)::
 
-    objects/<d[:2]>/<digest>        the bytes: Parquet for tables, cloudpickle otherwise
+    objects/<d[:2]>/<digest>        the bytes: Parquet (Arrow IPC when large) for tables, cloudpickle otherwise
     objects/<d[:2]>/<digest>.json   manifest, written last (digest, size, format, created,
                                     type, hmac)
     cache/<k[:2]>/<key>             cache index: "<digest> <hmac>" (metadata apart from the bytes)
@@ -46,9 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from rayline.errors import ArtifactIntegrityError, StoreError
-from rayline.store.artifact_encoding import from_bytes, to_bytes
-from rayline.store.artifact_files import ArtifactFiles, TempFile
+from rayline.store.artifact_encoding import encode, from_bytes, size_hint, to_bytes
+from rayline.store.artifact_files import ArtifactFiles, HashedWrite, TempFile
 from rayline.store.artifact_location import files_for
+from rayline.store.artifact_pointers import SignedPointers
 from rayline.store.files import (
     DIGEST,
     check_digest,
@@ -58,6 +59,9 @@ from rayline.store.files import (
 from rayline.store.temp_files import writer_gone
 
 log = logging.getLogger("rayline.artifacts")
+
+#: Values at least this large (``size_hint``) are streamed into the store, not built in memory.
+STREAM_MIN = 1 << 20
 
 __all__ = ["ArtifactInfo", "ArtifactStore", "TempFile", "load_or_create_key", "validate_name"]
 
@@ -71,7 +75,7 @@ class ArtifactInfo:
     fmt: str
 
 
-class ArtifactStore:
+class ArtifactStore(SignedPointers):
     """Content-addressed, atomic, signed storage of task outputs.
 
     Args:
@@ -144,11 +148,22 @@ class ArtifactStore:
         """Store ``value``: a pyarrow Table or pandas DataFrame as Parquet, anything else pickled.
 
         Writes nothing if the same bytes are already stored intact; a stored copy that differs
-        (damaged on disk) or whose manifest fails its signature is rewritten.
+        (damaged on disk) or whose manifest fails its signature is rewritten. A large array,
+        table or byte string (``size_hint`` of 1 MiB or more) is encoded straight into its file
+        and hashed as it is written: its bytes are never built in memory first.
 
         Raises:
             StoreError: the write failed (e.g. disk full); nothing partial is left in place.
         """
+        hint = size_hint(value)
+        if hint is not None and hint >= STREAM_MIN:
+            write = self._files.open_write()
+            try:
+                fmt, kind = encode(value, write)
+            except BaseException:
+                write.discard()
+                raise
+            return self._publish(write.digest, write.size, fmt, kind, write)
         data, fmt, kind = to_bytes(value)
         return self._put(data, fmt, kind)
 
@@ -157,31 +172,41 @@ class ArtifactStore:
         return self._put(bytes(data), validate_name(fmt), "bytes")
 
     def _put(self, data: bytes, fmt: str, kind: str) -> ArtifactInfo:
-        digest = hashlib.sha256(data).hexdigest()
+        return self._publish(hashlib.sha256(data).hexdigest(), len(data), fmt, kind, data)
+
+    def _publish(self, digest: str, size: int, fmt: str, kind: str, data: bytes | HashedWrite) -> ArtifactInfo:
+        """Place the object (unless an intact copy is there), then its signed manifest."""
         path = self._object(digest)
         manifest = path.with_name(f"{digest}.json")
-        info = ArtifactInfo(digest, len(data), fmt)
+        info = ArtifactInfo(digest, size, fmt)
         m, d = self._files.stat(manifest), self._files.stat(path)
-        intact = d is not None and d[0] == len(data) and self._same_bytes(path, data)
+        intact = d is not None and d[0] == size and self._intact(path, digest)
+        written = isinstance(data, HashedWrite)
         if intact and m is not None and m[0] and _passes(self._manifest, digest):
+            if written:
+                data.discard()
             return info  # already stored intact: nothing to write
         if m is not None and d is not None:
             log.warning("artifact %s in %s was damaged; rewriting it", digest, self.url)
-        if not intact:
+        if intact and written:
+            data.discard()
+        elif written:
+            self._files.place(data, path, sync=True)
+        elif not intact:
             self._files.write(path, data, sync=True)
         record = {
-            "digest": digest, "size": len(data), "format": fmt,
+            "digest": digest, "size": size, "format": fmt,
             "created": datetime.now(UTC).isoformat(), "type": kind,
-            "hmac": self._mac("object", digest, len(data), fmt, kind),
+            "hmac": self._mac("object", digest, size, fmt, kind),
         }  # fmt: skip
         self._files.write(manifest, json.dumps(record).encode(), sync=True)
         if os.environ.get("RAYLINE_DB_SYNC", "").lower() == "full":
             self._files.sync_dir(path.parent)  # power-loss durability of the names, as asked
         return info
 
-    def _same_bytes(self, path: Path, data: bytes) -> bool:
+    def _intact(self, path: Path, digest: str) -> bool:
         try:
-            return self._files.read(path) == data
+            return hashlib.sha256(self._files.read(path)).hexdigest() == digest
         except (FileNotFoundError, StoreError):
             return False
 
@@ -258,58 +283,6 @@ class ArtifactStore:
         self._files.remove(path.with_name(f"{digest}.json"))
         self._files.remove(path)
 
-    # ------------------------------------------------------------------- pointers and cache
-
-    def _put_pointer(self, path: Path, kind: str, digest: str, *, sync: bool) -> None:
-        rel = path.relative_to(self.root).as_posix()
-        line = f"{digest} {self._mac(kind, rel, digest)}\n"
-        self._files.write(path, line.encode(), sync=sync)
-
-    def _get_pointer(self, path: Path, kind: str) -> str | None:
-        try:
-            digest, mac = self._files.read(path).decode("ascii").split()
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            return None  # absent, or torn by a crash: a miss
-        rel = path.relative_to(self.root).as_posix()
-        if not DIGEST.fullmatch(digest) or not hmac.compare_digest(
-            mac, self._mac(kind, rel, digest)
-        ):
-            return None
-        return digest
-
-    def _cache_path(self, key: str) -> Path:
-        return self._files.path("cache", validate_name(key)[:2].replace(".", "_"), key)
-
-    def cache_put(self, key: str, digest: str) -> None:
-        """Record that cache ``key`` resolves to the stored object ``digest``."""
-        self._put_pointer(self._cache_path(key), "cache", check_digest(digest), sync=False)
-
-    def cache_get(self, key: str) -> str | None:
-        """The digest cached under ``key``, or None if absent or if it no longer verifies."""
-        digest = self._get_pointer(self._cache_path(key), "cache")
-        return digest if digest is not None and self.verify(digest) else None
-
-    def put_named(self, namespace: str, name: str, value: Any) -> ArtifactInfo:
-        """Store ``value`` and point ``named/<namespace>/<name>`` at it (replacing any)."""
-        path = self._files.path("named", namespace, name)
-        info = self.put(value)
-        self._put_pointer(path, "named", info.digest, sync=True)
-        return info
-
-    def named_digest(self, namespace: str, name: str) -> str | None:
-        """The digest ``namespace/name`` points at, or None."""
-        return self._get_pointer(self._files.path("named", namespace, name), "named")
-
-    def get_named(self, namespace: str, name: str) -> Any:
-        """The value stored under ``namespace/name``, checked as ``get`` checks it.
-
-        Raises:
-            StoreError: nothing is stored under that name.
-        """
-        digest = self.named_digest(namespace, name)
-        if digest is None:
-            raise StoreError(f"no artifact named '{namespace}/{name}' in {self.url}")
-        return self.get(digest)
 
     # ------------------------------------------------------------- temp files and listings
 

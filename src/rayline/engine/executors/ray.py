@@ -7,10 +7,15 @@ when all its bundles fit: the executor creates a placement group of them and pas
 ``ready()`` reference as an argument, so Ray starts the task once every bundle is reserved; two
 trainings that together do not fit run one after the other instead of each holding half its
 workers. The task finds the group in ``rayline.context.placement_group()``; it is removed when
-the task ends (or is cancelled)."""
+the task ends (or is cancelled).
+
+A large output to persist is written beside the work (``persister.py``): the task returns it to
+the object store, its consumers start, and a persister writes it meanwhile; the node counts as
+finished (``wait``, ``metas``) once its artifact is committed."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import socket
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rayline.engine.compiler import PlannedNode
+from rayline.engine.executors import gangs, persister
 from rayline.engine.worker import NodeCall, Stored, TaskStatic, code_in, execute_node
 
 log = logging.getLogger("rayline.executor")
@@ -26,13 +32,18 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class RayHandle:
-    __slots__ = ("node_id", "value", "meta_ref", "pg")
+    """One node: its value and meta refs; while its output is being persisted beside the work,
+    the task's meta and the persister's ``persist_ref``; ``pg``, the placement group of its gang."""
+
+    __slots__ = ("node_id", "value", "meta_ref", "pg", "meta", "persist_ref")
 
     def __init__(self, node_id: str, value: Any, meta_ref: Any, pg: Any = None):
         self.node_id = node_id
         self.value = value
         self.meta_ref = meta_ref
         self.pg = pg  # the placement group holding the node's gang, if it has one
+        self.meta: dict[str, Any] | None = None
+        self.persist_ref: Any = None
 
 
 class RayExecutor:
@@ -64,6 +75,8 @@ class RayExecutor:
         self.started_ray = False
         self._gcs: tuple[str, int] | None = None
         self._lost: str | None = None
+        self._beside: tuple[int, int] | None = None
+        self._store: Any = None  # the artifact store the persisters write to (from the statics)
 
     def start(self) -> None:
         from rayline.config import Settings
@@ -74,6 +87,7 @@ class RayExecutor:
                    object_store_memory=self.object_store_memory):  # fmt: skip
             self.started_ray = True
         self._gcs = _gcs_address()
+        self._beside = persister.beside_range()
 
     def lost(self) -> str | None:
         """Why the cluster is gone: its head's GCS refuses connections (or does not answer within
@@ -162,6 +176,9 @@ class RayExecutor:
         self._pickle_by_value(static.fn)
         for obj in code_in(call.template):  # e.g. a model_fn from the flow file, for a built-in task
             self._pickle_by_value(obj)
+        if call.persist and not call.digest_needed and self._beside is not None and static.store is not None:
+            call = dataclasses.replace(call, beside=self._beside)
+            self._store = static.store
         values = [i if isinstance(i, Stored) else i.value for i in inputs]
         metas = []
         if call.cache_base is not None:  # upstream digests make the cache key
@@ -170,10 +187,7 @@ class RayExecutor:
             key = f"static/{self._pool.run_tag}/{id(static)}"
             value_ref, meta_ref = self._pool.submit(key, static, call.pack(), [*values, *metas])
         elif node.gang is not None and node.gang.atomic:
-            from ray.util.placement_group import placement_group
-
-            pg = placement_group(node.gang.bundle_dicts(), strategy=node.gang.strategy,
-                                 name=f"rayline:{call.run_id}:{node.id}")  # fmt: skip
+            pg = gangs.placement_group_for(node, call.run_id)
             remote = self._remote_for(node, static, gang=True)
             value_ref, meta_ref = remote.remote(call.pack(), pg, pg.ready(), *values, *metas)
             return RayHandle(node.id, value_ref, meta_ref, pg)
@@ -182,23 +196,86 @@ class RayExecutor:
         return RayHandle(node.id, value_ref, meta_ref)
 
     def wait(self, handles: list[RayHandle], timeout: float) -> list[RayHandle]:
+        """Handles whose task finished and whose output, if persisted beside the work, is
+        committed; returns when all of them are, or after ``timeout``. A task that finishes
+        meanwhile asking for that (``persist: beside`` in its meta) gets its write started at
+        once, and is returned when the write is done."""
+        import time
+
         import ray
 
-        if not handles:
-            return []
-        by_ref = {h.meta_ref: h for h in handles}
-        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout)
-        return [by_ref[r] for r in ready]
+        deadline = time.monotonic() + timeout
+        waiting = {(h.persist_ref if h.persist_ref is not None else h.meta_ref): h for h in handles}
+        done: list[RayHandle] = []
+        while waiting:
+            ready, _ = ray.wait(list(waiting), num_returns=1, timeout=max(deadline - time.monotonic(), 0))
+            if not ready:
+                break
+            ready, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=0)  # all ready now
+            finished = [waiting.pop(r) for r in ready]
+            for h in self._start_persists([h for h in finished if h.persist_ref is None and h.meta is None]):
+                waiting[h.persist_ref] = h
+            done += [h for h in finished if h.persist_ref is None or h.persist_ref not in waiting]
+            if time.monotonic() >= deadline:
+                break
+        return done
+
+    def _start_persists(self, finished: list[RayHandle]) -> list[RayHandle]:
+        """Read the metas of tasks that just finished (kept on their handles for ``metas``);
+        start writing the outputs that ask to be persisted beside the work; those handles."""
+        import ray
+        from ray import exceptions as rex
+
+        try:
+            metas = ray.get([h.meta_ref for h in finished], timeout=60)
+        except (rex.RayError, rex.GetTimeoutError):
+            metas = []
+            for h in finished:
+                metas.append(self._meta(h))
+        started = []
+        for h, meta in zip(finished, metas, strict=True):
+            h.meta = meta
+            if meta.get("persist") == "beside":
+                h.persist_ref = persister.persist(self._store, h.value, meta.get("cache_key"), meta.get("node"))
+                started.append(h)
+        return started
 
     def metas(self, handles: list[RayHandle]) -> list[dict[str, Any]]:
         import ray
         from ray import exceptions as rex
 
-        _remove_gangs(handles)
+        gangs.remove_groups(handles)
+        plain = [h for h in handles if h.meta is None]
         try:
-            return ray.get([h.meta_ref for h in handles], timeout=60)
+            got = dict(zip(map(id, plain), ray.get([h.meta_ref for h in plain], timeout=60), strict=True))
         except (rex.RayError, rex.GetTimeoutError):
-            return [self._meta(h) for h in handles]
+            got = {id(h): self._meta(h) for h in plain}
+        return [got[id(h)] if h.meta is None else h.meta if h.persist_ref is None else self._persisted_meta(h)
+                for h in handles]  # fmt: skip
+
+    def _persisted_meta(self, handle: RayHandle) -> dict[str, Any]:
+        """The task's meta with its artifact's digest, or FAILED if the output was not stored."""
+        import ray
+        from ray import exceptions as rex
+
+        meta = dict(handle.meta or {})
+        meta.pop("persist", None)
+        meta.pop("node", None)
+        try:
+            stored = ray.get(handle.persist_ref, timeout=60)
+        except rex.TaskCancelledError:
+            return {**meta, "status": "CANCELLED"}
+        except (rex.RayError, rex.GetTimeoutError) as exc:
+            persister.forget(handle.meta.get("node") if handle.meta else None)
+            cause = getattr(exc, "cause", None) or exc
+            stored = {"error_type": f"ray.{type(cause).__name__}", "error_message": _infra_message(type(cause).__name__, str(cause))}
+        if "digest" in stored:
+            meta.update(digest=stored["digest"], size=stored["size"], fmt=stored["fmt"])
+            return meta
+        attempts = [dict(a) for a in meta.get("attempts", [])] or [{"attempt": 1, "started": None}]
+        attempts[-1].update(status="FAILED", error_type=stored["error_type"], traceback=stored.get("traceback"),
+                            error_message=f"cannot store the output of task '{handle.node_id}': {stored['error_message']}")
+        return {**meta, "status": "FAILED", "attempts": attempts}
 
     def _meta(self, handle: RayHandle) -> dict[str, Any]:
         import ray
@@ -238,10 +315,13 @@ class RayExecutor:
                 handles = [h for h in handles if h.node_id not in self._pooled]
         for h in handles:
             try:
-                ray.cancel(h.meta_ref, force=force, recursive=True)
+                if h.persist_ref is not None:  # the task finished; its output is being written
+                    ray.cancel(h.persist_ref)
+                else:
+                    ray.cancel(h.meta_ref, force=force, recursive=True)
             except Exception as exc:  # already finished, or its owner is gone
                 log.debug("cancel %s: %s", h.node_id, exc)
-        _remove_gangs(handles)
+        gangs.remove_groups(handles)
 
     def release(self, handles: list[RayHandle]) -> None:
         for h in handles:
@@ -265,19 +345,6 @@ def _entry_for(static: TaskStatic, name: str, gang: bool = False) -> Any:
     entry.__name__ = entry.__qualname__ = name.replace("-", "_").replace(".", "_")
     entry.__module__ = "rayline.engine.executors.ray"
     return entry
-
-
-def _remove_gangs(handles: list[RayHandle]) -> None:
-    """Give back the placement groups of these (finished or cancelled) nodes' gangs."""
-    for h in handles:
-        if getattr(h, "pg", None) is not None:
-            from ray.util import remove_placement_group
-
-            pg, h.pg = h.pg, None
-            try:
-                remove_placement_group(pg)
-            except Exception as exc:  # removed by the task itself already
-                log.debug("remove placement group of %s: %s", h.node_id, exc)
 
 
 def _gcs_address() -> tuple[str, int] | None:
