@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from rayline.models.registry.database import open_database, settings_of
+from rayline.models.registry.database import RunDatabase, settings_of
 from rayline.models.registry.records import ModelVersion, to_json, utc
 from rayline.models.registry.sql import ModelRegistry
 from rayline.store.schema import deployments
@@ -34,36 +33,21 @@ from rayline.store.schema import deployments
 __all__ = ["DeploymentRecords"]
 
 
-class DeploymentRecords:
+class DeploymentRecords(RunDatabase):
     """The ``deployments`` table of ``settings_or_home`` (a ``Settings``, a home folder, None for
     ``RAYLINE_HOME``, or a ``ModelRegistry`` whose database it shares); opened on first use.
     Use as a context manager or call ``close()``."""
 
     def __init__(self, settings_or_home: Any = None) -> None:
-        shared = isinstance(settings_or_home, ModelRegistry)
-        self._settings = settings_or_home.settings if shared else settings_of(settings_or_home)
-        self._runs: Any = settings_or_home.runs if shared else None
-        self._own = not shared
-        self._lock = threading.Lock()
+        if isinstance(settings_or_home, ModelRegistry):
+            super().__init__(settings_or_home.settings, settings_or_home.runs)
+        else:
+            super().__init__(settings_of(settings_or_home))
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self._lock:
-            if self._runs is None:
-                self._runs = open_database(self._settings)
-        with self._runs.transaction() as conn:
+        with self._open().transaction() as conn:
             yield conn
-
-    def close(self) -> None:
-        """Close the database connections these records opened."""
-        if self._own and self._runs is not None:
-            self._runs.close()
-
-    def __enter__(self) -> DeploymentRecords:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def put(self, app: str, mv: ModelVersion, *, alias: str | None, spec: Mapping[str, Any],
             status: str) -> None:  # fmt: skip

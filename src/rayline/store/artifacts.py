@@ -316,22 +316,6 @@ class ArtifactStore(SignedPointers):
                     continue  # not an object, or met again through its manifest
                 yield digest, self._files.stat(objects / shard / digest), f"{digest}.json" in names
 
-    def pointers(self) -> Iterator[tuple[str, tuple[str, ...], str | None]]:
-        """Every cache entry and named pointer: ``(kind, where, digest)``; ``kind`` is
-        ``cache`` (``where`` = (key,)) or ``named`` ((namespace, name)); ``digest`` is None
-        for an entry that is torn or not signed by this store's key."""
-        for shard in self._files.listdir(self.root / "cache"):
-            for key in self._files.listdir(self.root / "cache" / shard):
-                yield "cache", (key,), self._get_pointer(self.root / "cache" / shard / key, "cache")
-        for ns in self._files.listdir(self.root / "named"):
-            for name in self._files.listdir(self.root / "named" / ns):
-                where = self.root / "named" / ns / name
-                yield "named", (ns, name), self._get_pointer(where, "named")
-
-    def cache_remove(self, key: str) -> bool:
-        """Remove cache entry ``key``; False if there was none."""
-        return self._files.remove(self._cache_path(key))
-
 
 def _passes(check: Callable[[str], object], digest: str) -> bool:
     """Whether ``check(digest)`` (a read that verifies) raises no ``StoreError``."""

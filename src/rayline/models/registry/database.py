@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from rayline.store import schema
 from rayline.store.model_schema import MODEL_TABLES
 from rayline.store.runs import RunStore
 
-__all__ = ["LEGACY_FILE", "import_legacy_registry", "open_database", "settings_of"]
+__all__ = ["LEGACY_FILE", "RunDatabase", "import_legacy_registry", "open_database", "settings_of"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,35 @@ def settings_of(settings_or_home: Any) -> Settings:
     if isinstance(settings_or_home, Settings):
         return settings_or_home
     return Settings(home=Path(settings_or_home).expanduser().absolute())
+
+
+class RunDatabase:
+    """The run store's database as the registry and serving's records hold it: shared (``runs``,
+    an open ``RunStore``, never closed here) or their own, opened on first use (``_open``) and
+    closed by ``close()``. A context manager."""
+
+    def __init__(self, settings: Settings, runs: RunStore | None = None) -> None:
+        self._settings = settings
+        self._runs: Any = runs
+        self._own = runs is None
+        self._lock = threading.Lock()
+
+    def _open(self) -> RunStore:
+        with self._lock:
+            if self._runs is None:
+                self._runs = open_database(self._settings)
+            return self._runs
+
+    def close(self) -> None:
+        """Close the database connections this object opened (not a shared run store's)."""
+        if self._own and self._runs is not None:
+            self._runs.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def open_database(settings: Settings) -> RunStore:

@@ -25,7 +25,6 @@ In a flow, ``register_model`` (``rayline.tasks.registry``) registers with the dr
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from rayline.errors import StoreError
 from rayline.models.registry import records as rr
 from rayline.models.registry import tables as sql
-from rayline.models.registry.database import open_database, settings_of
+from rayline.models.registry.database import RunDatabase, settings_of
 from rayline.models.registry.records import (
     AliasEvent,
     ModelNotFoundError,
@@ -53,7 +52,7 @@ from rayline.store.artifacts import ArtifactStore, validate_name
 __all__ = ["ModelRegistry"]
 
 
-class ModelRegistry:
+class ModelRegistry(RunDatabase):
     """Model versions, aliases and their history in the run store's database
     (``RAYLINE_DB_URL``; by default SQLite at ``RAYLINE_HOME/runs.db``).
 
@@ -75,34 +74,18 @@ class ModelRegistry:
 
     def __init__(self, settings_or_home: Any = None, *, connect: bool = True,
                  store: ArtifactStore | None = None, runs: Any = None) -> None:
-        self._settings = settings_of(settings_or_home)
+        super().__init__(settings_of(settings_or_home), runs)
         self._home = self._settings.resolved_home
-        self._runs: Any = runs
-        self._own = runs is None
         self._where = runs.url if runs is not None else self._settings.run_store_url
         self._store: ArtifactStore | None = store
-        self._lock = threading.Lock()
         if connect:
             self._open()
 
     def _open(self) -> Any:
         """The run store's database, opened (and migrated, ``registry.db`` imported) once."""
-        with self._lock:
-            if self._runs is None:
-                self._runs = open_database(self._settings)
-                self._where = self._runs.url
-            return self._runs
-
-    def close(self) -> None:
-        """Close the database connections this registry opened."""
-        if self._own and self._runs is not None:
-            self._runs.close()
-
-    def __enter__(self) -> ModelRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        runs = super()._open()
+        self._where = runs.url
+        return runs
 
     @property
     def home(self) -> Path:
