@@ -144,7 +144,7 @@ class _Loaded:
         return tuple(spec.get(k) for k in ("home", "digest", "flavor", "inputs", "features_digest"))
 
     @classmethod
-    def load(cls, spec: dict[str, Any], same: "_Loaded | None" = None) -> "_Loaded":
+    def load(cls, spec: dict[str, Any], same: "_Loaded | None" = None, store: Any = None) -> "_Loaded":
         """Load ``spec``'s model (reusing ``same``'s when it is the same model): raises if the
         model cannot load, its ``setup`` raises or its first ``check_health`` fails."""
         if same is not None and cls.model_of(same.spec) == cls.model_of(spec):
@@ -153,7 +153,7 @@ class _Loaded:
         from rayline.models.registry import open_registry
 
         where = Settings(home=spec["home"], artifacts_url=spec.get("artifacts_url"))
-        registry = open_registry(where, connect=False)  # load(mv) opens no database
+        registry = open_registry(where, connect=False, store=store)  # load(mv) opens no database
         mv = ModelVersion.from_dict(spec)
         model = registry.load(mv)  # sha256 and HMAC checked before unpickling
         setup = getattr(model, "setup", None)
@@ -186,8 +186,11 @@ class ModelServer:
     keeps serving and ``rollout_state()`` says why; at replica start a failure fails the replica.
     """
 
-    def __init__(self, restart_key: Any = None) -> None:
+    def __init__(self, restart_key: Any = None, store: Any = None) -> None:
         self.restart_key = restart_key  # a new value starts new replicas (see serve_control.deploy)
+        # The deploying driver's artifact store (URL, storage options, HMAC key), as a Ray task
+        # gets it: a replica on another node has neither the driver's home nor its environment.
+        self.store = store
         self.state: _Loaded | None = None
         self.max_batch = 32
         self.attempt: dict[str, Any] = {"spec": None, "error": None}
@@ -201,7 +204,7 @@ class ModelServer:
         """Serve calls this with the deployment's ``user_config``: load and switch to ``spec``."""
         old = self.state
         try:
-            new = await asyncio.to_thread(_Loaded.load, spec, old)
+            new = await asyncio.to_thread(_Loaded.load, spec, old, self.store)
         except Exception as e:
             if old is None:  # replica start: fail it (Serve reports a failed constructor)
                 raise

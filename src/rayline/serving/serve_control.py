@@ -202,9 +202,23 @@ def deploy(app: str, record: dict[str, Any]) -> None:
     except TypeError:  # a Serve without it: every update restarts the replicas (slower, same result)
         log.warning("this Ray Serve does not take a deployment version; updates restart replicas")
         server = ModelServer.options(**options, user_config=spec)
-    target = server.bind(restart_key)
+    target = server.bind(restart_key, _replica_store(spec))
     serve.run_many([RunTarget(target, name=app, route_prefix=record["route_prefix"])],
                    wait_for_applications_running=False)  # fmt: skip
+
+
+def _replica_store(spec: dict[str, Any]) -> Any:
+    """The artifact store the replicas load the model from, with its storage options and key:
+    the running task's (a rollout inside a flow), else the one of the spec's home."""
+    from rayline import context
+
+    ctx = context.current()
+    if ctx is not None and ctx.store is not None:
+        return ctx.store
+    from rayline.config import Settings
+    from rayline.store.artifacts import ArtifactStore
+
+    return ArtifactStore.for_settings(Settings(home=spec["home"]), sweep=False)
 
 
 @functools.cache
