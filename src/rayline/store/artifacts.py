@@ -55,6 +55,7 @@ from rayline.store.files import (
     check_digest,
     load_or_create_key,
     validate_name,
+    write_error,
 )
 from rayline.store.temp_files import writer_gone
 
@@ -160,8 +161,10 @@ class ArtifactStore(SignedPointers):
             write = self._files.open_write()
             try:
                 fmt, kind = encode(value, write)
-            except BaseException:
+            except BaseException as e:
                 write.discard()
+                if isinstance(e, OSError):  # the disk refused the streamed bytes (full, read-only)
+                    raise write_error(write.temp or self.root, e) from e
                 raise
             return self._publish(write.digest, write.size, fmt, kind, write)
         data, fmt, kind = to_bytes(value)
